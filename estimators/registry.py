@@ -1,0 +1,182 @@
+"""The estimator contract and its registry.
+
+An estimator is a pure function of tensors:
+
+    advantages = estimator(batch: AdvantageBatch, signals: TrainingSignals | None, params) -> Tensor
+
+with ``advantages`` of shape [P, G] (one value per completion, broadcast over its tokens) or
+[P, G, T] (token-level). Registering it makes it a config choice (``estimator=<name>``), with its
+hyperparameters dataclass exposed as ``estimator_params.<name>.<field>``.
+
+This module imports nothing from ``harness``: the same functions can be handed to another trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class AdvantageBatch:
+    """What an estimator sees of one training batch: P prompts x G completions.
+
+    rewards:       [P, G] float, the verifier's reward of each completion.
+    valid:         [P, G] bool, False for a missing or filtered completion (default: all valid).
+    lengths:       [P, G] response lengths in tokens (default: unknown, None).
+    response_mask: [P, G, T] bool, token-level, for estimators that ask for it.
+    logprobs:      [P, G, T] rollout (behaviour) log-probs of the sampled tokens.
+    entropy:       [P, G, T] token entropy of the rollout policy.
+    """
+
+    rewards: torch.Tensor
+    valid: torch.Tensor | None = None
+    lengths: torch.Tensor | None = None
+    response_mask: torch.Tensor | None = None
+    logprobs: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.rewards.dim() != 2:
+            raise ValueError(f"rewards must be [P, G], got shape {tuple(self.rewards.shape)}")
+        self.rewards = self.rewards.float()
+        if self.valid is None:
+            self.valid = torch.ones_like(self.rewards, dtype=torch.bool)
+        self.valid = self.valid.bool()
+        shape = self.rewards.shape
+        for name in ("valid", "lengths"):
+            value = getattr(self, name)
+            if value is not None and value.shape != shape:
+                raise ValueError(
+                    f"{name} must have the shape of rewards {tuple(shape)}, got {tuple(value.shape)}"
+                )
+        for name in ("response_mask", "logprobs", "entropy"):
+            value = getattr(self, name)
+            if value is not None and (value.dim() != 3 or value.shape[:2] != shape):
+                raise ValueError(
+                    f"{name} must be [P, G, T] with [P, G] = {tuple(shape)}, got {tuple(value.shape)}"
+                )
+
+    @property
+    def num_prompts(self) -> int:
+        return self.rewards.shape[0]
+
+    @property
+    def group_size(self) -> int:
+        return self.rewards.shape[1]
+
+
+@dataclass
+class TrainingSignals:
+    """What the loop measures and a dynamic estimator may read (e.g. FADE's entropy schedule).
+
+    entropy is the rollout policy's mean token entropy on this step's batch; initial_entropy the
+    same at step 0. batch_pass_rate is the fraction of correct completions in this batch.
+    """
+
+    step: int = 0
+    total_steps: int = 1
+    batch_pass_rate: float | None = None
+    entropy: float | None = None
+    initial_entropy: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class NoParams:
+    """For estimators without hyperparameters."""
+
+
+EstimatorFn = Callable[[AdvantageBatch, "TrainingSignals | None", Any], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A registered estimator: call it as ``est(batch, signals=None, **params)``."""
+
+    name: str
+    fn: EstimatorFn
+    params: type
+    description: str
+    source: str
+    token_level: bool = False
+
+    def make_params(self, overrides: Mapping[str, Any] | None = None) -> Any:
+        """The hyperparameters dataclass with ``overrides`` applied; unknown names are refused."""
+        overrides = dict(overrides or {})
+        known = [f.name for f in dataclasses.fields(self.params)]
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ValueError(
+                f"estimator '{self.name}' has no hyperparameter {', '.join(map(repr, unknown))}; "
+                f"its hyperparameters are: {', '.join(known) or '(none)'}"
+            )
+        return self.params(**overrides)
+
+    def __call__(
+        self, batch: AdvantageBatch, signals: TrainingSignals | None = None, **params: Any
+    ) -> torch.Tensor:
+        advantages = self.fn(batch, signals, self.make_params(params))
+        expected = tuple(batch.rewards.shape)
+        if tuple(advantages.shape[:2]) != expected or advantages.dim() not in (2, 3):
+            raise ValueError(
+                f"estimator '{self.name}' returned shape {tuple(advantages.shape)}, "
+                f"expected {expected} or {expected + ('T',)}"
+            )
+        # Invalid completions carry no gradient, whatever the formula made of them.
+        valid = batch.valid if advantages.dim() == 2 else batch.valid.unsqueeze(-1)
+        return torch.where(valid, advantages, torch.zeros_like(advantages))
+
+
+_REGISTRY: dict[str, Estimator] = {}
+
+
+def register(
+    name: str,
+    *,
+    params: type = NoParams,
+    source: str,
+    description: str | None = None,
+    token_level: bool = False,
+) -> Callable[[EstimatorFn], EstimatorFn]:
+    """Register ``fn(batch, signals, params) -> advantages`` under ``name``.
+
+    ``params`` is a dataclass whose fields (with the paper's defaults) become config keys;
+    ``description`` defaults to the first line of the function's docstring.
+    """
+    if not dataclasses.is_dataclass(params):
+        raise TypeError(f"params of estimator '{name}' must be a dataclass, got {params!r}")
+
+    def decorator(fn: EstimatorFn) -> EstimatorFn:
+        if name in _REGISTRY:
+            raise ValueError(f"estimator '{name}' is registered twice")
+        doc = inspect.getdoc(fn) or ""
+        _REGISTRY[name] = Estimator(
+            name=name,
+            fn=fn,
+            params=params,
+            description=description or (doc.splitlines()[0] if doc else ""),
+            source=source,
+            token_level=token_level,
+        )
+        return fn
+
+    return decorator
+
+
+def names() -> list[str]:
+    """The registered estimator names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get(name: str) -> Estimator:
+    """The estimator registered as ``name``; a clear error naming the valid choices otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown estimator '{name}'; registered estimators: {', '.join(names())}") from None

@@ -1,0 +1,40 @@
+"""Shared fixtures: a small, fast run config and an isolated cache and tracking store."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# A model and budget small enough for tests (seconds), the same code path as the default.
+FAST = [
+    "model.hidden_size=64",
+    "model.intermediate_size=128",
+    "model.warmstart.steps=60",
+    "task.train_size=400",
+    "task.eval_size=16",
+    "trainer.steps=4",
+    "trainer.prompts_per_step=4",
+    "trainer.group_size=4",
+    "eval.every=2",
+    "eval.n=4",
+    "rollout.max_new_tokens=6",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> str:
+    """One model/task cache for the whole session, so the warm start is built once."""
+    return str(tmp_path_factory.mktemp("advbench-cache"))
+
+
+@pytest.fixture
+def fast_overrides(cache_dir, tmp_path) -> list[str]:
+    return [
+        *FAST,
+        f"cache_dir={cache_dir}",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        f"tracking.artifact_root={tmp_path}/artifacts",
+    ]
