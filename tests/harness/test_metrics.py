@@ -1,0 +1,67 @@
+from math import comb
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.metrics import k_values, pass_at_k, pass_at_k_curve, smooth, time_to_peak
+
+
+@given(n=st.integers(1, 60), data=st.data())
+def test_pass_at_k_matches_the_binomial_definition(n, data):
+    c = data.draw(st.integers(0, n))
+    k = data.draw(st.integers(1, n))
+    expected = 1.0 - comb(n - c, k) / comb(n, k)
+    assert pass_at_k(n, c, k) == pytest.approx(expected, abs=1e-12)
+
+
+def test_pass_at_k_hand_values():
+    assert pass_at_k(8, 3, 1) == pytest.approx(3 / 8)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2) = 1 - 3/6
+    assert pass_at_k(5, 0, 3) == 0.0
+    assert pass_at_k(5, 5, 1) == 1.0
+
+
+def test_pass_at_k_refuses_k_above_n_and_bad_counts():
+    with pytest.raises(ValueError, match="k <= n"):
+        pass_at_k(4, 2, 5)
+    with pytest.raises(ValueError, match="c <= n"):
+        pass_at_k(4, 5, 1)
+
+
+def test_k_values_and_curve():
+    assert k_values(8) == [1, 2, 4, 8]
+    assert k_values(10) == [1, 2, 4, 8, 10]
+    assert k_values(1) == [1]
+    curve = pass_at_k_curve(4, [0, 4, 1])
+    assert curve[1] == pytest.approx((0 + 1 + 0.25) / 3)
+    assert curve[4] == pytest.approx((0 + 1 + 1) / 3)
+    assert list(curve.values()) == sorted(curve.values())  # pass@k grows with k
+
+
+def test_smooth_is_a_centred_moving_average_shrinking_at_the_ends():
+    assert np.allclose(smooth([0, 3, 6, 9], 3), [1.5, 3, 6, 7.5])
+    with pytest.raises(ValueError):
+        smooth([1, 2], 2)
+
+
+def test_time_to_peak_uses_the_smoothed_curve_not_the_raw_argmax():
+    # The raw maximum is a one-eval spike at index 2; smoothed, the plateau from index 4 is higher.
+    curve = [0.1, 0.1, 0.9, 0.1, 0.5, 0.6, 0.6, 0.6, 0.5]
+    result = time_to_peak(curve, [0.0] * len(curve), window=3, delta_abs=0.02)
+    smoothed = smooth(curve, 3)
+    assert result.peak == pytest.approx(smoothed.max())
+    assert result.index == int(np.flatnonzero(smoothed >= smoothed.max() - 0.02)[0])
+    assert not result.still_rising
+
+
+def test_time_to_peak_tolerance_is_max_of_abs_and_z_se():
+    curve = [0.2, 0.4, 0.45, 0.5, 0.5]
+    wide = time_to_peak(curve, [0.1] * 5, window=1, delta_abs=0.01, z=1.0)
+    assert wide.tolerance == pytest.approx(0.1)
+    assert wide.index == 1  # 0.4 >= 0.5 - 0.1
+    narrow = time_to_peak(curve, [0.0] * 5, window=1, delta_abs=0.01)
+    assert narrow.index == 3
+    assert not narrow.still_rising  # the first eval reaching the maximum is not the last one
+    assert time_to_peak([0.1, 0.2, 0.3], [0.0] * 3, window=1).still_rising
