@@ -1,0 +1,456 @@
+"""Config: OmegaConf structured configs merged from configs/base.yaml, the groups and the CLI.
+
+Resolution, in order (later wins):
+  configs/base.yaml  ->  the selected group files (configs/model/tiny.yaml into ``model`` ...)
+  ->  a user file (``-c my.yaml``)  ->  CLI dotted overrides (``trainer.steps=200``)
+
+A CLI item whose key is a group (``model=tiny``, ``task=countdown``) selects that group's file.
+``estimator``, ``seed`` and the groups may be given a list (``estimator=[grpo,rloo]``): the
+invocation then expands into one run per combination.
+
+Validation happens here, before anything heavy is imported: the schema (unknown keys, wrong
+types, impossible values) without torch, then the registries (estimator and loss names and their
+hyperparameters). Every failure is a ``ConfigError`` naming the key and the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any  # noqa: UP035  OmegaConf resolves these at runtime
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+CONFIG_DIR = Path(os.environ.get("ADVBENCH_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
+GROUPS = ("model", "task", "loss", "rollout")
+SWEEP_KEYS = ("estimator", "seed", *GROUPS)
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and the valid choices."""
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+@dataclass
+class WarmStartConfig:
+    """Supervised warm start of the built-in model on task demonstrations (cached on disk)."""
+
+    steps: int = 800
+    batch_size: int = 64
+    lr: float = 2e-3
+    train_examples: int = 0  # 0: every training prompt of the task
+    # Label smoothing of the supervised loss: the warm-started policy keeps its argmax (its skill)
+    # but spreads sampling mass over other tokens, as a pretrained LM sampled at T=1 does; RL's
+    # sharpening then shows within a CPU budget.
+    label_smoothing: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 0, "model.warmstart.steps", f"must be >= 0, got {self.steps}")
+        _require(self.batch_size >= 1, "model.warmstart.batch_size", f"must be >= 1, got {self.batch_size}")
+        _require(self.lr > 0, "model.warmstart.lr", f"must be > 0, got {self.lr}")
+        _require(self.train_examples >= 0, "model.warmstart.train_examples", "must be >= 0")
+        _require(
+            0 <= self.label_smoothing < 1,
+            "model.warmstart.label_smoothing",
+            f"must be in [0, 1), got {self.label_smoothing}",
+        )
+
+
+@dataclass
+class ModelConfig:
+    """The policy: the built-in tiny model (path unset) or any local HF causal LM (``path``)."""
+
+    name: str = "tiny"
+    path: str | None = None  # a local checkpoint directory; the fields below then describe nothing
+    architecture: str = "qwen2"  # qwen2 | llama: the transformers architecture of the built-in model
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    intermediate_size: int = 384
+    max_position_embeddings: int = 256
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    device: str = "cpu"  # cpu | cuda | auto
+    warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.architecture in ("qwen2", "llama"),
+            "model.architecture",
+            f"must be one of qwen2, llama; got '{self.architecture}'",
+        )
+        _require(
+            self.dtype in ("float32", "bfloat16", "float16"),
+            "model.dtype",
+            f"must be one of float32, bfloat16, float16; got '{self.dtype}'",
+        )
+        _require(
+            self.device in ("cpu", "cuda", "auto"),
+            "model.device",
+            f"must be one of cpu, cuda, auto; got '{self.device}'",
+        )
+        for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
+            _require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(
+            self.hidden_size % self.num_heads == 0,
+            "model.hidden_size",
+            f"must be divisible by model.num_heads={self.num_heads}",
+        )
+        _require(
+            self.num_heads % self.num_kv_heads == 0,
+            "model.num_kv_heads",
+            f"must divide model.num_heads={self.num_heads}",
+        )
+
+
+@dataclass
+class TaskConfig:
+    """A named source of prompts with a verifier."""
+
+    name: str = "arithmetic"
+    source: str = "reasoning_gym"
+    dataset: str = "basic_arithmetic"  # the reasoning-gym dataset name
+    params: dict[str, Any] = field(default_factory=dict)  # the dataset's own config (difficulty)
+    template: str = "{question}"  # prompt text; formatted with the item's question and metadata
+    answer_format: str = "plain"  # plain: the completion is the answer; tagged: <answer>...</answer>
+    reward: str = "raw"  # raw: the verifier's score as reward; binary: 1 if correct else 0
+    train_size: int = 4000
+    eval_size: int = 64
+    data_seed: int = 1234  # generates the train and eval items; fixed per suite, not per run
+
+    def __post_init__(self) -> None:
+        _require(self.source == "reasoning_gym", "task.source", f"must be reasoning_gym, got '{self.source}'")
+        _require(
+            self.answer_format in ("plain", "tagged"),
+            "task.answer_format",
+            f"must be one of plain, tagged; got '{self.answer_format}'",
+        )
+        _require(
+            self.reward in ("raw", "binary"),
+            "task.reward",
+            f"must be one of raw, binary; got '{self.reward}'",
+        )
+        _require(self.train_size >= 1, "task.train_size", f"must be >= 1, got {self.train_size}")
+        _require(self.eval_size >= 1, "task.eval_size", f"must be >= 1, got {self.eval_size}")
+
+
+@dataclass
+class RolloutConfig:
+    name: str = "hf"
+    engine: str = "hf"
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 16
+
+    def __post_init__(self) -> None:
+        _require(self.engine == "hf", "rollout.engine", f"must be one of hf; got '{self.engine}'")
+        _require(self.temperature > 0, "rollout.temperature", f"must be > 0, got {self.temperature}")
+        _require(0 < self.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
+        _require(
+            self.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}"
+        )
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 150
+    prompts_per_step: int = 32  # P
+    group_size: int = 8  # G completions per prompt
+    lr: float = 2e-4
+    warmup_steps: int = (
+        10  # linear lr warm-up: a fresh Adam's first steps are ~lr * sign(grad) on every weight
+    )
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    update_epochs: int = 1  # optimizer passes over each rollout batch
+    minibatches: int = 1  # optimizer steps per pass
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "prompts_per_step", "group_size", "update_epochs", "minibatches"):
+            _require(getattr(self, key) >= 1, f"trainer.{key}", f"must be >= 1, got {getattr(self, key)}")
+        _require(self.lr > 0, "trainer.lr", f"must be > 0, got {self.lr}")
+        _require(self.warmup_steps >= 0, "trainer.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        _require(self.weight_decay >= 0, "trainer.weight_decay", "must be >= 0")
+        _require(self.max_grad_norm > 0, "trainer.max_grad_norm", "must be > 0")
+        _require(
+            self.prompts_per_step % self.minibatches == 0,
+            "trainer.minibatches",
+            f"must divide trainer.prompts_per_step={self.prompts_per_step}",
+        )
+
+
+@dataclass
+class EvalConfig:
+    every: int = 10  # steps between evals; evals also run before the first and after the last step
+    n: int = 8  # samples per held-out prompt
+    temperature: float = 1.0
+    top_p: float = 1.0
+    greedy: bool = True  # also one greedy completion per prompt (greedy pass@1)
+    smoothing_window: int = 3  # time-to-peak: centred moving average over this many evals
+    peak_delta_abs: float = 0.02  # time-to-peak tolerance: max(delta_abs, z * standard error)
+    peak_z: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 1, "eval.every", f"must be >= 1, got {self.every}")
+        _require(self.n >= 1, "eval.n", f"must be >= 1, got {self.n}")
+        _require(self.temperature > 0, "eval.temperature", f"must be > 0, got {self.temperature}")
+        _require(0 < self.top_p <= 1, "eval.top_p", f"must be in (0, 1], got {self.top_p}")
+        _require(
+            self.smoothing_window >= 1 and self.smoothing_window % 2 == 1,
+            "eval.smoothing_window",
+            f"must be a positive odd number, got {self.smoothing_window}",
+        )
+        _require(
+            self.peak_delta_abs >= 0 and self.peak_z >= 0, "eval.peak_delta_abs", "tolerances must be >= 0"
+        )
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = "sqlite:///advbench.db"  # MLflow tracking URI; a local SQLite file by default
+    experiment: str = "advbench"
+    artifact_root: str = "advbench-artifacts"  # where a new experiment stores artifacts (local store)
+
+
+@dataclass
+class RunConfig:
+    estimator: str = "grpo"
+    estimator_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # {name: {knob: value}}
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    loss: dict[str, Any] = field(default_factory=lambda: {"name": "ppo_clip"})  # checked by its registry
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cache_dir: str = "~/.cache/advbench"  # warm-started models and generated eval sets
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.estimator}-{self.task.name}-{self.model.name}-s{self.seed}"
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def group_choices(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    try:
+        loaded = OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except Exception as exc:  # yaml syntax errors come in several types
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"config file {path} must hold a mapping, got a {type(loaded).__name__}")
+    return loaded
+
+
+def _load_group(group: str, choice: Any) -> DictConfig:
+    if not isinstance(choice, str) or not (CONFIG_DIR / group / f"{choice}.yaml").is_file():
+        raise ConfigError(
+            f"config key '{group}': unknown {group} '{choice}'; choices: {', '.join(group_choices(group))} "
+            f"(files in {CONFIG_DIR / group})"
+        )
+    node = _load_yaml(CONFIG_DIR / group / f"{choice}.yaml")
+    node.name = choice
+    return node
+
+
+def parse_overrides(items: list[str]) -> tuple[dict[str, Any], DictConfig]:
+    """Split CLI items into group selections (``task=countdown``) and dotted overrides.
+
+    Item by item: ``task=countdown task.eval_size=10`` selects the group and then overrides a key in it.
+    """
+    selections: dict[str, Any] = {}
+    dotted: list[str] = []
+    for item in items:
+        key, sep, _ = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key=value")
+        if key.startswith("+"):
+            raise ConfigError(f"override '{item}': advbench has no '+key' syntax; write {key[1:]}=...")
+        if key in GROUPS:
+            value = _parse_dotlist([item])[key]
+            selections[key] = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        else:
+            dotted.append(item)
+    return selections, _parse_dotlist(dotted)
+
+
+def _parse_dotlist(items: list[str]) -> DictConfig:
+    try:
+        return OmegaConf.from_dotlist(items)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot parse overrides {items}: {exc}") from None
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, ListConfig):
+        value = OmegaConf.to_container(value)
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _explain(exc: OmegaConfBaseException, schema: Any) -> str:
+    key = getattr(exc, "full_key", None) or "?"
+    if isinstance(exc, ConfigKeyError):
+        parent, _, leaf = key.rpartition(".")
+        node: Any = schema
+        for part in filter(None, parent.split(".")):
+            node = getattr(node, part, None)
+        valid = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+        close = difflib.get_close_matches(leaf, valid, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        where = f"'{parent}'" if parent else "the top level"
+        return f"unknown config key '{key}'{hint}; valid keys under {where}: {', '.join(valid)}"
+    if isinstance(exc, ValidationError):
+        return f"config key '{key}': {str(exc).splitlines()[0]}"
+    return f"config key '{key}': {exc}"
+
+
+def _validate_schema(raw: DictConfig) -> RunConfig:
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        merged = OmegaConf.merge(schema, raw)
+        return OmegaConf.to_object(merged)  # runs each dataclass's __post_init__ checks
+    except OmegaConfBaseException as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(_explain(exc, RunConfig())) from None
+
+
+def _validate_registries(cfg: RunConfig) -> None:
+    """Estimator and loss names and their hyperparameters (imports torch through the registries)."""
+    import estimators
+    from harness import losses
+
+    if cfg.estimator not in estimators.names():
+        close = difflib.get_close_matches(cfg.estimator, estimators.names(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"config key 'estimator': unknown estimator '{cfg.estimator}'{hint}; "
+            f"registered estimators: {', '.join(estimators.names())}"
+        )
+    unused = sorted(set(cfg.estimator_params) - set(estimators.names()))
+    if unused:
+        raise ConfigError(
+            f"config key 'estimator_params': {', '.join(unused)} is not a registered estimator; "
+            f"keys must be estimator names: {', '.join(estimators.names())}"
+        )
+    estimator = estimators.get(cfg.estimator)
+    try:
+        params = estimator.make_params(cfg.estimator_params.get(cfg.estimator, {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key 'estimator_params.{cfg.estimator}': {exc}") from None
+    # The resolved config records every knob of the chosen estimator, defaults included.
+    cfg.estimator_params = {cfg.estimator: dataclasses.asdict(params)}
+    try:
+        cfg.loss = losses.resolve(cfg.loss)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"config key 'loss': {exc.args[0] if exc.args else exc}") from None
+
+
+def load(overrides: list[str] | None = None, config_file: str | None = None) -> list[RunConfig]:
+    """Resolve and validate the runs of one invocation: one RunConfig per sweep combination."""
+    base = _load_yaml(CONFIG_DIR / "base.yaml")
+    user = _load_yaml(Path(config_file)) if config_file else OmegaConf.create({})
+    selections, cli = parse_overrides(overrides or [])
+
+    defaults: dict[str, Any] = dict(base.pop("defaults", {}))
+    defaults.update(user.pop("defaults", {}))
+    for group in GROUPS:  # a user file may also select a group with a plain string
+        if group in user and not isinstance(user[group], DictConfig):
+            defaults[group] = (
+                OmegaConf.to_container(user[group]) if isinstance(user[group], ListConfig) else user[group]
+            )
+            del user[group]
+    defaults.update(selections)
+
+    missing = [g for g in GROUPS if g not in defaults]
+    if missing:
+        raise ConfigError(
+            f"configs/base.yaml 'defaults' must select every group; missing: {', '.join(missing)}"
+        )
+    layered = OmegaConf.merge(base, user, cli)
+    axes = {
+        "estimator": _as_list(layered.get("estimator", RunConfig.estimator)),
+        "seed": _as_list(layered.get("seed", RunConfig.seed)),
+        **{group: _as_list(defaults[group]) for group in GROUPS},
+    }
+    runs = []
+    for combo in itertools.product(*axes.values()):
+        chosen = dict(zip(axes, combo, strict=True))
+        raw = OmegaConf.create({g: _load_group(g, chosen[g]) for g in GROUPS})
+        raw = OmegaConf.merge(raw, base, user, cli)
+        raw.estimator, raw.seed = chosen["estimator"], chosen["seed"]
+        for group in GROUPS:
+            raw[group].name = chosen[group]
+        cfg = _validate_schema(raw)
+        _validate_registries(cfg)
+        runs.append(cfg)
+    return runs
+
+
+def to_yaml(cfg: RunConfig) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def flatten(cfg: RunConfig) -> dict[str, str]:
+    """The resolved config as flat dotted keys, for MLflow params."""
+    container = OmegaConf.to_container(OmegaConf.structured(cfg))
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), value)
+        else:
+            flat[prefix] = str(node)
+
+    walk("", container)
+    return flat
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Identity of a run: the resolved config minus where it is tracked."""
+    container = OmegaConf.to_container(OmegaConf.structured(cfg))
+    container.pop("tracking", None)
+    container.pop("threads", None)
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(container)).encode()).hexdigest()[:16]
+
+
+__all__ = [
+    "CONFIG_DIR",
+    "ConfigError",
+    "EvalConfig",
+    "ModelConfig",
+    "RolloutConfig",
+    "RunConfig",
+    "TaskConfig",
+    "TrackingConfig",
+    "TrainerConfig",
+    "WarmStartConfig",
+    "config_hash",
+    "flatten",
+    "group_choices",
+    "load",
+    "to_yaml",
+]

@@ -1,0 +1,132 @@
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from harness.config import ConfigError, config_hash, flatten, load, to_yaml
+
+
+def test_defaults_resolve_to_one_run_with_every_knob():
+    (cfg,) = load([])
+    assert (cfg.estimator, cfg.model.name, cfg.task.name, cfg.loss["name"], cfg.rollout.name) == (
+        "grpo",
+        "tiny",
+        "arithmetic",
+        "ppo_clip",
+        "hf",
+    )
+    assert cfg.estimator_params == {"grpo": {"eps": 1e-6, "unbiased_std": True}}  # defaults recorded
+    assert cfg.loss == {"name": "ppo_clip", "clip_low": 0.2, "clip_high": 0.2, "aggregation": "token_mean"}
+    assert "estimator_params.grpo.eps" in flatten(cfg)
+
+
+def test_lists_sweep_estimators_and_seeds():
+    runs = load(["estimator=[grpo,rloo,reinforce_batch]", "seed=[1,2]"])
+    assert [(r.estimator, r.seed) for r in runs] == [
+        ("grpo", 1),
+        ("grpo", 2),
+        ("rloo", 1),
+        ("rloo", 2),
+        ("reinforce_batch", 1),
+        ("reinforce_batch", 2),
+    ]
+    assert len({config_hash(r) for r in runs}) == 6
+
+
+def test_group_selection_then_dotted_override():
+    (cfg,) = load(
+        ["estimator=rloo", "task=countdown", "model=tiny", "seed=3", "trainer.steps=200", "task.eval_size=10"]
+    )
+    assert (cfg.estimator, cfg.task.dataset, cfg.seed, cfg.trainer.steps, cfg.task.eval_size) == (
+        "rloo",
+        "countdown",
+        3,
+        200,
+        10,
+    )
+    assert cfg.estimator_params == {"rloo": {}}
+
+
+def test_config_file_is_merged_and_the_cli_wins(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text(
+        textwrap.dedent("""
+        defaults:
+          task: countdown
+        estimator: rloo
+        trainer:
+          steps: 7
+          lr: 1.0e-5
+        estimator_params:
+          grpo: {eps: 0.001}
+    """)
+    )
+    (cfg,) = load(["trainer.steps=9"], str(path))
+    assert (cfg.task.name, cfg.estimator, cfg.trainer.steps, cfg.trainer.lr) == ("countdown", "rloo", 9, 1e-5)
+    (grpo,) = load(["estimator=grpo"], str(path))
+    assert grpo.estimator_params == {"grpo": {"eps": 0.001, "unbiased_std": True}}
+
+
+def test_tracking_does_not_change_the_run_identity():
+    (a,) = load(["tracking.uri=sqlite:///x.db"])
+    (b,) = load(["tracking.uri=sqlite:///y.db"])
+    (c,) = load(["seed=1"])
+    assert config_hash(a) == config_hash(b) != config_hash(c)
+    assert "tracking:" in to_yaml(a)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["estimator=grpoo"],
+            r"unknown estimator 'grpoo' \(did you mean 'grpo'\?\); registered estimators: grpo,",
+        ),
+        (
+            ["trainer.stepz=3"],
+            r"unknown config key 'trainer.stepz' \(did you mean 'steps'\?\); "
+            r"valid keys under 'trainer': steps,",
+        ),
+        (
+            ["trainer.steps=abc"],
+            r"config key 'trainer.steps': Value 'abc' of type 'str' could not be converted to Integer",
+        ),
+        (["task=nope"], r"config key 'task': unknown task 'nope'; choices: arithmetic, countdown"),
+        (["trainer.group_size=0"], r"config key 'trainer.group_size': must be >= 1, got 0"),
+        (["rollout.temperature=-1"], r"config key 'rollout.temperature': must be > 0"),
+        (
+            ["estimator_params.grpo.epz=1"],
+            r"estimator 'grpo' has no hyperparameter 'epz'; its hyperparameters are: eps, unbiased_std",
+        ),
+        (["estimator_params.grpo.eps=0"], r"estimator_params.grpo': grpo: eps must be > 0"),
+        (["estimator_params.nope.x=1"], r"'estimator_params': nope is not a registered estimator"),
+        (["loss.clip_low=2"], r"config key 'loss': ppo_clip: clip_low must be in \(0, 1\)"),
+        (["loss.clip=0.1"], r"loss 'ppo_clip' has no hyperparameter 'clip'"),
+        (["+trainer.steps=3"], r"no '\+key' syntax"),
+        (["trainer"], r"not of the form key=value"),
+        (["model.hidden_size=30"], r"model.hidden_size': must be divisible by model.num_heads=4"),
+    ],
+)
+def test_bad_configs_name_the_key_and_the_choices(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load(overrides)
+
+
+def test_missing_config_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load([], "/no/such/file.yaml")
+
+
+def test_a_bad_config_fails_before_any_model_library_is_loaded():
+    # The CLI reports the error and exits 2 without importing transformers or MLflow (and so
+    # before any model is built); the wall time of this path is measured in tests/benchmarks.
+    code = textwrap.dedent("""
+        import sys
+        from harness.cli import main
+        rc = main(["run", "estimator=nope"])
+        print(rc, "transformers" in sys.modules, "mlflow" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["2", "False", "False"]
+    assert "unknown estimator 'nope'" in out.stderr and "registered estimators: grpo" in out.stderr
