@@ -1,0 +1,226 @@
+"""Models: the built-in tiny policy (built from config, warm-started, cached) or a local HF checkpoint.
+
+The tiny model is a real transformers architecture (Qwen2 or Llama) with a character tokenizer
+fitted to the task's alphabet (a ``tokenizers`` WordLevel model wrapped in PreTrainedTokenizerFast
+and saved beside the weights, so any engine can load the pair with ``from_pretrained``). It is
+warm-started by supervised training on task demonstrations and cached on disk under a hash of
+everything that shapes it, so every estimator and seed of a comparison starts from the same weights.
+
+Nothing is downloaded: ``model.path`` must be a local directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from harness.config import ConfigError, ModelConfig, TaskConfig
+from harness.tasks import Prompt, ReasoningGymTask
+
+PAD, EOS = "<pad>", "<eos>"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Policy:
+    model: torch.nn.Module  # a transformers causal LM
+    tokenizer: object  # a PreTrainedTokenizerFast with left padding and an EOS token
+    device: torch.device
+    path: Path  # where weights and tokenizer live (the cache entry for the tiny model)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("config key 'model.device': cuda was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+# -- the tiny model ------------------------------------------------------------------------------
+
+
+def fit_tokenizer(texts: list[str]):
+    """A character-level tokenizer whose vocabulary is exactly the characters of ``texts``.
+
+    It is a byte-level BPE with no merges (GPT-2's convention: a space is the token 'Ġ'). A plain
+    character split would do as much, but transformers 5 picks the tokenizer class of a saved
+    model from its architecture (Qwen2Tokenizer for qwen2), and that class re-tokenizes with its
+    own byte-level pre-tokenizer: with this vocabulary every loader encodes text the same way.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    alphabet = sorted(
+        {char for text in texts for piece, _ in byte_level.pre_tokenize_str(text) for char in piece}
+    )
+    vocab = {token: i for i, token in enumerate([PAD, EOS, *alphabet])}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = byte_level
+    tokenizer.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token=PAD, eos_token=EOS, padding_side="left"
+    )
+
+
+def build_tiny(cfg: ModelConfig, tokenizer) -> torch.nn.Module:
+    """A randomly initialised causal LM of the configured architecture and size."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    config_cls, model_cls = {
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+        "llama": (LlamaConfig, LlamaForCausalLM),
+    }[cfg.architecture]
+    config = config_cls(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        intermediate_size=cfg.intermediate_size,
+        max_position_embeddings=cfg.max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    return model_cls(config)
+
+
+def warm_start(
+    model: torch.nn.Module,
+    tokenizer,
+    examples: list[tuple[str, str]],
+    cfg: ModelConfig,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Supervised training on (prompt, completion) pairs; the loss covers completion tokens and EOS,
+    with ``warmstart.label_smoothing`` (torch's cross-entropy definition)."""
+    ws = cfg.warmstart
+    generator = torch.Generator().manual_seed(ws.seed)
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in examples]
+    target_ids = [
+        tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for _, c in examples
+    ]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=ws.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / max(1, ws.steps // 10)) * max(0.1, 1 - s / max(1, ws.steps))
+    )
+    model.train()
+    losses = []
+    for step in range(ws.steps):
+        rows = torch.randint(len(examples), (ws.batch_size,), generator=generator).tolist()
+        sequences = [prompt_ids[r] + target_ids[r] for r in rows]
+        width = max(map(len, sequences))
+        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+        labels = torch.full((len(rows), width), -100)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (r, seq) in enumerate(zip(rows, sequences, strict=True)):  # right padding; a handful of rows
+            input_ids[i, : len(seq)] = torch.tensor(seq)
+            attention[i, : len(seq)] = 1
+            labels[i, len(prompt_ids[r]) : len(seq)] = torch.tensor(target_ids[r])
+        logits = model(input_ids=input_ids, attention_mask=attention).logits
+        loss = torch.nn.functional.cross_entropy(  # position t predicts token t + 1
+            logits[:, :-1].flatten(0, 1),
+            labels[:, 1:].flatten(),
+            ignore_index=-100,
+            label_smoothing=ws.label_smoothing,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+        if on_step:
+            on_step(step + 1, losses[-1])
+    model.eval()
+    return losses
+
+
+def tiny_cache_key(model_cfg: ModelConfig, task_cfg: TaskConfig) -> str:
+    """A hash of everything that shapes the warm-started weights (not where they run)."""
+    shape = OmegaConf.to_container(OmegaConf.structured(model_cfg))
+    for key in ("name", "path", "device"):
+        shape.pop(key)
+    task = OmegaConf.to_container(OmegaConf.structured(task_cfg))
+    task.pop("name")
+    payload = json.dumps(
+        {"model": shape, "task": task, "torch": torch.__version__.split("+")[0]}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_tiny(
+    model_cfg: ModelConfig,
+    task: ReasoningGymTask,
+    cache_dir: str | os.PathLike[str],
+    on_step: Callable[[int, float], None] | None = None,
+) -> Path:
+    """The cache directory of the warm-started tiny model for this task, building it if absent."""
+    cache = Path(cache_dir).expanduser() / "models"
+    path = cache / f"tiny-{task.cfg.dataset}-{tiny_cache_key(model_cfg, task.cfg)}"
+    if (path / "config.json").is_file():
+        return path
+    train = task.prompts("train")
+    if model_cfg.warmstart.train_examples:
+        train = train[: model_cfg.warmstart.train_examples]
+    everything: list[Prompt] = train + task.prompts("eval")
+    # The alphabet covers eval prompts too, so no eval prompt holds an unknown character; the
+    # warm start itself sees only training demonstrations.
+    tokenizer = fit_tokenizer([p.text + task.demonstration(p) for p in everything])
+    torch.manual_seed(model_cfg.warmstart.seed)
+    model = build_tiny(model_cfg, tokenizer)
+    losses = warm_start(
+        model, tokenizer, [(p.text, task.demonstration(p)) for p in train], model_cfg, on_step
+    )
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cache, prefix=".building-"))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / "warmstart.json").write_text(
+        json.dumps({"final_loss": losses[-1] if losses else None, "steps": len(losses)})
+    )
+    try:
+        os.rename(staging, path)  # atomic; if another process won the race, keep its copy
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load_policy(
+    model_cfg: ModelConfig,
+    task: ReasoningGymTask,
+    cache_dir: str | os.PathLike[str],
+    on_step: Callable[[int, float], None] | None = None,
+) -> Policy:
+    """The policy to train: the warm-started tiny model, or the local checkpoint at model.path."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model_cfg.path:
+        path = Path(model_cfg.path).expanduser()
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"config key 'model.path': no Hugging Face checkpoint (config.json) in {path}")
+    else:
+        path = load_tiny(model_cfg, task, cache_dir, on_step)
+    device = resolve_device(model_cfg.device)
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[model_cfg.dtype])
+    model.to(device)
+    model.eval()
+    return Policy(model=model, tokenizer=tokenizer, device=device, path=path)

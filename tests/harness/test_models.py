@@ -1,0 +1,41 @@
+from transformers import AutoTokenizer
+
+from harness.config import ModelConfig
+from harness.models import build_tiny, fit_tokenizer
+
+TEXTS = ["12 + 3 - 45=", "18:[3, 4, 5]=3*4+5", "<answer>7</answer>\n"]
+
+
+def test_tokenizer_is_character_level_over_the_fitted_alphabet():
+    tokenizer = fit_tokenizer(TEXTS)
+    ids = tokenizer("12 + 3=", add_special_tokens=False)["input_ids"]
+    assert len(ids) == len("12 + 3=")
+    assert tokenizer.decode(ids) == "12 + 3="
+    assert len(tokenizer) == 2 + len(set("".join(TEXTS)))  # pad, eos and the characters
+
+
+def test_saved_tokenizer_encodes_the_same_through_auto_tokenizer(tmp_path):
+    # Regression: transformers 5 picks the tokenizer class from the model type (Qwen2Tokenizer),
+    # which once dropped spaces from prompts the model was trained on.
+    for architecture in ("qwen2", "llama"):
+        tokenizer = fit_tokenizer(TEXTS)
+        model = build_tiny(
+            ModelConfig(
+                architecture=architecture,
+                hidden_size=32,
+                num_heads=2,
+                num_kv_heads=1,
+                intermediate_size=64,
+                num_layers=1,
+            ),
+            tokenizer,
+        )
+        path = tmp_path / architecture
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        loaded = AutoTokenizer.from_pretrained(path)
+        for text in TEXTS:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            assert loaded(text, add_special_tokens=False)["input_ids"] == ids
+            assert loaded.decode(ids) == text
+        assert (loaded.eos_token_id, loaded.pad_token_id) == (tokenizer.eos_token_id, tokenizer.pad_token_id)
