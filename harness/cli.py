@@ -1,0 +1,216 @@
+"""The ``advbench`` command line.
+
+    advbench run [-c FILE] [key=value ...]   train and evaluate; lists sweep (estimator=[grpo,rloo])
+    advbench list                            registered estimators, losses, tasks and models
+
+The config is resolved and validated before torch, transformers or MLflow are imported, so a bad
+config fails fast with the key and the valid choices. Re-running a finished run (same resolved
+config, same tracking store) does not train again: its stored summary is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from harness.config import ConfigError, RunConfig, group_choices, load
+
+console = Console(stderr=True, soft_wrap=True)  # progress and messages
+
+
+def _results_console() -> Console:
+    """stdout for results; wide enough for the tables when piped to a file or CI log."""
+    out = Console()
+    return out if out.is_terminal else Console(width=140)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    import transformers
+
+    for name in ("mlflow", "alembic"):  # schema migrations of a new store are not news
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _summary_row(cfg: RunConfig, summary: dict[str, float], status: str) -> list[str]:
+    final_k = max(int(k.rsplit("_", 1)[1]) for k in summary if k.startswith("summary/final_pass_at_"))
+    rising = " (rising)" if summary.get("summary/still_rising") else ""
+    return [
+        cfg.estimator,
+        cfg.task.name,
+        str(cfg.seed),
+        f"{summary['summary/initial_pass_at_1']:.3f}",
+        f"{summary['summary/peak_pass_at_1']:.3f}",
+        f"{int(summary['summary/time_to_peak_step'])}{rising}",
+        f"{summary[f'summary/final_pass_at_{final_k}']:.3f}",
+        f"{summary['summary/final_entropy']:.3f}",
+        status,
+    ]
+
+
+def _summary_table(rows: list[list[str]], final_k: int) -> Table:
+    table = Table(title="advbench: eval pass@1 (smoothed) per run")
+    for name, justify in [
+        ("estimator", "left"),
+        ("task", "left"),
+        ("seed", "right"),
+        ("start pass@1", "right"),
+        ("peak pass@1", "right"),
+        ("step of peak", "right"),
+        (f"final pass@{final_k}", "right"),
+        ("entropy", "right"),
+        ("", "left"),
+    ]:
+        table.add_column(name, justify=justify)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    runs = load(args.overrides, args.config)  # validated before anything heavy is imported
+    _quiet_libraries()
+    from harness.loop import train
+    from harness.tracking import Tracker
+
+    tracker = Tracker(runs[0].tracking)
+    name = args.name or f"run-{datetime.now():%Y%m%d-%H%M%S}"
+    parent = tracker.start_parent(
+        name, tags={"advbench.command": " ".join(["advbench", "run", *sys.argv[2:]])}
+    )
+    console.print(
+        f"[bold]advbench[/] {len(runs)} run(s) under MLflow parent run '{name}' ({runs[0].tracking.uri})"
+    )
+    rows: list[list[str]] = []
+    status = "FINISHED"
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            for cfg in runs:
+                done = tracker.find_finished(cfg)
+                if done is not None:
+                    summary = {k: v for k, v in done.data.metrics.items() if k.startswith("summary/")}
+                    console.print(
+                        f"{cfg.run_name}: finished before in MLflow run {done.info.run_id}; not run again"
+                    )
+                    rows.append(_summary_row(cfg, summary, "cached"))
+                    continue
+                bar = progress.add_task(cfg.run_name, total=cfg.trainer.steps, info="")
+
+                def on_warmstart(step: int, loss: float, _bar=bar, _cfg=cfg) -> None:
+                    total = _cfg.model.warmstart.steps
+                    progress.update(_bar, info=f"warm start {step}/{total} loss {loss:.3f}")
+
+                def on_step(step: int, metrics: dict[str, float], _bar=bar) -> None:
+                    info = f"reward {metrics['train/reward_mean']:.3f} entropy {metrics['train/entropy']:.3f}"
+                    if "eval/pass_at_1" in metrics:
+                        on_step.last_eval = f" | eval pass@1 {metrics['eval/pass_at_1']:.3f}"
+                    progress.update(_bar, completed=step, info=info + getattr(on_step, "last_eval", ""))
+
+                child = tracker.start_child(parent, cfg)
+                try:
+                    result = train(cfg, child, on_step=on_step, on_warmstart=on_warmstart)
+                except BaseException:
+                    child.finish(
+                        "FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED"
+                    )
+                    raise
+                child.finish()
+                rows.append(_summary_row(cfg, result.summary, ""))
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        parent.finish(status)
+        if rows:
+            _results_console().print(_summary_table(rows, runs[0].eval.n))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import estimators
+    from harness import losses
+
+    table = Table(title="advbench registry", show_lines=False)
+    table.add_column("kind")
+    table.add_column("name")
+    table.add_column("description")
+    table.add_column("source")
+    for name in estimators.names():
+        est = estimators.get(name)
+        table.add_row("estimator", name, est.description, est.source)
+    for name in losses.names():
+        table.add_row("loss", name, losses.get(name).description, "")
+    from omegaconf import OmegaConf
+
+    from harness.config import CONFIG_DIR
+
+    for group in ("task", "model", "rollout"):
+        for name in group_choices(group):
+            text = (CONFIG_DIR / group / f"{name}.yaml").read_text()
+            first_comment = next(
+                (line.lstrip("# ") for line in text.splitlines() if line.startswith("#")), ""
+            )
+            node = OmegaConf.load(CONFIG_DIR / group / f"{name}.yaml")
+            detail = node.get("dataset", "") if group == "task" else ""
+            table.add_row(group, name, first_comment, str(detail))
+    _results_console().print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="advbench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and evaluate the configured run(s)")
+    run.add_argument("-c", "--config", help="a YAML file merged over configs/base.yaml")
+    run.add_argument("--name", help="name of the MLflow parent run")
+    run.add_argument(
+        "overrides", nargs="*", help="key=value overrides, e.g. estimator=rloo trainer.steps=200"
+    )
+    run.set_defaults(func=cmd_run)
+    lst = sub.add_parser("list", help="list registered estimators, losses, tasks and models")
+    lst.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    start = time.perf_counter()
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        console.print(f"[bold red]config error[/] ({time.perf_counter() - start:.2f} s): {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

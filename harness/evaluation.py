@@ -1,0 +1,135 @@
+"""Evaluation on held-out prompts: n samples each -> per-prompt correct counts -> pass@k, and the
+run summary (peak pass@1, time-to-peak, final pass@k) from the sequence of evals.
+
+Eval sampling draws from its own seeded RNG stream (forked from torch's), so an eval neither
+disturbs the training randomness nor differs between runs that reach the same weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from harness.config import EvalConfig
+from harness.metrics import k_values, pass_at_k_curve, time_to_peak
+from harness.rollout import HFEngine, SamplingParams
+from harness.tasks import Prompt, ReasoningGymTask
+
+
+@dataclass
+class EvalResult:
+    step: int  # training steps completed
+    n: int
+    correct: list[int]  # c_i: correct samples of prompt i, for recomputing any pass@k later
+    pass_at_k: dict[int, float]
+    pass_at_1_se: float  # standard error of pass@1 over prompts
+    greedy_pass_at_1: float | None
+    entropy: float  # mean token entropy of the eval samples
+    response_length: float
+    verifier_errors: int
+    samples: list[dict] = field(repr=False, default_factory=list)  # what the model wrote
+
+    def metrics(self) -> dict[str, float]:
+        out = {f"eval/pass_at_{k}": v for k, v in self.pass_at_k.items()}
+        out.update(
+            {
+                "eval/pass_at_1_se": self.pass_at_1_se,
+                "eval/entropy": self.entropy,
+                "eval/response_length": self.response_length,
+                "eval/verifier_errors": float(self.verifier_errors),
+            }
+        )
+        if self.greedy_pass_at_1 is not None:
+            out["eval/greedy_pass_at_1"] = self.greedy_pass_at_1
+        return out
+
+
+def evaluate(
+    engine: HFEngine,
+    task: ReasoningGymTask,
+    prompts: Sequence[Prompt],
+    cfg: EvalConfig,
+    max_new_tokens: int,
+    step: int,
+    seed: int,
+) -> EvalResult:
+    """Sample ``cfg.n`` completions per prompt (and one greedy), score them, and summarise."""
+    texts = [p.text for p in prompts]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        rollout = engine.generate(texts, cfg.n, SamplingParams(cfg.temperature, cfg.top_p, max_new_tokens))
+    scores = [task.score(prompts[i // cfg.n], text) for i, text in enumerate(rollout.texts)]
+    correct = np.array([s.correct for s in scores]).reshape(len(prompts), cfg.n).sum(1)
+    greedy = None
+    if cfg.greedy:
+        greedy_rollout = engine.generate(texts, 1, SamplingParams(max_new_tokens=max_new_tokens, greedy=True))
+        greedy = float(
+            np.mean([task.score(p, t).correct for p, t in zip(prompts, greedy_rollout.texts, strict=True)])
+        )
+    per_prompt = correct / cfg.n
+    samples = [
+        {
+            "prompt": prompts[i // cfg.n].text,
+            "completion": text,
+            "answer": prompts[i // cfg.n].answer,
+            "reward": s.reward,
+            "correct": s.correct,
+        }
+        for i, (text, s) in enumerate(zip(rollout.texts, scores, strict=True))
+    ]
+    mask = rollout.response_mask
+    return EvalResult(
+        step=step,
+        n=cfg.n,
+        correct=correct.tolist(),
+        pass_at_k=pass_at_k_curve(cfg.n, correct.tolist()),
+        pass_at_1_se=float(per_prompt.std(ddof=1) / np.sqrt(len(prompts))) if len(prompts) > 1 else 0.0,
+        greedy_pass_at_1=greedy,
+        entropy=float(rollout.entropy[mask].mean()) if mask.any() else 0.0,
+        response_length=float(mask.sum(-1).float().mean()),
+        verifier_errors=sum(s.error for s in scores),
+        samples=samples,
+    )
+
+
+@dataclass
+class EvalPoint:
+    """Where training stood at an eval: the time axes of time-to-peak."""
+
+    step: int
+    rollouts: int  # training completions generated so far
+    tokens: int  # training tokens generated so far
+    seconds: float  # wall-clock seconds of training so far (evals excluded)
+
+
+def summarize(
+    results: Sequence[EvalResult], points: Sequence[EvalPoint], cfg: EvalConfig
+) -> dict[str, float]:
+    """Peak pass@1 and time-to-peak (DESIGN.md), in steps, rollouts, tokens and seconds; final pass@k."""
+    ttp = time_to_peak(
+        [r.pass_at_k[1] for r in results],
+        [r.pass_at_1_se for r in results],
+        window=cfg.smoothing_window,
+        delta_abs=cfg.peak_delta_abs,
+        z=cfg.peak_z,
+    )
+    at = points[ttp.index]
+    final = results[-1]
+    summary = {
+        "summary/initial_pass_at_1": results[0].pass_at_k[1],
+        "summary/peak_pass_at_1": ttp.peak,
+        "summary/peak_tolerance": ttp.tolerance,
+        "summary/time_to_peak_step": float(at.step),
+        "summary/time_to_peak_rollouts": float(at.rollouts),
+        "summary/time_to_peak_tokens": float(at.tokens),
+        "summary/time_to_peak_seconds": at.seconds,
+        "summary/still_rising": float(ttp.still_rising),
+        "summary/final_entropy": final.entropy,
+    }
+    summary.update({f"summary/final_pass_at_{k}": final.pass_at_k[k] for k in k_values(final.n)})
+    if final.greedy_pass_at_1 is not None:
+        summary["summary/final_greedy_pass_at_1"] = final.greedy_pass_at_1
+    return summary

@@ -1,0 +1,294 @@
+"""The training-and-evaluation loop: one run of one estimator, top to bottom.
+
+each step:  prompts -> rollout engine (G completions each, with log-probs)
+            -> verifier -> rewards [P, G] -> estimator -> advantages
+            -> policy loss -> optimizer step -> step metrics
+every eval.every steps (and before the first, after the last): eval on held-out prompts
+at the end: summary (peak pass@1, time-to-peak, final pass@k) -> MLflow
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+import estimators
+from harness import losses, models, rollout, tasks
+from harness.config import RunConfig
+from harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
+from harness.rollout import Rollout, SamplingParams, logprobs_and_entropy
+from harness.tracking import RunTracker
+
+
+class NonFiniteError(RuntimeError):
+    """NaN or inf in a tensor of the loop: the run stops, naming the step, tensor and estimator."""
+
+
+def check_finite(tensor: torch.Tensor, name: str, step: int, estimator: str) -> None:
+    if not torch.isfinite(tensor).all():
+        bad = (~torch.isfinite(tensor)).sum().item()
+        raise NonFiniteError(
+            f"step {step}: {name} holds {bad} non-finite value(s) (estimator '{estimator}'); "
+            "the run is stopped"
+        )
+
+
+class PromptSampler:
+    """Shuffled epochs over the training prompts, seeded by the run seed."""
+
+    def __init__(self, prompts: list[tasks.Prompt], seed: int) -> None:
+        self.prompts = prompts
+        self.rng = np.random.default_rng(seed)
+        self.order: list[int] = []
+
+    def next(self, n: int) -> list[tasks.Prompt]:
+        while len(self.order) < n:
+            self.order.extend(self.rng.permutation(len(self.prompts)).tolist())
+        batch, self.order = self.order[:n], self.order[n:]
+        return [self.prompts[i] for i in batch]
+
+
+class PhaseTimer:
+    """Wall-clock seconds per phase of a step (rollout, scoring, estimator, update, logging)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+
+def token_logprobs(policy: models.Policy, batch: Rollout, rows: torch.Tensor, temperature: float):
+    """The current policy's log-prob and entropy of the sampled response tokens, [rows, T]."""
+    prompt_ids, response_ids = batch.prompt_ids[rows], batch.response_ids[rows]
+    attention = torch.cat([batch.prompt_mask[rows], batch.response_mask[rows].long()], dim=1)
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded rows
+    logits = policy.model(
+        input_ids=torch.cat([prompt_ids, response_ids], dim=1),
+        attention_mask=attention,
+        position_ids=position_ids,
+    ).logits
+    response_logits = logits[:, prompt_ids.shape[1] - 1 : -1]  # position t predicts response token t
+    return logprobs_and_entropy(response_logits, response_ids, temperature)
+
+
+def update_policy(
+    policy: models.Policy,
+    optimizer: torch.optim.Optimizer,
+    batch: Rollout,
+    advantages: torch.Tensor,
+    cfg: RunConfig,
+    step: int,
+) -> dict[str, float]:
+    """update_epochs passes of minibatch optimizer steps on one rollout batch; returns their metrics."""
+    loss_spec = losses.get(cfg.loss["name"])
+    loss_params = loss_spec.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
+    num_rows = batch.response_ids.shape[0]
+    # Broadcast [B] outcome advantages over tokens; [B, T] token-level ones are used as they are.
+    token_advantages = (
+        advantages.unsqueeze(-1).expand_as(batch.logprobs) if advantages.dim() == 1 else advantages
+    )
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    collected: dict[str, list[float]] = defaultdict(list)
+    policy.model.train()
+    for epoch in range(cfg.trainer.update_epochs):
+        order = (
+            torch.randperm(num_rows, generator=generator)
+            if cfg.trainer.minibatches > 1
+            else torch.arange(num_rows)
+        )
+        for rows in order.chunk(cfg.trainer.minibatches):
+            rows = rows.to(policy.device)
+            mask = batch.response_mask[rows]
+            logprobs, entropy = token_logprobs(policy, batch, rows, cfg.rollout.temperature)
+            loss, metrics = loss_spec.fn(
+                logprobs,
+                batch.logprobs[rows],
+                token_advantages[rows],
+                mask,
+                loss_params,
+                cfg.rollout.max_new_tokens,
+            )
+            check_finite(loss.detach(), "loss", step, cfg.estimator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), cfg.trainer.max_grad_norm)
+            check_finite(grad_norm, "gradient norm", step, cfg.estimator)
+            optimizer.step()
+            for key, value in metrics.items():
+                collected[key].append(value)
+            collected["loss"].append(loss.item())
+            collected["grad_norm"].append(grad_norm.item())
+            if epoch == 0:  # before this batch changed the weights: trainer vs rollout engine
+                with torch.no_grad():
+                    gap = (logprobs.detach() - batch.logprobs[rows]).abs()[mask]
+                    collected["logprob_mismatch_mean"].append(gap.mean().item())
+                    collected["logprob_mismatch_max"].append(gap.max().item())
+                    collected["policy_entropy"].append(entropy.detach()[mask].mean().item())
+    policy.model.eval()
+    return {
+        f"train/{key}": (max(values) if key.endswith("_max") else float(np.mean(values)))
+        for key, values in collected.items()
+    }
+
+
+@dataclass
+class RunResult:
+    cfg: RunConfig
+    evals: list[EvalResult]
+    summary: dict[str, float]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(
+    cfg: RunConfig,
+    tracker: RunTracker | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_warmstart: Callable[[int, float], None] | None = None,
+) -> RunResult:
+    """Run one training run of ``cfg`` and return its evals and summary (logged when ``tracker``)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(cfg.seed)
+
+    task = tasks.build(cfg.task, cfg.cache_dir)
+    policy = models.load_policy(cfg.model, task, cfg.cache_dir, on_warmstart)
+    engine = rollout.build(cfg.rollout.engine, policy)
+    estimator = estimators.get(cfg.estimator)
+    estimator_params = cfg.estimator_params.get(cfg.estimator, {})
+    optimizer = torch.optim.AdamW(
+        policy.model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
+    )
+    warmup = max(1, cfg.trainer.warmup_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda update: min(1.0, (update + 1) / warmup))
+    sampler = PromptSampler(task.prompts("train"), cfg.seed)
+    eval_prompts = task.prompts("eval")
+    sampling = SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens)
+    P, G = cfg.trainer.prompts_per_step, cfg.trainer.group_size
+
+    evals: list[EvalResult] = []
+    points: list[EvalPoint] = []
+    progress = EvalPoint(step=0, rollouts=0, tokens=0, seconds=0.0)
+    initial_entropy: float | None = None
+
+    def run_eval(step: int) -> None:
+        result = evaluate(
+            engine, task, eval_prompts, cfg.eval, cfg.rollout.max_new_tokens, step, seed=cfg.seed
+        )
+        evals.append(result)
+        points.append(EvalPoint(**vars(progress)))
+        if tracker:
+            tracker.log_metrics(result.metrics(), step)
+            tracker.log_jsonl(result.samples, f"eval_samples/step_{step:06d}.jsonl")
+            tracker.log_text(
+                json.dumps(
+                    {
+                        "n": cfg.eval.n,
+                        "prompts": [p.text for p in eval_prompts],
+                        "correct": {str(r.step): r.correct for r in evals},
+                    }
+                ),
+                "eval_correct_counts.json",
+            )
+
+    run_eval(0)
+    for step in range(1, cfg.trainer.steps + 1):
+        timer = PhaseTimer()
+        step_start = time.perf_counter()
+
+        prompts = sampler.next(P)
+        with timer("rollout"):
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # each step's samples depend on (seed, step) only
+            batch = engine.generate([p.text for p in prompts], G, sampling)
+
+        with timer("scoring"):
+            scores = [task.score(prompts[i // G], text) for i, text in enumerate(batch.texts)]
+            rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32).view(P, G)
+            correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
+            check_finite(rewards, "rewards", step, cfg.estimator)
+
+        with timer("estimator"):
+            mask = batch.response_mask
+            rollout_entropy = float(batch.entropy[mask].mean()) if mask.any() else 0.0
+            initial_entropy = rollout_entropy if initial_entropy is None else initial_entropy
+            advantage_batch = estimators.AdvantageBatch(
+                rewards=rewards,
+                lengths=batch.lengths.view(P, G),
+                response_mask=mask.view(P, G, -1),
+                logprobs=batch.logprobs.view(P, G, -1),
+                entropy=batch.entropy.view(P, G, -1),
+            )
+            signals = estimators.TrainingSignals(
+                step=step,
+                total_steps=cfg.trainer.steps,
+                batch_pass_rate=float(correct.mean()),
+                entropy=rollout_entropy,
+                initial_entropy=initial_entropy,
+            )
+            advantages = estimator(advantage_batch, signals, **estimator_params)
+            check_finite(advantages, "advantages", step, cfg.estimator)
+            advantages = advantages.reshape(P * G, *advantages.shape[2:]).to(policy.device)
+
+        with timer("update"):
+            update_metrics = update_policy(policy, optimizer, batch, advantages, cfg, step)
+            update_metrics["train/lr"] = schedule.get_last_lr()[0]
+            schedule.step()  # per rollout batch, so warm-up counts steps whatever the minibatching
+            engine.sync(policy)
+
+        with timer("logging"):
+            lengths = batch.lengths.float()
+            progress.step, progress.rollouts = step, progress.rollouts + P * G
+            progress.tokens += int(lengths.sum())
+            progress.seconds += time.perf_counter() - step_start
+            group_rewards = rewards.view(P, G)
+            metrics = {
+                "train/reward_mean": float(rewards.mean()),
+                "train/pass_rate": float(correct.mean()),
+                "train/zero_signal_groups": float(
+                    (group_rewards.max(1).values == group_rewards.min(1).values).float().mean()
+                ),
+                "train/entropy": rollout_entropy,
+                "train/response_length": float(lengths.mean()),
+                "train/truncated_fraction": float(batch.truncated.float().mean()),
+                "train/advantage_abs_mean": float(advantages.abs().mean()),
+                "train/verifier_errors": float(sum(s.error for s in scores)),
+                "train/generated_tokens": float(progress.tokens),
+                **update_metrics,
+            }
+            if tracker:
+                tracker.log_metrics(metrics, step)
+
+        metrics.update({f"time/{phase}": seconds for phase, seconds in timer.seconds.items()})
+        metrics["time/step"] = time.perf_counter() - step_start
+        if tracker:
+            tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("time/")}, step)
+        if step % cfg.eval.every == 0 or step == cfg.trainer.steps:
+            run_eval(step)
+            metrics.update(evals[-1].metrics())
+        if on_step:
+            on_step(step, metrics)
+
+    summary = summarize(evals, points, cfg.eval)
+    if tracker:
+        tracker.log_metrics(summary, cfg.trainer.steps)
+        tracker.flush()
+    return RunResult(cfg=cfg, evals=evals, summary=summary)

@@ -1,0 +1,118 @@
+"""MLflow tracking: one parent run per invocation, one child run per (estimator, task, model, seed).
+
+Uses MlflowClient with explicit run ids (no global active run), so runs can be created from any
+process. Step metrics are buffered and sent with log_batch. A child run is identified by the hash
+of its resolved config (tag ``advbench.config_hash``): a finished one is found and not run again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from harness.config import RunConfig, TrackingConfig, config_hash, flatten, to_yaml
+
+CONFIG_HASH_TAG = "advbench.config_hash"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
+MAX_PARAMS_PER_BATCH = 100
+
+
+def _is_local(uri: str) -> bool:
+    return urlparse(uri).scheme in ("sqlite", "file", "")
+
+
+class RunTracker:
+    """The child run of one training run: buffered step metrics, params, artifacts."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._buffer: list[Any] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._buffer.extend(Metric(key, float(value), now, step) for key, value in metrics.items())
+        if len(self._buffer) >= MAX_METRICS_PER_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._buffer:
+            batch, self._buffer = self._buffer[:MAX_METRICS_PER_BATCH], self._buffer[MAX_METRICS_PER_BATCH:]
+            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(key, value[:6000]) for key, value in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH], synchronous=True)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_jsonl(self, rows: list[dict], artifact_file: str) -> None:
+        self.log_text("".join(json.dumps(row) + "\n" for row in rows), artifact_file)
+
+    def set_tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.flush()
+        self.client.set_terminated(self.run_id, status=status)
+
+
+class Tracker:
+    """The tracking store of one invocation."""
+
+    def __init__(self, cfg: TrackingConfig) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.cfg = cfg
+        self.client = MlflowClient(tracking_uri=cfg.uri)
+        experiment = self.client.get_experiment_by_name(cfg.experiment)
+        if experiment is None:
+            # A local store keeps artifacts in a folder beside it, named by the config.
+            location = Path(cfg.artifact_root).resolve().as_uri() if _is_local(cfg.uri) else None
+            self.experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=location)
+        else:
+            self.experiment_id = experiment.experiment_id
+
+    def start_parent(self, name: str, tags: dict[str, str] | None = None) -> RunTracker:
+        run = self.client.create_run(
+            self.experiment_id, run_name=name, tags={"advbench.kind": "invocation", **(tags or {})}
+        )
+        return RunTracker(self.client, run.info.run_id)
+
+    def find_finished(self, cfg: RunConfig) -> Any | None:
+        """A finished child run with this resolved config, if any (the newest)."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{CONFIG_HASH_TAG}` = '{config_hash(cfg)}' and attributes.status = 'FINISHED'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0] if runs else None
+
+    def start_child(self, parent: RunTracker, cfg: RunConfig) -> RunTracker:
+        tags = {
+            PARENT_TAG: parent.run_id,
+            CONFIG_HASH_TAG: config_hash(cfg),
+            "advbench.kind": "run",
+            "advbench.estimator": cfg.estimator,
+            "advbench.task": cfg.task.name,
+            "advbench.model": cfg.model.name,
+            "advbench.seed": str(cfg.seed),
+        }
+        run = self.client.create_run(self.experiment_id, run_name=cfg.run_name, tags=tags)
+        child = RunTracker(self.client, run.info.run_id)
+        child.log_params(flatten(cfg))
+        child.log_text(to_yaml(cfg), "config.yaml")
+        return child

@@ -1,0 +1,83 @@
+"""`advbench run` and `advbench list` end to end, through MLflow's local SQLite store."""
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def _runs(uri: str, experiment: str = "advbench"):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_run_compares_estimators_under_one_parent_and_records_everything(fast_overrides, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", "estimator=[grpo,rloo]", *fast_overrides]) == 0
+    out = capsys.readouterr().out
+    assert "peak pass@1" in out and "grpo" in out and "rloo" in out  # the closing table
+
+    client, runs = _runs(uri)
+    parents = [r for r in runs if r.data.tags.get("advbench.kind") == "invocation"]
+    children = [r for r in runs if r.data.tags.get("advbench.kind") == "run"]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    assert {c.data.tags["advbench.estimator"] for c in children} == {"grpo", "rloo"}
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+    child = children[0]
+    assert child.data.params["trainer.steps"] == "4" and child.data.params["loss.name"] == "ppo_clip"
+    for key in (
+        "summary/peak_pass_at_1",
+        "summary/time_to_peak_step",
+        "summary/final_pass_at_4",
+        "eval/pass_at_1",
+        "eval/greedy_pass_at_1",
+        "train/reward_mean",
+        "train/entropy",
+        "train/clip_fraction",
+        "time/rollout",
+        "time/update",
+    ):
+        assert key in child.data.metrics, key
+    # Each step logged exactly once; evals at 0, 2, 4.
+    history = client.get_metric_history(child.info.run_id, "train/reward_mean")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4]
+    assert sorted(m.step for m in client.get_metric_history(child.info.run_id, "eval/pass_at_1")) == [0, 2, 4]
+
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"config.yaml", "eval_correct_counts.json", "eval_samples"} <= artifacts
+    local = client.download_artifacts(child.info.run_id, "eval_correct_counts.json", str(tmp_path / "dl"))
+    with open(local) as f:
+        counts = json.load(f)
+    assert counts["n"] == 4 and set(counts["correct"]) == {"0", "2", "4"} and len(counts["prompts"]) == 16
+    samples = client.download_artifacts(
+        child.info.run_id, "eval_samples/step_000004.jsonl", str(tmp_path / "dl")
+    )
+    with open(samples) as f:
+        first = json.loads(f.readline())
+    assert set(first) == {"prompt", "completion", "answer", "reward", "correct"}
+
+
+def test_rerunning_a_finished_run_does_not_train_or_log_again(fast_overrides, tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", "estimator=rloo", *fast_overrides]) == 0
+    assert main(["run", "estimator=rloo", *fast_overrides]) == 0
+    assert "not run again" in capsys.readouterr().err
+    client, runs = _runs(uri)
+    children = [r for r in runs if r.data.tags.get("advbench.kind") == "run"]
+    assert len(children) == 1
+    assert len(client.get_metric_history(children[0].info.run_id, "train/reward_mean")) == 4
+
+
+def test_list_shows_estimators_losses_tasks_and_models(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("grpo", "rloo", "reinforce_batch", "ppo_clip", "arithmetic", "countdown", "tiny", "hf"):
+        assert name in out
+    assert "arXiv 2402.03300" in out
