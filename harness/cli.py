@@ -42,6 +42,7 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
 
+    import mlflow  # noqa: F401  configures its loggers on import; quiet them after
     import transformers
 
     for name in ("mlflow", "alembic"):  # schema migrations of a new store are not news

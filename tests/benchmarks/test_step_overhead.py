@@ -1,0 +1,95 @@
+"""How much of a training step is the harness's own work, at the default batch size (P=32, G=8).
+
+Times, on one real batch of the warm-started tiny model:
+  core      engine.generate (rollout) and update_policy (forward, backward, optimizer step)
+  overhead  everything else a step does: scoring with the task's verifier, building the
+            AdvantageBatch and running the estimator, assembling and logging step metrics to MLflow
+
+Run:  pytest tests/benchmarks --benchmark-enable --benchmark-json=bench.json
+(in the normal test run benchmarks are disabled and each body runs once, as a smoke test).
+The share overhead / (core + overhead) is computed from the means in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import estimators
+from harness import models, rollout, tasks
+from harness.config import load
+from harness.loop import update_policy
+from harness.tracking import Tracker
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, cache_dir):
+    tmp = tmp_path_factory.mktemp("bench")
+    (cfg,) = load(
+        [
+            f"cache_dir={cache_dir}",
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
+            f"tracking.artifact_root={tmp}/artifacts",
+            "model.warmstart.steps=200",
+        ]
+    )
+    task = tasks.build(cfg.task, cfg.cache_dir)
+    policy = models.load_policy(cfg.model, task, cfg.cache_dir)
+    engine = rollout.HFEngine(policy)
+    prompts = task.prompts("train", cfg.trainer.prompts_per_step, seed=0)
+    sampling = rollout.SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens)
+    torch.manual_seed(0)
+    batch = engine.generate([p.text for p in prompts], cfg.trainer.group_size, sampling)
+    tracker = Tracker(cfg.tracking)
+    child = tracker.start_child(tracker.start_parent("bench"), cfg)
+    return cfg, task, policy, engine, prompts, sampling, batch, child
+
+
+@pytest.mark.benchmark(group="step")
+def test_core_generate(benchmark, setup):
+    cfg, task, policy, engine, prompts, sampling, batch, child = setup
+    benchmark(engine.generate, [p.text for p in prompts], cfg.trainer.group_size, sampling)
+
+
+@pytest.mark.benchmark(group="step")
+def test_core_update(benchmark, setup):
+    cfg, task, policy, engine, prompts, sampling, batch, child = setup
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=1e-12)  # ~no change to the weights
+    advantages = torch.randn(batch.response_ids.shape[0], generator=torch.Generator().manual_seed(0))
+    benchmark(update_policy, policy, optimizer, batch, advantages, cfg, 1)
+
+
+@pytest.mark.benchmark(group="step")
+def test_overhead_scoring_estimator_logging(benchmark, setup):
+    cfg, task, policy, engine, prompts, sampling, batch, child = setup
+    P, G = cfg.trainer.prompts_per_step, cfg.trainer.group_size
+    estimator = estimators.get(cfg.estimator)
+    step = iter(range(1, 10**9))
+
+    def overhead():
+        scores = [task.score(prompts[i // G], text) for i, text in enumerate(batch.texts)]
+        rewards = torch.tensor([s.reward for s in scores]).view(P, G)
+        advantages = estimator(
+            estimators.AdvantageBatch(
+                rewards, lengths=batch.lengths.view(P, G), response_mask=batch.response_mask.view(P, G, -1)
+            ),
+            estimators.TrainingSignals(step=1, total_steps=cfg.trainer.steps),
+        )
+        metrics = {f"train/m{i}": float(advantages.abs().mean()) for i in range(30)}  # ~the loop's count
+        child.log_metrics(metrics, next(step))  # buffered; flushed every 1000 metrics, as in the loop
+
+    benchmark(overhead)
+
+
+@pytest.mark.benchmark(group="config-error")
+def test_bad_config_exit_latency(benchmark):
+    """Wall time of `advbench run estimator=nope` in a fresh interpreter (torch import included)."""
+    code = "import sys; from harness.cli import main; sys.exit(main(['run', 'estimator=nope']))"
+
+    def run():
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode
+
+    assert benchmark.pedantic(run, rounds=5, iterations=1) == 2
