@@ -128,11 +128,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                     total = _cfg.model.warmstart.steps
                     progress.update(_bar, info=f"warm start {step}/{total} loss {loss:.3f}")
 
-                def on_step(step: int, metrics: dict[str, float], _bar=bar) -> None:
-                    info = f"reward {metrics['train/reward_mean']:.3f} entropy {metrics['train/entropy']:.3f}"
+                last_eval = {"text": ""}  # the latest eval's pass@1, shown until the next eval
+
+                def on_step(step: int, metrics: dict[str, float], _bar=bar, _last_eval=last_eval) -> None:
                     if "eval/pass_at_1" in metrics:
-                        on_step.last_eval = f" | eval pass@1 {metrics['eval/pass_at_1']:.3f}"
-                    progress.update(_bar, completed=step, info=info + getattr(on_step, "last_eval", ""))
+                        _last_eval["text"] = f" | eval pass@1 {metrics['eval/pass_at_1']:.3f}"
+                    info = f"reward {metrics['train/reward_mean']:.3f} entropy {metrics['train/entropy']:.3f}"
+                    progress.update(_bar, completed=step, info=info + _last_eval["text"])
 
                 child = tracker.start_child(parent, cfg)
                 try:

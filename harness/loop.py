@@ -90,12 +90,12 @@ def update_policy(
     optimizer: torch.optim.Optimizer,
     batch: Rollout,
     advantages: torch.Tensor,
+    loss: losses.PolicyLoss,
+    loss_params: object,
     cfg: RunConfig,
     step: int,
 ) -> dict[str, float]:
     """update_epochs passes of minibatch optimizer steps on one rollout batch; returns their metrics."""
-    loss_spec = losses.get(cfg.loss["name"])
-    loss_params = loss_spec.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
     num_rows = batch.response_ids.shape[0]
     # Broadcast [B] outcome advantages over tokens; [B, T] token-level ones are used as they are.
     token_advantages = (
@@ -114,7 +114,7 @@ def update_policy(
             rows = rows.to(policy.device)
             mask = batch.response_mask[rows]
             logprobs, entropy = token_logprobs(policy, batch, rows, cfg.rollout.temperature)
-            loss, metrics = loss_spec.fn(
+            loss_value, metrics = loss.fn(
                 logprobs,
                 batch.logprobs[rows],
                 token_advantages[rows],
@@ -122,15 +122,15 @@ def update_policy(
                 loss_params,
                 cfg.rollout.max_new_tokens,
             )
-            check_finite(loss.detach(), "loss", step, cfg.estimator)
+            check_finite(loss_value.detach(), "loss", step, cfg.estimator)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_value.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), cfg.trainer.max_grad_norm)
             check_finite(grad_norm, "gradient norm", step, cfg.estimator)
             optimizer.step()
             for key, value in metrics.items():
                 collected[key].append(value)
-            collected["loss"].append(loss.item())
+            collected["loss"].append(loss_value.item())
             collected["grad_norm"].append(grad_norm.item())
             if epoch == 0:  # before this batch changed the weights: trainer vs rollout engine
                 with torch.no_grad():
@@ -175,6 +175,8 @@ def train(
     engine = rollout.build(cfg.rollout.engine, policy)
     estimator = estimators.get(cfg.estimator)
     estimator_params = cfg.estimator_params.get(cfg.estimator, {})
+    loss = losses.get(cfg.loss["name"])
+    loss_params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
     optimizer = torch.optim.AdamW(
         policy.model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
     )
@@ -249,7 +251,7 @@ def train(
             advantages = advantages.reshape(P * G, *advantages.shape[2:]).to(policy.device)
 
         with timer("update"):
-            update_metrics = update_policy(policy, optimizer, batch, advantages, cfg, step)
+            update_metrics = update_policy(policy, optimizer, batch, advantages, loss, loss_params, cfg, step)
             update_metrics["train/lr"] = schedule.get_last_lr()[0]
             schedule.step()  # per rollout batch, so warm-up counts steps whatever the minibatching
             engine.sync(policy)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import estimators
-from harness import models, rollout, tasks
+from harness import losses, models, rollout, tasks
 from harness.config import load
 from harness.loop import update_policy
 from harness.tracking import Tracker
@@ -59,7 +59,9 @@ def test_core_update(benchmark, setup):
     cfg, task, policy, engine, prompts, sampling, batch, child = setup
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=1e-12)  # ~no change to the weights
     advantages = torch.randn(batch.response_ids.shape[0], generator=torch.Generator().manual_seed(0))
-    benchmark(update_policy, policy, optimizer, batch, advantages, cfg, 1)
+    loss = losses.get(cfg.loss["name"])
+    params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
+    benchmark(update_policy, policy, optimizer, batch, advantages, loss, params, cfg, 1)
 
 
 @pytest.mark.benchmark(group="step")
