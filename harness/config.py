@@ -326,6 +326,13 @@ def _explain(exc: OmegaConfBaseException, schema: Any) -> str:
 
 
 def _validate_schema(raw: DictConfig) -> RunConfig:
+    # A '???' in a config file means "the user must set this". Check before the schema merge:
+    # OmegaConf's merge never lets '???' override a value, so the schema default would win silently.
+    missing = sorted(OmegaConf.missing_keys(raw))
+    if missing:
+        raise ConfigError(
+            f"config key '{missing[0]}' must be set (it is '???' in its config file), e.g. {missing[0]}=..."
+        )
     schema = OmegaConf.structured(RunConfig)
     try:
         merged = OmegaConf.merge(schema, raw)

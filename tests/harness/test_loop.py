@@ -93,3 +93,61 @@ def test_rollout_logprobs_match_the_trainers_recomputation(fast_overrides):
     seen = []
     train(cfg, on_step=lambda step, metrics: seen.append(metrics["train/logprob_mismatch_max"]))
     assert np.max(seen) < 1e-4
+
+
+def test_a_token_level_estimator_trains_through_the_loop(fast_overrides):
+    seen = {}
+
+    @estimators.register("test_token_level_loop", source="test", token_level=True)
+    def per_token(batch, signals, params):
+        """Group-centred reward, halved on every second token."""
+        centred = batch.rewards - batch.rewards.mean(dim=1, keepdim=True)
+        weights = torch.ones(batch.response_mask.shape[-1])
+        weights[1::2] = 0.5
+        seen["shape"] = tuple(batch.response_mask.shape)
+        return centred.unsqueeze(-1) * weights * batch.response_mask.float()
+
+    try:
+        (cfg,) = load([*fast_overrides, "estimator=test_token_level_loop", "trainer.steps=2"])
+        result = train(cfg)
+        assert seen["shape"][:2] == (cfg.trainer.prompts_per_step, cfg.trainer.group_size)
+        assert len(result.evals) == 2
+    finally:
+        from estimators.registry import _REGISTRY
+
+        _REGISTRY.pop("test_token_level_loop")
+
+
+def test_a_local_checkpoint_loads_through_model_path(fast_overrides, tmp_path):
+    # Any local HF causal LM directory: here one the test writes, with the task's tokenizer.
+    from harness import tasks
+    from harness.models import build_tiny, fit_tokenizer
+
+    (cfg,) = load(fast_overrides)
+    task = tasks.build(cfg.task, cfg.cache_dir)
+    texts = [p.text + p.answer for p in task.prompts("train") + task.prompts("eval")]
+    tokenizer = fit_tokenizer(texts)
+    build_tiny(cfg.model, tokenizer).save_pretrained(tmp_path / "ckpt")
+    tokenizer.save_pretrained(tmp_path / "ckpt")
+    (local,) = load(
+        [
+            *fast_overrides,
+            "model=local",
+            f"model.path={tmp_path / 'ckpt'}",
+            "model.dtype=float32",
+            "trainer.steps=1",
+        ]
+    )
+    assert local.model.name == "local" and local.model.device == "auto"
+    result = train(local)
+    assert len(result.evals) == 2 and len(result.evals[0].correct) == cfg.task.eval_size
+
+
+def test_model_local_needs_a_path_and_a_checkpoint(fast_overrides, tmp_path):
+    from harness.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.path"):
+        load([*fast_overrides, "model=local"])
+    (cfg,) = load([*fast_overrides, "model=local", f"model.path={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"model.path': no Hugging Face checkpoint \(config.json\)"):
+        train(cfg)
