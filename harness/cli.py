@@ -79,7 +79,7 @@ def _summary_table(rows: list[list[str]], final_k: int) -> Table:
         ("step of peak", "right"),
         (f"final pass@{final_k}", "right"),
         ("entropy", "right"),
-        ("", "left"),
+        ("note", "left"),
     ]:
         table.add_column(name, justify=justify)
     for row in rows:
