@@ -14,6 +14,20 @@ from estimators.registry import (
 )
 
 # Importing a family module registers its estimators.
-from estimators import grpo, reinforce, rloo  # noqa: E402, F401  isort: skip
+from estimators import (  # noqa: E402, F401  isort: skip
+    fade,
+    gpg,
+    grpo,
+    maxrl,
+    opo,
+    passk,
+    reinforce,
+    reinforce_pp,
+    remax,
+    risk,
+    rloo,
+    sign,
+    unlikeliness,
+)
 
 __all__ = ["AdvantageBatch", "Estimator", "NoParams", "TrainingSignals", "get", "names", "register"]

@@ -31,3 +31,30 @@ def group_std(values: torch.Tensor, valid: torch.Tensor, unbiased: bool = True) 
     denominator = (count - 1.0) if unbiased else count
     variance = centred.pow(2).sum(dim=1, keepdim=True) / denominator.clamp(min=1.0)
     return variance.sqrt()
+
+
+def group_median(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Median over the valid entries of each group (the mean of the two middle ones for an even
+    count), [P, 1]; 0 for a group with none."""
+    median = torch.nanquantile(
+        torch.where(valid, values, torch.full_like(values, float("nan"))), 0.5, dim=1, keepdim=True
+    )
+    return torch.nan_to_num(median, nan=0.0)
+
+
+def token_weights(batch_valid: torch.Tensor, response_mask: torch.Tensor | None) -> torch.Tensor:
+    """[P, G, T] float weights of the tokens that count: the response mask of valid completions.
+
+    Without token-level inputs each completion counts as one token ([P, G, 1]).
+    """
+    if response_mask is None:
+        return batch_valid.unsqueeze(-1).to(torch.float32)
+    return response_mask.to(torch.float32) * batch_valid.unsqueeze(-1)
+
+
+def whiten_tokens(values: torch.Tensor, weights: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / (std + eps) over all weighted tokens of the batch; 0 where the weight is 0."""
+    total = weights.sum().clamp(min=1.0)
+    mean = (values * weights).sum() / total
+    var = (((values - mean) ** 2) * weights).sum() / total
+    return (values - mean) / (var.sqrt() + eps) * (weights > 0)

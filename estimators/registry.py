@@ -32,6 +32,8 @@ class AdvantageBatch:
     response_mask: [P, G, T] bool, token-level, for estimators that ask for it.
     logprobs:      [P, G, T] rollout (behaviour) log-probs of the sampled tokens.
     entropy:       [P, G, T] token entropy of the rollout policy.
+    greedy_rewards: [P] reward of each prompt's greedy completion (only for estimators that
+                   register ``needs=("greedy_rewards",)``, e.g. ReMax: the loop then produces it).
     """
 
     rewards: torch.Tensor
@@ -40,6 +42,7 @@ class AdvantageBatch:
     response_mask: torch.Tensor | None = None
     logprobs: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
+    greedy_rewards: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.rewards.dim() != 2:
@@ -61,6 +64,10 @@ class AdvantageBatch:
                 raise ValueError(
                     f"{name} must be [P, G, T] with [P, G] = {tuple(shape)}, got {tuple(value.shape)}"
                 )
+        if self.greedy_rewards is not None and self.greedy_rewards.shape != shape[:1]:
+            raise ValueError(
+                f"greedy_rewards must be [P] = {tuple(shape[:1])}, got {tuple(self.greedy_rewards.shape)}"
+            )
 
     @property
     def num_prompts(self) -> int:
@@ -77,6 +84,9 @@ class TrainingSignals:
 
     entropy is the rollout policy's mean token entropy on this step's batch; initial_entropy the
     same at step 0. batch_pass_rate is the fraction of correct completions in this batch.
+
+    diagnostics is the way back: an estimator with internal state (FADE's schedule) writes it
+    there, and the loop logs each entry every step as ``estimator/<key>``.
     """
 
     step: int = 0
@@ -85,6 +95,7 @@ class TrainingSignals:
     entropy: float | None = None
     initial_entropy: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    diagnostics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,6 +116,7 @@ class Estimator:
     description: str
     source: str
     token_level: bool = False
+    needs: tuple[str, ...] = ()  # optional AdvantageBatch fields the loop must fill in
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The hyperparameters dataclass with ``overrides`` applied; unknown names are refused."""
@@ -130,7 +142,7 @@ class Estimator:
             )
         # Invalid completions carry no gradient, whatever the formula made of them.
         valid = batch.valid if advantages.dim() == 2 else batch.valid.unsqueeze(-1)
-        return torch.where(valid, advantages, torch.zeros_like(advantages))
+        return advantages.masked_fill(~valid, 0.0)
 
 
 _REGISTRY: dict[str, Estimator] = {}
@@ -143,6 +155,7 @@ def register(
     source: str,
     description: str | None = None,
     token_level: bool = False,
+    needs: tuple[str, ...] = (),
 ) -> Callable[[EstimatorFn], EstimatorFn]:
     """Register ``fn(batch, signals, params) -> advantages`` under ``name``.
 
@@ -163,6 +176,7 @@ def register(
             description=description or (doc.splitlines()[0] if doc else ""),
             source=source,
             token_level=token_level,
+            needs=tuple(needs),
         )
         return fn
 

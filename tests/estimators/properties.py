@@ -1,14 +1,23 @@
-"""Hypothesis strategies for [P, G] reward batches, shared by the estimator tests."""
+"""Hypothesis strategies for reward batches, shared by the estimator tests.
+
+A strategy returns (rewards [P, G], valid [P, G]); ``full_batch`` adds what token-level and
+greedy-baseline estimators read (lengths, response mask, log-probs, greedy rewards), so every
+registered estimator can be called on it.
+"""
 
 from __future__ import annotations
 
 import torch
 from hypothesis import strategies as st
 
+from estimators import AdvantageBatch
+
+T = 5  # response tokens in the generated batches
+
 
 @st.composite
 def group_batches(draw, min_group: int = 1, max_group: int = 9, binary: bool | None = None):
-    """rewards [P, G] (binary or real) and a valid mask with at least one valid entry per batch."""
+    """rewards [P, G] (binary or real) and a valid mask."""
     prompts = draw(st.integers(1, 6))
     group = draw(st.integers(min_group, max_group))
     is_binary = draw(st.booleans()) if binary is None else binary
@@ -48,3 +57,23 @@ def degenerate_batches(draw):
             prompts, group, generator=torch.Generator().manual_seed(draw(st.integers(0, 99)))
         )
     return rewards, valid
+
+
+def full_batch(rewards: torch.Tensor, valid: torch.Tensor, seed: int = 0, perm: torch.Tensor | None = None):
+    """An AdvantageBatch with every optional field, drawn from ``seed``; ``perm`` reorders each group."""
+    generator = torch.Generator().manual_seed(seed)
+    prompts, group = rewards.shape
+    lengths = torch.randint(1, T + 1, (prompts, group), generator=generator)
+    mask = torch.arange(T).expand(prompts, group, T) < lengths.unsqueeze(-1)
+    logprobs = -torch.rand(prompts, group, T, generator=generator) * mask
+    greedy = rewards[:, :1].clone() if group else torch.zeros(prompts)
+    fields = {
+        "rewards": rewards,
+        "valid": valid,
+        "lengths": lengths,
+        "response_mask": mask,
+        "logprobs": logprobs,
+    }
+    if perm is not None:
+        fields = {k: v[:, perm] for k, v in fields.items()}
+    return AdvantageBatch(**fields, greedy_rewards=greedy.squeeze(1))

@@ -38,3 +38,32 @@ def test_identical_rewards_give_zero():
 def test_eps_must_be_positive():
     with pytest.raises(ValueError, match="eps must be > 0"):
         grpo(AdvantageBatch(torch.zeros(1, 2)), eps=0.0)
+
+
+def test_dr_grpo_is_mean_centred_without_std():
+    dr = estimators.get("dr_grpo")
+    assert torch.allclose(
+        dr(AdvantageBatch(torch.tensor([[1.0, 0.0, 0.0]]))), torch.tensor([[2 / 3, -1 / 3, -1 / 3]])
+    )
+    assert torch.allclose(dr(AdvantageBatch(torch.tensor([[2.0, 4.0]]))), torch.tensor([[-1.0, 1.0]]))
+
+
+def test_mc_grpo_median_with_std_and_mad():
+    mc = estimators.get("mc_grpo")
+    # median of 0,0,1 is 0; unbiased std = sqrt(1/3)
+    std = math.sqrt(1 / 3)
+    assert torch.allclose(
+        mc(AdvantageBatch(torch.tensor([[0.0, 0.0, 1.0]]))), torch.tensor([[0.0, 0.0, 1 / std]]), atol=1e-5
+    )
+    # median of 0,1,2,10 is 1.5; |deviations| 1.5,.5,.5,8.5 have median 1.0
+    out = mc(AdvantageBatch(torch.tensor([[0.0, 1.0, 2.0, 10.0]])), scale="mad")
+    assert torch.allclose(out, torch.tensor([[-1.5, -0.5, 0.5, 8.5]]), atol=1e-5)
+
+
+def test_f_grpo_focal_weight():
+    # 1,0,0,0: p = 0.25, grpo = (r - .25) / 0.5 = 1.5, -.5; focal (1 - p)^gamma
+    f = estimators.get("f_grpo")
+    batch = AdvantageBatch(torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    assert torch.allclose(f(batch), torch.tensor([[1.5, -0.5, -0.5, -0.5]]) * 0.75, atol=1e-5)
+    assert torch.allclose(f(batch, gamma=2.0), torch.tensor([[1.5, -0.5, -0.5, -0.5]]) * 0.5625, atol=1e-5)
+    assert torch.equal(f(AdvantageBatch(torch.ones(1, 4))), torch.zeros(1, 4))

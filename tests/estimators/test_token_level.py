@@ -1,0 +1,48 @@
+"""reinforce_pp, reinforce_pp_baseline and unlikeliness: estimators that read token-level inputs."""
+
+import torch
+
+import estimators
+from estimators import AdvantageBatch
+
+
+def _mask(lengths, width):
+    return torch.arange(width).expand(*lengths.shape, width) < lengths.unsqueeze(-1)
+
+
+def test_reinforce_pp_discounted_returns_whitened_over_tokens():
+    # completion A: 3 tokens, reward 1, gamma .5 -> returns .25, .5, 1; completion B: 1 token, reward 0
+    lengths = torch.tensor([[3, 1]])
+    batch = AdvantageBatch(torch.tensor([[1.0, 0.0]]), lengths=lengths, response_mask=_mask(lengths, 3))
+    out = estimators.get("reinforce_pp")(batch, gamma=0.5)
+    values = torch.tensor([0.25, 0.5, 1.0, 0.0])
+    whitened = (values - values.mean()) / values.std(unbiased=False)
+    assert torch.allclose(out[0, 0], whitened[:3], atol=1e-5)
+    assert torch.allclose(out[0, 1], torch.tensor([whitened[3], 0.0, 0.0]), atol=1e-5)
+
+
+def test_reinforce_pp_baseline_group_centred_then_whitened():
+    lengths = torch.tensor([[3, 1]])
+    batch = AdvantageBatch(torch.tensor([[1.0, 0.0]]), lengths=lengths, response_mask=_mask(lengths, 3))
+    out = estimators.get("reinforce_pp_baseline")(batch)
+    # tokens .5, .5, .5, -.5: mean .25, population std sqrt(.1875)
+    std = 0.1875**0.5
+    assert torch.allclose(out[0, 0], torch.full((3,), 0.25 / std), atol=1e-5)
+    assert torch.allclose(out[0, 1], torch.tensor([-0.75 / std, 0.0, 0.0]), atol=1e-5)
+
+
+def test_unlikeliness_rewards_the_unlikely_correct_sample_more():
+    # sequence log-probs -1 (most likely), -3, -2; sample 0 and 1 correct
+    logprobs = torch.tensor([[[-1.0], [-3.0], [-2.0]]])
+    batch = AdvantageBatch(
+        torch.tensor([[1.0, 1.0, 0.0]]), logprobs=logprobs, response_mask=torch.ones(1, 3, 1)
+    )
+    out = estimators.get("unlikeliness")(batch, beta=0.25)
+    # fraction of the group less likely: 2/3, 0, 1/3 -> shaped rewards 1 - .25*2/3, 1, 0
+    shaped = torch.tensor([1 - 0.25 * 2 / 3, 1.0, 0.0])
+    expected = (shaped - shaped.mean()) / (shaped.std() + 1e-6)
+    assert torch.allclose(out[0], expected, atol=1e-5)
+    assert out[0, 1] > out[0, 0] > 0 > out[0, 2]
+    assert torch.allclose(
+        estimators.get("unlikeliness")(batch, beta=0.0), estimators.get("grpo")(batch), atol=1e-6
+    )
