@@ -2,6 +2,7 @@
 
     advbench run [-c FILE] [key=value ...]   train and evaluate; lists sweep (estimator=[grpo,rloo])
     advbench list                            registered estimators, losses, tasks and models
+    advbench axes RUN                        plot a run's (or a parent's runs') sign x difficulty path
 
 The config is resolved and validated before torch, transformers or MLflow are imported, so a bad
 config fails fast with the key and the valid choices. Re-running a finished run (same resolved
@@ -17,6 +18,7 @@ import time
 from datetime import datetime
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -167,9 +169,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     table.add_column("source")
     for name in estimators.names():
         est = estimators.get(name)
-        table.add_row("estimator", name, est.description, est.source)
+        table.add_row("estimator", name, escape(est.description), escape(est.source))
     for name in losses.names():
-        table.add_row("loss", name, losses.get(name).description, "")
+        table.add_row("loss", name, escape(losses.get(name).description), "")
     from omegaconf import OmegaConf
 
     from harness.config import CONFIG_DIR
@@ -182,8 +184,25 @@ def cmd_list(args: argparse.Namespace) -> int:
             )
             node = OmegaConf.load(CONFIG_DIR / group / f"{name}.yaml")
             detail = node.get("dataset", "") if group == "task" else ""
-            table.add_row(group, name, first_comment, str(detail))
+            table.add_row(group, name, escape(first_comment), escape(str(detail)))
     _results_console().print(table)
+    return 0
+
+
+def cmd_axes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from harness.plots import plot_axes, resolve_runs
+
+    client = MlflowClient(tracking_uri=args.tracking_uri)
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        raise ConfigError(f"no MLflow experiment '{args.experiment}' at {args.tracking_uri}")
+    runs = resolve_runs(client, experiment.experiment_id, args.run)
+    out = plot_axes(client, runs, Path(args.out or f"axes-{args.run}.png"))
+    console.print(f"wrote {out} ({len(runs)} run(s))")
     return 0
 
 
@@ -197,18 +216,31 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="key=value overrides, e.g. estimator=rloo trainer.steps=200"
     )
     run.set_defaults(func=cmd_run)
+    axes = sub.add_parser("axes", help="plot runs' trajectories on the sign x difficulty plane")
+    axes.add_argument("run", help="an MLflow run id or name; a parent run plots all its runs")
+    axes.add_argument("--out", help="PNG path (default axes-RUN.png)")
+    axes.add_argument("--tracking-uri", default="sqlite:///advbench.db")
+    axes.add_argument("--experiment", default="advbench")
+    axes.set_defaults(func=cmd_axes)
     lst = sub.add_parser("list", help="list registered estimators, losses, tasks and models")
     lst.set_defaults(func=cmd_list)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Overrides may come before or after options (`run estimator=x --name y seed=1`): argparse
+    # stops a positional list at the first option, so the key=value items after it arrive as extras.
+    args, extra = parser.parse_known_args(argv)
+    if extra and (args.command != "run" or any("=" not in item for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     start = time.perf_counter()
     try:
         return args.func(args)
     except ConfigError as exc:
-        console.print(f"[bold red]config error[/] ({time.perf_counter() - start:.2f} s): {exc}")
+        console.print(f"[bold red]config error[/] ({time.perf_counter() - start:.2f} s): {escape(str(exc))}")
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -22,6 +22,7 @@ import torch
 
 import estimators
 from harness import losses, models, rollout, tasks
+from harness.axes import two_axes
 from harness.config import RunConfig
 from harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
 from harness.rollout import Rollout, SamplingParams, logprobs_and_entropy
@@ -221,12 +222,23 @@ def train(
         with timer("rollout"):
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # each step's samples depend on (seed, step) only
             batch = engine.generate([p.text for p in prompts], G, sampling)
+            if "greedy_rewards" in estimator.needs:  # e.g. ReMax's baseline
+                greedy = engine.generate(
+                    [p.text for p in prompts],
+                    1,
+                    SamplingParams(max_new_tokens=sampling.max_new_tokens, greedy=True),
+                )
 
         with timer("scoring"):
             scores = [task.score(prompts[i // G], text) for i, text in enumerate(batch.texts)]
             rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32).view(P, G)
             correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
             check_finite(rewards, "rewards", step, cfg.estimator)
+            greedy_rewards = None
+            if "greedy_rewards" in estimator.needs:
+                greedy_rewards = torch.tensor(
+                    [task.score(p, t).reward for p, t in zip(prompts, greedy.texts, strict=True)]
+                )
 
         with timer("estimator"):
             mask = batch.response_mask
@@ -238,6 +250,7 @@ def train(
                 response_mask=mask.view(P, G, -1),
                 logprobs=batch.logprobs.view(P, G, -1),
                 entropy=batch.entropy.view(P, G, -1),
+                greedy_rewards=greedy_rewards,
             )
             signals = estimators.TrainingSignals(
                 step=step,
@@ -246,9 +259,9 @@ def train(
                 entropy=rollout_entropy,
                 initial_entropy=initial_entropy,
             )
-            advantages = estimator(advantage_batch, signals, **estimator_params)
-            check_finite(advantages, "advantages", step, cfg.estimator)
-            advantages = advantages.reshape(P * G, *advantages.shape[2:]).to(policy.device)
+            group_advantages = estimator(advantage_batch, signals, **estimator_params)
+            check_finite(group_advantages, "advantages", step, cfg.estimator)
+            advantages = group_advantages.reshape(P * G, *group_advantages.shape[2:]).to(policy.device)
 
         with timer("update"):
             update_metrics = update_policy(policy, optimizer, batch, advantages, loss, loss_params, cfg, step)
@@ -275,6 +288,14 @@ def train(
                 "train/verifier_errors": float(sum(s.error for s in scores)),
                 "train/generated_tokens": float(progress.tokens),
                 **update_metrics,
+                **two_axes(
+                    group_advantages,
+                    rewards,
+                    correct.view(P, G).bool(),
+                    mask.view(P, G, -1),
+                    cfg.loss.get("aggregation", "token_mean"),
+                ),
+                **{f"estimator/{key}": value for key, value in signals.diagnostics.items()},
             }
             if tracker:
                 tracker.log_metrics(metrics, step)

@@ -81,3 +81,16 @@ def test_list_shows_estimators_losses_tasks_and_models(capsys):
     for name in ("grpo", "rloo", "reinforce_batch", "ppo_clip", "arithmetic", "countdown", "tiny", "hf"):
         assert name in out
     assert "arXiv 2402.03300" in out
+
+
+def test_axes_plots_a_parent_runs_trajectories(fast_overrides, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert main(["run", "estimator=[psr,nsr]", "--name", "signs", *fast_overrides]) == 0
+    client, runs = _runs(uri)
+    child = next(r for r in runs if r.data.tags.get("advbench.estimator") == "psr")
+    assert {"axes/sign_balance", "axes/mean_difficulty", "axes/ess"} <= set(child.data.metrics)
+    out = tmp_path / "signs.png"
+    assert main(["axes", "signs", "--out", str(out), "--tracking-uri", uri]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="no MLflow run"):
+        main(["axes", "nope", "--out", str(out), "--tracking-uri", uri])

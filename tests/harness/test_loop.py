@@ -151,3 +151,12 @@ def test_model_local_needs_a_path_and_a_checkpoint(fast_overrides, tmp_path):
     (cfg,) = load([*fast_overrides, "model=local", f"model.path={tmp_path}"])
     with pytest.raises(ConfigError, match=r"model.path': no Hugging Face checkpoint \(config.json\)"):
         train(cfg)
+
+
+def test_estimator_diagnostics_and_greedy_baselines_reach_the_step_metrics(fast_overrides):
+    (fade_cfg,) = load([*fast_overrides, "estimator=fade", "trainer.steps=2"])
+    seen = []
+    train(fade_cfg, on_step=lambda step, metrics: seen.append(metrics))
+    assert {"estimator/fade_phase", "estimator/fade_lambda_neg", "axes/sign_balance"} <= set(seen[-1])
+    (remax_cfg,) = load([*fast_overrides, "estimator=remax", "trainer.steps=1"])
+    assert len(train(remax_cfg).evals) == 2  # the loop produced the greedy rewards remax needs
