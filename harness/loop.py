@@ -274,13 +274,9 @@ def train(
             progress.step, progress.rollouts = step, progress.rollouts + P * G
             progress.tokens += int(lengths.sum())
             progress.seconds += time.perf_counter() - step_start
-            group_rewards = rewards.view(P, G)
             metrics = {
                 "train/reward_mean": float(rewards.mean()),
                 "train/pass_rate": float(correct.mean()),
-                "train/zero_signal_groups": float(
-                    (group_rewards.max(1).values == group_rewards.min(1).values).float().mean()
-                ),
                 "train/entropy": rollout_entropy,
                 "train/response_length": float(lengths.mean()),
                 "train/truncated_fraction": float(batch.truncated.float().mean()),
