@@ -9,6 +9,7 @@ at the end: summary (peak pass@1, time-to-peak, final pass@k) -> MLflow
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 import time
@@ -72,12 +73,12 @@ class PhaseTimer:
             self.seconds[phase] += time.perf_counter() - start
 
 
-def token_logprobs(policy: models.Policy, batch: Rollout, rows: torch.Tensor, temperature: float):
-    """The current policy's log-prob and entropy of the sampled response tokens, [rows, T]."""
+def token_logprobs(model: torch.nn.Module, batch: Rollout, rows: torch.Tensor, temperature: float):
+    """``model``'s log-prob and entropy of the sampled response tokens, [rows, T]."""
     prompt_ids, response_ids = batch.prompt_ids[rows], batch.response_ids[rows]
     attention = torch.cat([batch.prompt_mask[rows], batch.response_mask[rows].long()], dim=1)
     position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded rows
-    logits = policy.model(
+    logits = model(
         input_ids=torch.cat([prompt_ids, response_ids], dim=1),
         attention_mask=attention,
         position_ids=position_ids,
@@ -92,18 +93,39 @@ def update_policy(
     batch: Rollout,
     advantages: torch.Tensor,
     loss: losses.PolicyLoss,
-    loss_params: object,
+    loss_params: losses.CommonLossParams,
     cfg: RunConfig,
     step: int,
+    reference: torch.nn.Module | None = None,
 ) -> dict[str, float]:
-    """update_epochs passes of minibatch optimizer steps on one rollout batch; returns their metrics."""
+    """update_epochs passes of minibatch optimizer steps on one rollout batch; returns their metrics.
+
+    PPO's pi_old is the rollout engine's log-probs when the batch gets a single update and TIS is
+    off (the first forward then runs on the sampling weights); otherwise the trainer recomputes
+    pi_old for the whole batch first, and the rollout log-probs serve TIS and the mismatch metrics.
+    """
     num_rows = batch.response_ids.shape[0]
+    temperature = cfg.rollout.temperature
     # Broadcast [B] outcome advantages over tokens; [B, T] token-level ones are used as they are.
     token_advantages = (
         advantages.unsqueeze(-1).expand_as(batch.logprobs) if advantages.dim() == 1 else advantages
     )
-    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     collected: dict[str, list[float]] = defaultdict(list)
+    mask_all = batch.response_mask
+    single_update = cfg.trainer.update_epochs * cfg.trainer.minibatches == 1
+    if single_update and not loss_params.tis_cap:
+        old_logprobs = batch.logprobs
+    else:
+        with torch.no_grad():
+            old_logprobs = torch.cat(
+                [
+                    token_logprobs(policy.model, batch, rows, temperature)[0]
+                    for rows in torch.arange(num_rows, device=policy.device).chunk(cfg.trainer.minibatches)
+                ]
+            )
+        _record_mismatch(collected, old_logprobs, batch.logprobs, mask_all)
+
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     policy.model.train()
     for epoch in range(cfg.trainer.update_epochs):
         order = (
@@ -113,16 +135,23 @@ def update_policy(
         )
         for rows in order.chunk(cfg.trainer.minibatches):
             rows = rows.to(policy.device)
-            mask = batch.response_mask[rows]
-            logprobs, entropy = token_logprobs(policy, batch, rows, cfg.rollout.temperature)
-            loss_value, metrics = loss.fn(
-                logprobs,
-                batch.logprobs[rows],
-                token_advantages[rows],
-                mask,
-                loss_params,
-                cfg.rollout.max_new_tokens,
+            mask = mask_all[rows]
+            logprobs, entropy = token_logprobs(policy.model, batch, rows, temperature)
+            ref_logprobs = None
+            if reference is not None:
+                with torch.no_grad():
+                    ref_logprobs = token_logprobs(reference, batch, rows, temperature)[0]
+            loss_batch = losses.LossBatch(
+                logprobs=logprobs,
+                old_logprobs=old_logprobs[rows],
+                advantages=token_advantages[rows],
+                mask=mask,
+                max_len=cfg.rollout.max_new_tokens,
+                rollout_logprobs=batch.logprobs[rows],
+                ref_logprobs=ref_logprobs,
+                entropy=entropy,
             )
+            loss_value, metrics = losses.policy_loss(loss, loss_batch, loss_params)
             check_finite(loss_value.detach(), "loss", step, cfg.estimator)
             optimizer.zero_grad(set_to_none=True)
             loss_value.backward()
@@ -133,17 +162,27 @@ def update_policy(
                 collected[key].append(value)
             collected["loss"].append(loss_value.item())
             collected["grad_norm"].append(grad_norm.item())
-            if epoch == 0:  # before this batch changed the weights: trainer vs rollout engine
-                with torch.no_grad():
-                    gap = (logprobs.detach() - batch.logprobs[rows]).abs()[mask]
-                    collected["logprob_mismatch_mean"].append(gap.mean().item())
-                    collected["logprob_mismatch_max"].append(gap.max().item())
-                    collected["policy_entropy"].append(entropy.detach()[mask].mean().item())
+            if epoch == 0:
+                collected["policy_entropy"].append(entropy.detach()[mask].mean().item())
+                if single_update and not loss_params.tis_cap:  # this forward ran on the sampling weights
+                    _record_mismatch(collected, logprobs.detach(), batch.logprobs[rows], mask)
     policy.model.eval()
     return {
         f"train/{key}": (max(values) if key.endswith("_max") else float(np.mean(values)))
         for key, values in collected.items()
     }
+
+
+def _record_mismatch(
+    collected: dict, trainer: torch.Tensor, rollout: torch.Tensor, mask: torch.Tensor
+) -> None:
+    """Rollout engine vs trainer on the same tokens and weights: |delta log p| and the k3 KL."""
+    with torch.no_grad():
+        delta = (trainer - rollout)[mask]
+        collected["logprob_mismatch_mean"].append(delta.abs().mean().item() if delta.numel() else 0.0)
+        collected["logprob_mismatch_max"].append(delta.abs().max().item() if delta.numel() else 0.0)
+        # k3 estimate of KL(rollout || trainer) from rollout samples: r - 1 - log r, r = trainer / rollout
+        collected["mismatch_kl_k3"].append((delta.exp() - 1 - delta).mean().item() if delta.numel() else 0.0)
 
 
 @dataclass
@@ -178,6 +217,8 @@ def train(
     estimator_params = cfg.estimator_params.get(cfg.estimator, {})
     loss = losses.get(cfg.loss["name"])
     loss_params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
+    # A frozen copy of the starting policy, only when a KL to it is asked for.
+    reference = copy.deepcopy(policy.model).requires_grad_(False).eval() if loss_params.kl_coef > 0 else None
     optimizer = torch.optim.AdamW(
         policy.model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
     )
@@ -264,7 +305,9 @@ def train(
             advantages = group_advantages.reshape(P * G, *group_advantages.shape[2:]).to(policy.device)
 
         with timer("update"):
-            update_metrics = update_policy(policy, optimizer, batch, advantages, loss, loss_params, cfg, step)
+            update_metrics = update_policy(
+                policy, optimizer, batch, advantages, loss, loss_params, cfg, step, reference
+            )
             update_metrics["train/lr"] = schedule.get_last_lr()[0]
             schedule.step()  # per rollout batch, so warm-up counts steps whatever the minibatching
             engine.sync(policy)

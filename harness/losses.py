@@ -1,13 +1,19 @@
 """Policy losses: a registry of surrogate objectives, each with its hyperparameters and metrics.
 
-A loss takes the current log-probs of the sampled tokens, the rollout (behaviour) log-probs,
-the advantages broadcast to tokens, and the response mask, all [B, T]; it returns a scalar loss
-and a dict of metrics (clip fraction, ratio statistics, rollout/trainer mismatch).
+A registered loss maps a ``LossBatch`` (all [B, T]) to per-token losses and its metrics. Around it,
+``policy_loss`` applies what every loss can switch on, in one place:
+  tis_cap        truncated importance sampling of the rollout/trainer mismatch (Yao et al. 2025):
+                 token losses x min(pi_old_trainer / pi_rollout, tis_cap), detached; 0 = off
+  kl_coef        + coef * KL(pi || pi_ref) per token, estimator k1 | k2 | k3 (Schulman 2020); 0 = off
+  entropy_coef   - coef * token entropy (a bonus); 0 = off
+  aggregation    how token losses become one number:
+    token_mean            sum over all response tokens / number of response tokens (DAPO, verl default)
+    seq_mean_token_mean   mean over sequences of each sequence's token mean (original GRPO)
+    seq_sum_const         sum over tokens / (B * max_new_tokens), a constant length (Dr.GRPO, 2503.20783)
 
-Aggregation (how token losses become one number) is a knob of every loss:
-  token_mean            sum over all response tokens / number of response tokens (DAPO, verl default)
-  seq_mean_token_mean   mean over sequences of each sequence's token mean (original GRPO)
-  seq_sum_const         sum over tokens / (B * max_new_tokens), a constant length (Dr.GRPO, 2503.20783)
+Registered surrogates: ppo_clip (clip-higher, dual clip), dppo (divergence trust-region mask),
+gspo (sequence-level ratio), cispo (clipped, detached IS weight), clip_cov and kl_cov (the entropy
+controls of arXiv 2505.22617).
 """
 
 from __future__ import annotations
@@ -21,14 +27,56 @@ from typing import Any
 import torch
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_const")
+KL_ESTIMATORS = ("k1", "k2", "k3")
 
-LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+
+@dataclass
+class LossBatch:
+    """One (mini)batch of sampled response tokens, all [B, T]."""
+
+    logprobs: torch.Tensor  # current policy, with gradient
+    old_logprobs: torch.Tensor  # the policy that sampled, as the trainer computes it (PPO's pi_old)
+    advantages: torch.Tensor
+    mask: torch.Tensor  # response tokens
+    max_len: int  # the token budget, for seq_sum_const
+    rollout_logprobs: torch.Tensor | None = None  # as the rollout engine reported them (for TIS)
+    ref_logprobs: torch.Tensor | None = None  # reference model, when kl_coef > 0
+    entropy: torch.Tensor | None = None  # current policy's token entropy, with gradient
+
+
+@dataclass
+class CommonLossParams:
+    """Switches every loss has."""
+
+    aggregation: str = "token_mean"
+    tis_cap: float = 0.0  # truncated IS cap C on pi_old / pi_rollout; 0 turns TIS off
+    kl_coef: float = 0.0  # KL to the reference model; 0 turns it off
+    kl_estimator: str = "k3"
+    entropy_coef: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"aggregation must be one of {', '.join(AGGREGATIONS)}, got '{self.aggregation}'"
+            )
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(
+                f"kl_estimator must be one of {', '.join(KL_ESTIMATORS)}, got '{self.kl_estimator}'"
+            )
+        for name in ("tis_cap", "kl_coef", "entropy_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if 0 < self.tis_cap < 1:
+            raise ValueError(f"tis_cap must be 0 (off) or >= 1, got {self.tis_cap}")
+
+
+SurrogateFn = Callable[[LossBatch, Any], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass(frozen=True)
 class PolicyLoss:
     name: str
-    fn: LossFn
+    fn: SurrogateFn
     params: type
     description: str
 
@@ -36,8 +84,12 @@ class PolicyLoss:
 _REGISTRY: dict[str, PolicyLoss] = {}
 
 
-def register(name: str, *, params: type) -> Callable[[LossFn], LossFn]:
-    def decorator(fn: LossFn) -> LossFn:
+def register(name: str, *, params: type) -> Callable[[SurrogateFn], SurrogateFn]:
+    """Register ``fn(batch, params) -> (token_losses [B, T], metrics)``; params subclass CommonLossParams."""
+    if not issubclass(params, CommonLossParams):
+        raise TypeError(f"params of loss '{name}' must subclass CommonLossParams")
+
+    def decorator(fn: SurrogateFn) -> SurrogateFn:
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = PolicyLoss(name=name, fn=fn, params=params, description=doc[0] if doc else "")
         return fn
@@ -70,7 +122,11 @@ def resolve(node: Mapping[str, Any]) -> dict[str, Any]:
             f"loss '{loss.name}' has no hyperparameter {', '.join(map(repr, unknown))}; "
             f"its hyperparameters are: {', '.join(known)}"
         )
-    return {"name": loss.name, **dataclasses.asdict(loss.params(**node))}
+    try:
+        params = loss.params(**node)
+    except ValueError as exc:
+        raise ValueError(f"{loss.name}: {exc}") from None
+    return {"name": loss.name, **dataclasses.asdict(params)}
 
 
 def aggregate(token_losses: torch.Tensor, mask: torch.Tensor, mode: str, max_len: int) -> torch.Tensor:
@@ -91,46 +147,251 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman 2020): k1, k2 or k3."""
+    log_ratio = logprobs - ref_logprobs  # log pi / pi_ref
+    if estimator == "k1":
+        return log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio**2
+    return (-log_ratio).exp() - 1.0 + log_ratio  # k3: r - 1 - log r with r = pi_ref / pi
+
+
+def policy_loss(
+    loss: PolicyLoss, batch: LossBatch, params: CommonLossParams
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The scalar loss of ``batch``: the surrogate, TIS, KL and entropy terms, aggregated."""
+    token_losses, metrics = loss.fn(batch, params)
+    mask = batch.mask.bool()
+    if params.tis_cap > 0:
+        if batch.rollout_logprobs is None:
+            raise ValueError("tis_cap > 0 needs the rollout engine's log-probs")
+        weights = (batch.old_logprobs - batch.rollout_logprobs).exp().clamp(max=params.tis_cap).detach()
+        token_losses = token_losses * weights
+        metrics["tis_weight_mean"] = masked_mean(weights, mask).item()
+        metrics["tis_capped_fraction"] = masked_mean((weights >= params.tis_cap).float(), mask).item()
+    if params.kl_coef > 0:
+        if batch.ref_logprobs is None:
+            raise ValueError("kl_coef > 0 needs the reference model's log-probs")
+        kl = kl_penalty(batch.logprobs, batch.ref_logprobs, params.kl_estimator)
+        token_losses = token_losses + params.kl_coef * kl
+        metrics["kl_ref"] = masked_mean(kl.detach(), mask).item()
+    if params.entropy_coef > 0:
+        if batch.entropy is None:
+            raise ValueError("entropy_coef > 0 needs the token entropy")
+        token_losses = token_losses - params.entropy_coef * batch.entropy
+    with torch.no_grad():
+        log_ratio = batch.logprobs - batch.old_logprobs
+        ratio = log_ratio.exp()
+        metrics.setdefault("ratio_mean", masked_mean(ratio, mask).item())
+        metrics.setdefault("ratio_max", ratio[mask].max().item() if mask.any() else 1.0)
+        # k3 estimator of KL(pi_old || pi): E_old[(r - 1) - log r]
+        metrics.setdefault("kl_k3", masked_mean(ratio - 1.0 - log_ratio, mask).item())
+    return aggregate(token_losses, mask, params.aggregation, batch.max_len), metrics
+
+
+# -- the surrogates --------------------------------------------------------------------------
+
+
 @dataclass
-class PPOClipParams:
+class PPOClipParams(CommonLossParams):
     clip_low: float = 0.2  # ratio floor 1 - clip_low (PPO, arXiv 1707.06347)
     clip_high: float = 0.2  # ratio ceiling 1 + clip_high; > clip_low is DAPO's clip-higher (2503.14476)
-    aggregation: str = "token_mean"
+    dual_clip: float = (
+        0.0  # c > 1 bounds the loss of A < 0 tokens at -c A (Ye et al. 2020, arXiv 1912.09729); 0 = off
+    )
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 < self.clip_low < 1:
-            raise ValueError(f"ppo_clip: clip_low must be in (0, 1), got {self.clip_low}")
+            raise ValueError(f"clip_low must be in (0, 1), got {self.clip_low}")
         if not self.clip_high > 0:
-            raise ValueError(f"ppo_clip: clip_high must be > 0, got {self.clip_high}")
-        if self.aggregation not in AGGREGATIONS:
-            raise ValueError(
-                f"ppo_clip: aggregation must be one of {', '.join(AGGREGATIONS)}, got '{self.aggregation}'"
-            )
+            raise ValueError(f"clip_high must be > 0, got {self.clip_high}")
+        if self.dual_clip and self.dual_clip <= 1:
+            raise ValueError(f"dual_clip must be 0 (off) or > 1, got {self.dual_clip}")
 
 
 @register("ppo_clip", params=PPOClipParams)
-def ppo_clip(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    params: PPOClipParams,
-    max_len: int,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO clipped surrogate: max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high)), r = pi / pi_rollout."""
-    log_ratio = logprobs - old_logprobs
-    ratio = log_ratio.exp()
+def ppo_clip(batch: LossBatch, params: PPOClipParams) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO clipped surrogate: max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high)), r = pi / pi_old; dual clip."""
+    ratio = (batch.logprobs - batch.old_logprobs).exp()
+    advantages = batch.advantages
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - params.clip_low, 1.0 + params.clip_high)
     token_losses = torch.maximum(unclipped, clipped)
-    loss = aggregate(token_losses, mask, params.aggregation, max_len)
+    metrics = {"clip_fraction": masked_mean((clipped > unclipped).float(), batch.mask).item()}
+    if params.dual_clip:
+        bound = -advantages * params.dual_clip
+        dual = (advantages < 0) & (token_losses > bound)
+        token_losses = torch.where(dual, bound, token_losses)
+        metrics["dual_clip_fraction"] = masked_mean(dual.float(), batch.mask).item()
+    return token_losses, metrics
+
+
+DIVERGENCES = ("abs_log_ratio", "k3", "tv")
+
+
+@dataclass
+class DPPOParams(CommonLossParams):
+    divergence: str = "k3"  # per-token divergence between pi_old and pi; see token_divergence
+    threshold: float = 0.05
+    level: str = "token"  # token: mask tokens; sequence: mask sequences whose mean divergence is over
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {', '.join(DIVERGENCES)}, got '{self.divergence}'")
+        if not self.threshold > 0:
+            raise ValueError(f"threshold must be > 0, got {self.threshold}")
+        if self.level not in ("token", "sequence"):
+            raise ValueError(f"level must be token or sequence, got '{self.level}'")
+
+
+def token_divergence(logprobs: torch.Tensor, old_logprobs: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-token divergence of pi from pi_old, from the sampled token only (no full-vocabulary pass).
+
+    abs_log_ratio  |log pi - log pi_old|
+    k3             r - 1 - log r, r = pi / pi_old: an unbiased, non-negative estimate of KL(pi_old || pi)
+    tv             |r - 1| / 2: the sampled token's share of the total-variation distance
+    """
+    log_ratio = logprobs - old_logprobs
+    if kind == "abs_log_ratio":
+        return log_ratio.abs()
+    if kind == "k3":
+        return log_ratio.exp() - 1.0 - log_ratio
+    return (log_ratio.exp() - 1.0).abs() / 2
+
+
+@register("dppo", params=DPPOParams)
+def dppo(batch: LossBatch, params: DPPOParams) -> tuple[torch.Tensor, dict[str, float]]:
+    """Divergence trust region: -A r where the divergence from pi_old is within threshold, else 0."""
+    ratio = (batch.logprobs - batch.old_logprobs).exp()
     with torch.no_grad():
-        real = mask.bool()
-        metrics = {
-            "clip_fraction": masked_mean((clipped > unclipped).float(), mask).item(),
-            "ratio_mean": masked_mean(ratio, mask).item(),
-            "ratio_max": ratio[real].max().item() if real.any() else 1.0,
-            # k3 estimator of KL(rollout || current), Schulman 2020: E[(r - 1) - log r]
-            "kl_k3": masked_mean(ratio - 1.0 - log_ratio, mask).item(),
-        }
-    return loss, metrics
+        divergence = token_divergence(batch.logprobs, batch.old_logprobs, params.divergence)
+        if params.level == "sequence":
+            mask = batch.mask.to(divergence.dtype)
+            per_sequence = (divergence * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(
+                min=1.0
+            )
+            outside = (per_sequence > params.threshold).expand_as(divergence)
+        else:
+            outside = divergence > params.threshold
+    token_losses = torch.where(outside, torch.zeros_like(ratio), -batch.advantages * ratio)
+    return token_losses, {
+        "mask_fraction": masked_mean(outside.float(), batch.mask).item(),
+        "divergence_mean": masked_mean(divergence, batch.mask).item(),
+    }
+
+
+@dataclass
+class GSPOParams(CommonLossParams):
+    clip_low: float = 3e-4  # GSPO's sequence ratios stay near 1: the paper clips at 3e-4 / 4e-4
+    clip_high: float = 4e-4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (0 < self.clip_low < 1 and self.clip_high > 0):
+            raise ValueError(
+                f"clip_low must be in (0, 1) and clip_high > 0, got {self.clip_low}, {self.clip_high}"
+            )
+
+
+@register("gspo", params=GSPOParams)
+def gspo(batch: LossBatch, params: GSPOParams) -> tuple[torch.Tensor, dict[str, float]]:
+    """GSPO (arXiv 2507.18071): PPO clipping of the sequence ratio exp(mean_t log r_t), per token."""
+    mask = batch.mask.to(batch.logprobs.dtype)
+    log_ratio = batch.logprobs - batch.old_logprobs
+    sequence_log_ratio = (log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0)
+    # The token form of Eq. 10: s_t = sg[s] * pi_t / sg[pi_t], so each token carries the sequence ratio.
+    ratio = (sequence_log_ratio.detach() + batch.logprobs - batch.logprobs.detach()).exp()
+    unclipped = -batch.advantages * ratio
+    clipped = -batch.advantages * ratio.clamp(1.0 - params.clip_low, 1.0 + params.clip_high)
+    token_losses = torch.maximum(unclipped, clipped)
+    return token_losses, {"clip_fraction": masked_mean((clipped > unclipped).float(), batch.mask).item()}
+
+
+@dataclass
+class CISPOParams(CommonLossParams):
+    clip_high: float = 5.0  # cap on the IS weight (MiniMax-M1 clips only above)
+    clip_low: float = 0.0  # floor 1 - clip_low on the IS weight; 0 = no floor
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (0 <= self.clip_low < 1 and self.clip_high > 0):
+            raise ValueError(
+                f"clip_low must be in [0, 1) and clip_high > 0, got {self.clip_low}, {self.clip_high}"
+            )
+
+
+@register("cispo", params=CISPOParams)
+def cispo(batch: LossBatch, params: CISPOParams) -> tuple[torch.Tensor, dict[str, float]]:
+    """CISPO (MiniMax-M1, arXiv 2506.13585): -sg[clip(r)] A log pi, so every token keeps a gradient."""
+    ratio = (batch.logprobs - batch.old_logprobs).exp().detach()
+    low = 1.0 - params.clip_low if params.clip_low else 0.0
+    weight = ratio.clamp(low, 1.0 + params.clip_high)
+    token_losses = -weight * batch.advantages * batch.logprobs
+    return token_losses, {"clip_fraction": masked_mean((weight != ratio).float(), batch.mask).item()}
+
+
+@dataclass
+class ClipCovParams(CommonLossParams):
+    clip_ratio: float = 2e-4  # fraction of tokens whose gradient is detached
+    cov_low: float = 1.0  # only tokens with covariance in [cov_low, cov_high] are candidates
+    cov_high: float = 5.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.clip_ratio <= 1:
+            raise ValueError(f"clip_ratio must be in (0, 1], got {self.clip_ratio}")
+
+
+def token_covariance(batch: LossBatch) -> torch.Tensor:
+    """Cov_t = (log pi_t - mean log pi)(A_t - mean A) over the batch's response tokens (2505.22617 Eq. 11)."""
+    mask = batch.mask.bool()
+    logprobs = batch.logprobs.detach()
+    centred_logp = logprobs - logprobs[mask].mean()
+    centred_adv = batch.advantages - batch.advantages[mask].mean()
+    return torch.where(mask, centred_logp * centred_adv, torch.zeros_like(logprobs))
+
+
+@register("clip_cov", params=ClipCovParams)
+def clip_cov(batch: LossBatch, params: ClipCovParams) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clip-Cov (arXiv 2505.22617): -A r with the gradient of a few high-covariance tokens detached."""
+    covariance = token_covariance(batch)
+    mask = batch.mask.bool()
+    candidates = mask & (covariance >= params.cov_low) & (covariance <= params.cov_high)
+    count = int(max(1, round(params.clip_ratio * int(mask.sum())))) if candidates.any() else 0
+    # Deterministic choice of the candidates (the paper samples them at random): the largest ones.
+    chosen = torch.zeros_like(mask)
+    if count:
+        flat = torch.where(candidates, covariance, torch.full_like(covariance, float("-inf"))).flatten()
+        chosen.view(-1)[flat.topk(min(count, int(candidates.sum()))).indices] = True
+    ratio = (batch.logprobs - batch.old_logprobs).exp()
+    ratio = torch.where(chosen, ratio.detach(), ratio)
+    return -batch.advantages * ratio, {"cov_clip_fraction": masked_mean(chosen.float(), mask).item()}
+
+
+@dataclass
+class KLCovParams(CommonLossParams):
+    kl_ratio: float = 2e-3  # fraction of tokens (the highest covariance) that get the KL penalty
+    kl_cov_coef: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.kl_ratio <= 1:
+            raise ValueError(f"kl_ratio must be in (0, 1], got {self.kl_ratio}")
+
+
+@register("kl_cov", params=KLCovParams)
+def kl_cov(batch: LossBatch, params: KLCovParams) -> tuple[torch.Tensor, dict[str, float]]:
+    """KL-Cov (arXiv 2505.22617): -A r plus coef |log r| on the top-k covariance tokens."""
+    covariance = token_covariance(batch)
+    mask = batch.mask.bool()
+    count = max(1, round(params.kl_ratio * int(mask.sum())))
+    flat = torch.where(mask, covariance, torch.full_like(covariance, float("-inf"))).flatten()
+    chosen = torch.zeros_like(mask)
+    chosen.view(-1)[flat.topk(min(count, int(mask.sum()))).indices] = True
+    chosen &= mask
+    log_ratio = batch.logprobs - batch.old_logprobs
+    token_losses = -batch.advantages * log_ratio.exp() + params.kl_cov_coef * chosen * log_ratio.abs()
+    return token_losses, {"kl_cov_fraction": masked_mean(chosen.float(), mask).item()}

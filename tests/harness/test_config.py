@@ -17,7 +17,17 @@ def test_defaults_resolve_to_one_run_with_every_knob():
         "hf",
     )
     assert cfg.estimator_params == {"grpo": {"eps": 1e-6, "unbiased_std": True}}  # defaults recorded
-    assert cfg.loss == {"name": "ppo_clip", "clip_low": 0.2, "clip_high": 0.2, "aggregation": "token_mean"}
+    assert cfg.loss == {
+        "name": "ppo_clip",
+        "clip_low": 0.2,
+        "clip_high": 0.2,
+        "dual_clip": 0.0,
+        "aggregation": "token_mean",
+        "tis_cap": 0.0,
+        "kl_coef": 0.0,
+        "kl_estimator": "k3",
+        "entropy_coef": 0.0,
+    }
     assert "estimator_params.grpo.eps" in flatten(cfg)
 
 
