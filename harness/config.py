@@ -217,6 +217,26 @@ class EvalConfig:
 
 
 @dataclass
+class GeometryConfig:
+    """Gradient geometry of chosen weight matrices (harness/geometry.py)."""
+
+    every: int = 10  # SVD metrics every this many steps (the gradient cosine every step); 0 = off
+    modules: list[str] = field(  # regexes over parameter names; 2-D parameters only
+        default_factory=lambda: [
+            r"layers\.0\.mlp\.down_proj\.weight$",
+            r"layers\.0\.self_attn\.o_proj\.weight$",
+        ]
+    )
+    top_k: int = 4
+    zero_tol: float = 1e-3  # |g| <= zero_tol * max |g| counts as near zero
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "geometry.every", f"must be >= 0, got {self.every}")
+        _require(self.top_k >= 1, "geometry.top_k", f"must be >= 1, got {self.top_k}")
+        _require(0 <= self.zero_tol < 1, "geometry.zero_tol", f"must be in [0, 1), got {self.zero_tol}")
+
+
+@dataclass
 class TrackingConfig:
     uri: str = "sqlite:///advbench.db"  # MLflow tracking URI; a local SQLite file by default
     experiment: str = "advbench"
@@ -234,6 +254,7 @@ class RunConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    geometry: GeometryConfig = field(default_factory=GeometryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache_dir: str = "~/.cache/advbench"  # warm-started models and generated eval sets
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
@@ -448,6 +469,7 @@ __all__ = [
     "CONFIG_DIR",
     "ConfigError",
     "EvalConfig",
+    "GeometryConfig",
     "ModelConfig",
     "RolloutConfig",
     "RunConfig",

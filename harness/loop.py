@@ -26,6 +26,7 @@ from harness import losses, models, rollout, tasks
 from harness.axes import two_axes
 from harness.config import RunConfig
 from harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
+from harness.geometry import GeometryProbe
 from harness.rollout import Rollout, SamplingParams, logprobs_and_entropy
 from harness.tracking import RunTracker
 
@@ -97,6 +98,7 @@ def update_policy(
     cfg: RunConfig,
     step: int,
     reference: torch.nn.Module | None = None,
+    geometry: GeometryProbe | None = None,
 ) -> dict[str, float]:
     """update_epochs passes of minibatch optimizer steps on one rollout batch; returns their metrics.
 
@@ -126,6 +128,7 @@ def update_policy(
         _record_mismatch(collected, old_logprobs, batch.logprobs, mask_all)
 
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    geometry_metrics: dict[str, float] = {}
     policy.model.train()
     for epoch in range(cfg.trainer.update_epochs):
         order = (
@@ -155,6 +158,8 @@ def update_policy(
             check_finite(loss_value.detach(), "loss", step, cfg.estimator)
             optimizer.zero_grad(set_to_none=True)
             loss_value.backward()
+            if geometry is not None and epoch == 0 and len(collected["loss"]) == 0:
+                geometry_metrics = geometry.observe(step)  # this step's first gradient, before clipping
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), cfg.trainer.max_grad_norm)
             check_finite(grad_norm, "gradient norm", step, cfg.estimator)
             optimizer.step()
@@ -168,8 +173,11 @@ def update_policy(
                     _record_mismatch(collected, logprobs.detach(), batch.logprobs[rows], mask)
     policy.model.eval()
     return {
-        f"train/{key}": (max(values) if key.endswith("_max") else float(np.mean(values)))
-        for key, values in collected.items()
+        **{
+            f"train/{key}": (max(values) if key.endswith("_max") else float(np.mean(values)))
+            for key, values in collected.items()
+        },
+        **geometry_metrics,
     }
 
 
@@ -219,6 +227,10 @@ def train(
     loss_params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
     # A frozen copy of the starting policy, only when a KL to it is asked for.
     reference = copy.deepcopy(policy.model).requires_grad_(False).eval() if loss_params.kl_coef > 0 else None
+    geo = cfg.geometry
+    geometry = (
+        GeometryProbe(policy.model, geo.modules, geo.every, geo.top_k, geo.zero_tol) if geo.every else None
+    )
     optimizer = torch.optim.AdamW(
         policy.model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
     )
@@ -306,7 +318,7 @@ def train(
 
         with timer("update"):
             update_metrics = update_policy(
-                policy, optimizer, batch, advantages, loss, loss_params, cfg, step, reference
+                policy, optimizer, batch, advantages, loss, loss_params, cfg, step, reference, geometry
             )
             update_metrics["train/lr"] = schedule.get_last_lr()[0]
             schedule.step()  # per rollout batch, so warm-up counts steps whatever the minibatching

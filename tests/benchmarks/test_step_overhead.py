@@ -95,3 +95,32 @@ def test_bad_config_exit_latency(benchmark):
         return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode
 
     assert benchmark.pedantic(run, rounds=5, iterations=1) == 2
+
+
+@pytest.fixture(scope="module")
+def probed(setup):
+    """The default geometry probe with a real gradient of the default batch on its matrices."""
+    from harness.geometry import GeometryProbe
+
+    cfg, task, policy, engine, prompts, sampling, batch, child = setup
+    geo = cfg.geometry
+    probe = GeometryProbe(policy.model, geo.modules, geo.every, geo.top_k, geo.zero_tol)
+    loss = losses.get(cfg.loss["name"])
+    params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=1e-12)
+    advantages = torch.randn(batch.response_ids.shape[0], generator=torch.Generator().manual_seed(1))
+    update_policy(policy, optimizer, batch, advantages, loss, params, cfg, 1)  # leaves .grad in place
+    probe.observe(1)  # a previous gradient, for the cosine
+    return probe, geo.every
+
+
+@pytest.mark.benchmark(group="step")
+def test_geometry_svd_step(benchmark, probed):
+    probe, every = probed
+    benchmark(probe.observe, every)  # a step that runs the SVD metrics
+
+
+@pytest.mark.benchmark(group="step")
+def test_geometry_cosine_step(benchmark, probed):
+    probe, every = probed
+    benchmark(probe.observe, every + 1)  # the other steps: cosine only

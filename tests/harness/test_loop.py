@@ -187,3 +187,18 @@ def test_every_loss_trains_with_several_updates_per_batch(fast_overrides, loss):
         assert 0.0 <= last["train/mask_fraction"] <= 1.0
     if cfg.loss.get("tis_cap"):
         assert "train/tis_weight_mean" in last and "train/kl_ref" in last
+
+
+def test_gradient_geometry_is_logged_on_its_interval(fast_overrides):
+    # nsr: every wrong sample has A = -1, so the gradient is not zero even when nothing is solved
+    (cfg,) = load([*fast_overrides, "estimator=nsr", "geometry.every=2", "trainer.steps=2"])
+    seen = []
+    train(cfg, on_step=lambda step, metrics: seen.append(metrics))
+    name = "geometry/model.layers.0.mlp.down_proj.weight"
+    assert f"{name}/effective_rank" not in seen[0] and f"{name}/effective_rank" in seen[1]
+    assert 1.0 <= seen[1][f"{name}/effective_rank"] <= 64 and 0 < seen[1][f"{name}/top4_energy"] <= 1
+    assert -1.0 <= seen[1][f"{name}/cosine_prev"] <= 1.0
+    (off,) = load([*fast_overrides, "geometry.every=0", "trainer.steps=1"])
+    seen.clear()
+    train(off, on_step=lambda step, metrics: seen.append(metrics))
+    assert not any(key.startswith("geometry/") for key in seen[0])
