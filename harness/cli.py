@@ -37,7 +37,7 @@ console = Console(stderr=True, soft_wrap=True)  # progress and messages
 def _results_console() -> Console:
     """stdout for results; wide enough for the tables when piped to a file or CI log."""
     out = Console()
-    return out if out.is_terminal else Console(width=140)
+    return out if out.is_terminal else Console(width=160)
 
 
 def _quiet_libraries() -> None:
@@ -59,6 +59,7 @@ def _summary_row(cfg: RunConfig, summary: dict[str, float], status: str) -> list
     rising = " (rising)" if summary.get("summary/still_rising") else ""
     return [
         cfg.estimator,
+        cfg.loss["name"],
         cfg.task.name,
         str(cfg.seed),
         f"{summary['summary/initial_pass_at_1']:.3f}",
@@ -74,6 +75,7 @@ def _summary_table(rows: list[list[str]], final_k: int) -> Table:
     table = Table(title="advbench: eval pass@1 (smoothed) per run")
     for name, justify in [
         ("estimator", "left"),
+        ("loss", "left"),
         ("task", "left"),
         ("seed", "right"),
         ("start pass@1", "right"),

@@ -20,7 +20,7 @@ def test_run_compares_estimators_under_one_parent_and_records_everything(fast_ov
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(["run", "estimator=[grpo,rloo]", *fast_overrides]) == 0
     out = capsys.readouterr().out
-    assert "peak pass@1" in out and "grpo" in out and "rloo" in out  # the closing table
+    assert "peak pass@1" in out and "grpo" in out and "rloo" in out and "ppo_clip" in out  # the closing table
 
     client, runs = _runs(uri)
     parents = [r for r in runs if r.data.tags.get("advbench.kind") == "invocation"]
