@@ -94,6 +94,7 @@ def _summary_table(rows: list[list[str]], final_k: int) -> Table:
 def cmd_run(args: argparse.Namespace) -> int:
     runs = load(args.overrides, args.config)  # validated before anything heavy is imported
     _quiet_libraries()
+    from harness import checkpoint
     from harness.loop import train
     from harness.tracking import Tracker
 
@@ -140,9 +141,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                     info = f"reward {metrics['train/reward_mean']:.3f} entropy {metrics['train/entropy']:.3f}"
                     progress.update(_bar, completed=step, info=info + _last_eval["text"])
 
-                child = tracker.start_child(parent, cfg)
+                state = checkpoint.load(cfg)
+                child = tracker.resume_child(state["mlflow_run_id"], parent) if state else None
+                if child is None:  # nothing to resume, or its MLflow run is gone: start afresh
+                    state = None
+                    checkpoint.remove(cfg)
+                    child = tracker.start_child(parent, cfg)
+                else:
+                    console.print(
+                        f"{cfg.run_name}: resuming MLflow run {child.run_id} after step {state['step']}"
+                    )
                 try:
-                    result = train(cfg, child, on_step=on_step, on_warmstart=on_warmstart)
+                    result = train(cfg, child, on_step=on_step, on_warmstart=on_warmstart, resume=state)
                 except BaseException:
                     child.finish(
                         "FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED"

@@ -175,8 +175,14 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     update_epochs: int = 1  # optimizer passes over each rollout batch
     minibatches: int = 1  # optimizer steps per pass
+    checkpoint_every: int = 25  # steps between checkpoints; re-running a run resumes it; 0 = off
 
     def __post_init__(self) -> None:
+        _require(
+            self.checkpoint_every >= 0,
+            "trainer.checkpoint_every",
+            f"must be >= 0, got {self.checkpoint_every}",
+        )
         for key in ("steps", "prompts_per_step", "group_size", "update_epochs", "minibatches"):
             _require(getattr(self, key) >= 1, f"trainer.{key}", f"must be >= 1, got {getattr(self, key)}")
         _require(self.lr > 0, "trainer.lr", f"must be > 0, got {self.lr}")

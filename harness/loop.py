@@ -10,6 +10,7 @@ at the end: summary (peak pass@1, time-to-peak, final pass@k) -> MLflow
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 import time
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 import estimators
-from harness import losses, models, rollout, tasks
+from harness import checkpoint, losses, models, rollout, tasks
 from harness.axes import two_axes
 from harness.config import RunConfig
 from harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
@@ -51,6 +52,13 @@ class PromptSampler:
         self.prompts = prompts
         self.rng = np.random.default_rng(seed)
         self.order: list[int] = []
+
+    def state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "order": list(self.order)}
+
+    def restore(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.order = list(state["order"])
 
     def next(self, n: int) -> list[tasks.Prompt]:
         while len(self.order) < n:
@@ -211,8 +219,12 @@ def train(
     tracker: RunTracker | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     on_warmstart: Callable[[int, float], None] | None = None,
+    resume: dict | None = None,
 ) -> RunResult:
-    """Run one training run of ``cfg`` and return its evals and summary (logged when ``tracker``)."""
+    """Run one training run of ``cfg`` and return its evals and summary (logged when ``tracker``).
+
+    ``resume`` is a checkpoint (harness.checkpoint) of this config: the run continues after its step.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -245,6 +257,9 @@ def train(
     points: list[EvalPoint] = []
     progress = EvalPoint(step=0, rollouts=0, tokens=0, seconds=0.0)
     initial_entropy: float | None = None
+    every = cfg.trainer.checkpoint_every
+    if tracker and every:
+        tracker.auto_flush = False  # flush with each checkpoint, so MLflow holds what it has seen
 
     def run_eval(step: int) -> None:
         result = evaluate(
@@ -266,8 +281,42 @@ def train(
                 "eval_correct_counts.json",
             )
 
-    run_eval(0)
-    for step in range(1, cfg.trainer.steps + 1):
+    def save_checkpoint(step: int) -> None:
+        if tracker:
+            tracker.flush()
+        checkpoint.save(
+            cfg,
+            {
+                "step": step,
+                "model": policy.model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "sampler": sampler.state(),
+                "rng": checkpoint.rng_state(),
+                "evals": [dataclasses.replace(r, samples=[]) for r in evals],  # samples are in MLflow
+                "points": points,
+                "progress": progress,
+                "initial_entropy": initial_entropy,
+                "geometry": geometry.previous if geometry else {},
+                "mlflow_run_id": tracker.run_id if tracker else None,
+            },
+        )
+
+    if resume is None:
+        run_eval(0)
+        first_step = 1
+    else:
+        policy.model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        sampler.restore(resume["sampler"])
+        checkpoint.restore_rng(resume["rng"])
+        evals, points, progress = resume["evals"], resume["points"], resume["progress"]
+        initial_entropy = resume["initial_entropy"]
+        if geometry:
+            geometry.previous = resume["geometry"]
+        first_step = resume["step"] + 1
+    for step in range(first_step, cfg.trainer.steps + 1):
         timer = PhaseTimer()
         step_start = time.perf_counter()
 
@@ -358,6 +407,8 @@ def train(
         if step % cfg.eval.every == 0 or step == cfg.trainer.steps:
             run_eval(step)
             metrics.update(evals[-1].metrics())
+        if every and step % every == 0 and step < cfg.trainer.steps:
+            save_checkpoint(step)
         if on_step:
             on_step(step, metrics)
 
@@ -365,4 +416,5 @@ def train(
     if tracker:
         tracker.log_metrics(summary, cfg.trainer.steps)
         tracker.flush()
+    checkpoint.remove(cfg)
     return RunResult(cfg=cfg, evals=evals, summary=summary)

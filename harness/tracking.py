@@ -32,13 +32,29 @@ class RunTracker:
         self.client = client
         self.run_id = run_id
         self._buffer: list[Any] = []
+        # The loop turns this off while it checkpoints: it then flushes with each checkpoint.
+        self.auto_flush = True
+        self._logged_through: dict[str, int] = {}  # per key, the last step already in the store
+
+    def skip_logged(self) -> None:
+        """Drop from now on what the store already holds: a resumed run recomputes the steps after
+        its checkpoint, and a kill between a flush and the checkpoint's rename must not log them twice."""
+        run = self.client.get_run(self.run_id)
+        self._logged_through = {
+            key: max(m.step for m in self.client.get_metric_history(self.run_id, key))
+            for key in run.data.metrics
+        }
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        self._buffer.extend(Metric(key, float(value), now, step) for key, value in metrics.items())
-        if len(self._buffer) >= MAX_METRICS_PER_BATCH:
+        self._buffer.extend(
+            Metric(key, float(value), now, step)
+            for key, value in metrics.items()
+            if step > self._logged_through.get(key, -1)
+        )
+        if self.auto_flush and len(self._buffer) >= MAX_METRICS_PER_BATCH:
             self.flush()
 
     def flush(self) -> None:
@@ -100,6 +116,20 @@ class Tracker:
             max_results=1,
         )
         return runs[0] if runs else None
+
+    def resume_child(self, run_id: str, parent: RunTracker) -> RunTracker | None:
+        """The unfinished child run ``run_id`` marked running again, or None if it is gone or finished."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception:
+            return None
+        if run.info.status == "FINISHED" or run.info.lifecycle_stage != "active":
+            return None
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, "advbench.resumed_by", parent.run_id)
+        child = RunTracker(self.client, run_id)
+        child.skip_logged()
+        return child
 
     def start_child(self, parent: RunTracker, cfg: RunConfig) -> RunTracker:
         tags = {

@@ -1,0 +1,58 @@
+"""Run checkpoints: everything a run needs to continue as if it had never stopped.
+
+A checkpoint holds the model, optimizer and lr-schedule state, the prompt sampler's cursor and RNG,
+torch/numpy/random RNG states, the evals and time axes so far, the geometry probe's last gradient,
+the step, and the MLflow run id the run logs into. It lives under
+``cache_dir/checkpoints/<config hash>/state.pt`` and is written atomically (a temporary file, then a
+rename), so a run killed while saving keeps its previous checkpoint. The loop flushes the run's
+metrics to MLflow when it writes a checkpoint (and at the end), and a resumed run's tracker skips
+every (metric, step) the store already holds: a kill between that flush and the rename resumes from
+the previous checkpoint, recomputes the same values, and still logs each step once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.config import RunConfig, config_hash
+
+
+def checkpoint_path(cfg: RunConfig) -> Path:
+    return Path(cfg.cache_dir).expanduser() / "checkpoints" / config_hash(cfg) / "state.pt"
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+
+
+def save(cfg: RunConfig, state: dict[str, Any]) -> Path:
+    path = checkpoint_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".tmp")
+    torch.save(state, staging)
+    os.replace(staging, path)  # atomic: a kill mid-save leaves the previous checkpoint whole
+    return path
+
+
+def load(cfg: RunConfig) -> dict[str, Any] | None:
+    path = checkpoint_path(cfg)
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)  # our own file: numpy RNG state inside
+
+
+def remove(cfg: RunConfig) -> None:
+    shutil.rmtree(checkpoint_path(cfg).parent, ignore_errors=True)

@@ -1,0 +1,104 @@
+"""A run killed with SIGKILL and re-run ends exactly like an uninterrupted one, each step once."""
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from harness.checkpoint import checkpoint_path
+from harness.config import load
+from tests.conftest import FAST
+
+pytestmark = pytest.mark.slow
+
+CLI = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
+KILLS = 5
+
+
+def overrides(cache_dir, db):
+    # nsr gives every wrong sample A = -1, so the weights move even when the tiny model solves nothing
+    return [
+        *FAST,
+        f"cache_dir={cache_dir}",
+        f"tracking.uri=sqlite:///{db}",
+        "estimator=nsr",
+        "trainer.steps=16",
+        "trainer.checkpoint_every=2",
+        "eval.every=4",
+        "geometry.every=2",
+    ]
+
+
+def finished_history(db):
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("advbench")
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string="tags.`advbench.kind` = 'run' and attributes.status = 'FINISHED'"
+    )
+    assert len(runs) == 1
+    run = runs[0]
+    history = {}
+    for key in run.data.metrics:
+        if key.startswith("time/") or key.endswith("_seconds"):
+            continue  # wall-clock
+        points = client.get_metric_history(run.info.run_id, key)
+        steps = [m.step for m in points]
+        assert len(steps) == len(set(steps)), f"{key} logged twice at a step: {sorted(steps)}"
+        history[key] = sorted((m.step, m.value) for m in points)
+    return history
+
+
+def checkpointed_step(path) -> int:
+    try:
+        return torch.load(path, weights_only=False)["step"]
+    except Exception:  # not written yet (the rename makes a half-written file impossible)
+        return 0
+
+
+def test_sigkill_at_random_points_then_rerun_matches_the_uninterrupted_run(tmp_path, cache_dir):
+    reference_db = tmp_path / "reference.db"
+    subprocess.run(
+        [sys.executable, "-c", CLI, "run", *overrides(cache_dir, reference_db)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    reference = finished_history(reference_db)
+    assert sorted(s for s, _ in reference["train/reward_mean"]) == list(range(1, 17))
+    (cfg,) = load(overrides(cache_dir, tmp_path / "any.db"))
+    path = checkpoint_path(cfg)
+
+    rng = random.Random(0)
+    targets = sorted(rng.sample(range(2, 13, 2), KILLS))  # kill after these checkpoints, at random moments
+    resumed_from = []
+    for kill, target in enumerate(targets):
+        db = tmp_path / f"killed{kill}.db"
+        process = subprocess.Popen(
+            [sys.executable, "-c", CLI, "run", *overrides(cache_dir, db)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 240
+        while checkpointed_step(path) < target and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.15))  # somewhere in the steps after that checkpoint
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        rerun = subprocess.run(
+            [sys.executable, "-c", CLI, "run", *overrides(cache_dir, db)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert "resuming MLflow run" in rerun.stderr, f"kill {kill} left nothing to resume"
+        resumed_from.append(int(rerun.stderr.split("after step ")[1].split()[0]))
+        assert finished_history(db) == reference, f"kill {kill} (resumed after step {resumed_from[-1]})"
+        assert not path.exists()  # a finished run removes its checkpoint
+    print("resumed after steps:", resumed_from)
+    assert len(set(resumed_from)) >= 3
