@@ -202,3 +202,31 @@ def test_gradient_geometry_is_logged_on_its_interval(fast_overrides):
     seen.clear()
     train(off, on_step=lambda step, metrics: seen.append(metrics))
     assert not any(key.startswith("geometry/") for key in seen[0])
+
+
+def test_a_nan_stops_the_run_and_leaves_the_last_good_checkpoint(fast_overrides):
+    from harness import checkpoint
+
+    @estimators.register("test_nan_at_3", source="test")
+    def nan_at_step_3(batch, signals, params):
+        """NaN from step 3 on."""
+        return torch.full_like(batch.rewards, float("nan") if signals.step >= 3 else 1.0)
+
+    try:
+        (cfg,) = load(
+            [*fast_overrides, "estimator=test_nan_at_3", "trainer.checkpoint_every=1", "trainer.steps=5"]
+        )
+        with pytest.raises(NonFiniteError, match="step 3: advantages"):
+            train(cfg)
+        state = checkpoint.load(cfg)
+        assert state is not None and state["step"] == 2  # written after step 2, untouched by the failure
+        resumed = train(cfg, resume=state)  # and it loads: the failure is deterministic, so it recurs
+    except NonFiniteError as exc:
+        assert "step 3" in str(exc)
+    else:
+        raise AssertionError(f"resumed run finished without the NaN: {resumed.summary}")
+    finally:
+        from estimators.registry import _REGISTRY
+
+        _REGISTRY.pop("test_nan_at_3")
+        checkpoint.remove(cfg)
