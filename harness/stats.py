@@ -1,0 +1,131 @@
+"""Statistics over seeds for the leaderboard (Agarwal et al. 2021, arXiv 2108.13264).
+
+Scores come as *strata*: one 1-D array of per-seed scores for each (task, model) cell of a suite.
+An aggregate (mean, interquartile mean) pools every score; the stratified bootstrap resamples seeds
+with replacement within each stratum, so every resample keeps the suite's design. The probability
+of improvement P(X > Y) is the Mann-Whitney statistic per stratum (ties count one half), averaged
+over strata.
+
+Written with an explicit ``numpy.random.Generator`` (rliable draws from numpy's global state and
+pins an old ``arch``); tests cross-check them against scipy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+Strata = Sequence[np.ndarray]
+Aggregate = Callable[[np.ndarray], np.ndarray]  # scores [..., N] -> statistic [...]
+
+
+def _check(strata: Strata) -> list[np.ndarray]:
+    arrays = [np.asarray(s, dtype=float).ravel() for s in strata]
+    if not arrays or any(a.size == 0 for a in arrays):
+        raise ValueError("statistics need at least one stratum and one score in each")
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise ValueError("statistics need finite scores")
+    return arrays
+
+
+def mean(scores: np.ndarray) -> np.ndarray:
+    """Mean over the last axis."""
+    return np.mean(scores, axis=-1)
+
+
+def iqm(scores: np.ndarray) -> np.ndarray:
+    """Interquartile mean over the last axis: the mean of the middle 50% (25% trimmed each side)."""
+    return scipy_stats.trim_mean(scores, 0.25, axis=-1)
+
+
+def aggregate(strata: Strata, statistic: Aggregate = mean) -> float:
+    """The statistic of every score of every stratum pooled."""
+    return float(statistic(np.concatenate(_check(strata))))
+
+
+def bootstrap_distribution(
+    strata: Strata, statistic: Aggregate, rng: np.random.Generator, reps: int = 2000
+) -> np.ndarray:
+    """``reps`` values of the statistic, each on a resample of seeds drawn within every stratum."""
+    arrays = _check(strata)
+    resampled = [a[rng.integers(0, a.size, size=(reps, a.size))] for a in arrays]
+    return np.asarray(statistic(np.concatenate(resampled, axis=1)), dtype=float)
+
+
+def confidence_interval(
+    strata: Strata,
+    statistic: Aggregate,
+    rng: np.random.Generator,
+    reps: int = 2000,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile stratified-bootstrap confidence interval of the pooled statistic."""
+    values = bootstrap_distribution(strata, statistic, rng, reps)
+    alpha = (1.0 - level) / 2
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) + P(X = Y) / 2 over the last two axes' pairs: x [..., n], y [..., m] -> [...]."""
+    diff = x[..., :, None] - y[..., None, :]
+    return np.mean((diff > 0) + 0.5 * (diff == 0), axis=(-2, -1))
+
+
+def probability_of_improvement(x_strata: Strata, y_strata: Strata) -> float:
+    """P(X > Y): the probability that a run of X scores higher than a run of Y, averaged over strata."""
+    xs, ys = _check(x_strata), _check(y_strata)
+    if len(xs) != len(ys):
+        raise ValueError(f"X and Y need the same strata, got {len(xs)} and {len(ys)}")
+    return float(np.mean([_improvement(x, y) for x, y in zip(xs, ys, strict=True)]))
+
+
+def improvement_interval(
+    x_strata: Strata,
+    y_strata: Strata,
+    rng: np.random.Generator,
+    reps: int = 2000,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Stratified-bootstrap confidence interval of P(X > Y), X and Y resampled independently."""
+    xs, ys = _check(x_strata), _check(y_strata)
+    if len(xs) != len(ys):
+        raise ValueError(f"X and Y need the same strata, got {len(xs)} and {len(ys)}")
+    per_stratum = [
+        _improvement(x[rng.integers(0, x.size, (reps, x.size))], y[rng.integers(0, y.size, (reps, y.size))])
+        for x, y in zip(xs, ys, strict=True)
+    ]
+    values = np.mean(per_stratum, axis=0)
+    alpha = (1.0 - level) / 2
+    low, high = np.quantile(values, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A pooled statistic with its stratified-bootstrap confidence interval."""
+
+    value: float
+    low: float
+    high: float
+
+    def overlaps(self, other: Estimate) -> bool:
+        return self.low <= other.high and other.low <= self.high
+
+    def __format__(self, spec: str) -> str:
+        spec = spec or ".3f"
+        return f"{self.value:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
+
+
+def estimate(
+    strata: Strata,
+    statistic: Aggregate,
+    rng: np.random.Generator,
+    reps: int = 2000,
+    level: float = 0.95,
+) -> Estimate:
+    low, high = confidence_interval(strata, statistic, rng, reps, level)
+    return Estimate(aggregate(strata, statistic), low, high)
