@@ -2,6 +2,9 @@
 
     advbench run [-c FILE] [key=value ...]   train and evaluate; lists sweep (estimator=[grpo,rloo])
     advbench list                            registered estimators, losses, tasks and models
+    advbench suite SUITE [--ray [ADDR]]      run a suite's cells (skips finished ones, resumes died ones)
+    advbench leaderboard SUITE               ranking with confidence intervals, plots, HTML and Markdown
+    advbench check SUITE --baseline FILE     run a suite, compare with a stored baseline; --update it
     advbench axes RUN                        plot a run's (or a parent's runs') sign x difficulty path
 
 The config is resolved and validated before torch, transformers or MLflow are imported, so a bad
@@ -12,10 +15,10 @@ config, same tracking store) does not train again: its stored summary is reporte
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -30,6 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from harness.config import ConfigError, RunConfig, group_choices, load
+from harness.runner import CellOutcome, quiet_libraries
 
 console = Console(stderr=True, soft_wrap=True)  # progress and messages
 
@@ -38,20 +42,6 @@ def _results_console() -> Console:
     """stdout for results; wide enough for the tables when piped to a file or CI log."""
     out = Console()
     return out if out.is_terminal else Console(width=160)
-
-
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import logging
-
-    import mlflow  # noqa: F401  configures its loggers on import; quiet them after
-    import transformers
-
-    for name in ("mlflow", "alembic"):  # schema migrations of a new store are not news
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _summary_row(cfg: RunConfig, summary: dict[str, float], status: str) -> list[str]:
@@ -91,11 +81,80 @@ def _summary_table(rows: list[list[str]], final_k: int) -> Table:
     return table
 
 
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=False,
+    )
+
+
+def _run_here(progress: Progress, cfg: RunConfig, tracker, parent) -> CellOutcome:
+    """One cell in this process, with a progress bar of its steps."""
+    from harness.runner import run_cell
+
+    bar = progress.add_task(cfg.run_name, total=cfg.trainer.steps, info="")
+
+    def on_warmstart(step: int, loss: float) -> None:
+        progress.update(bar, info=f"warm start {step}/{cfg.model.warmstart.steps} loss {loss:.3f}")
+
+    last_eval = {"text": ""}  # the latest eval's pass@1, shown until the next eval
+
+    def on_step(step: int, metrics: dict[str, float]) -> None:
+        if "eval/pass_at_1" in metrics:
+            last_eval["text"] = f" | eval pass@1 {metrics['eval/pass_at_1']:.3f}"
+        info = f"reward {metrics['train/reward_mean']:.3f} entropy {metrics['train/entropy']:.3f}"
+        progress.update(bar, completed=step, info=info + last_eval["text"])
+
+    outcome = run_cell(cfg, tracker, parent, on_step, on_warmstart, say=console.print)
+    if outcome.status == "cached":
+        progress.update(bar, completed=cfg.trainer.steps, info="finished before")
+    return outcome
+
+
+def _run_cells(
+    cells: list[RunConfig], tracker, parent, ray_address: str | None = None, keep_going: bool = False
+) -> tuple[list[CellOutcome], list[tuple[RunConfig, str]]]:
+    """Run cells here (one after the other) or as Ray tasks; the failures, when ``keep_going``."""
+    outcomes: list[CellOutcome] = []
+    failures: list[tuple[RunConfig, str]] = []
+    with _progress() as progress:
+        if ray_address is not None:
+            from harness.runner import run_cells_ray
+
+            bar = progress.add_task(f"{len(cells)} cells on Ray", total=len(cells), info="")
+
+            def on_done(outcome: CellOutcome) -> None:
+                outcomes.append(outcome)
+                progress.update(bar, advance=1, info=f"{outcome.cfg.run_name} {outcome.status}")
+
+            run_cells_ray(cells, parent.run_id, None if ray_address == "local" else ray_address, on_done)
+            return outcomes, failures
+        for cfg in cells:
+            try:
+                outcomes.append(_run_here(progress, cfg, tracker, parent))
+            except Exception as exc:
+                if not keep_going:
+                    raise
+                failures.append((cfg, f"{type(exc).__name__}: {exc}"))
+                console.print(f"[red]{escape(cfg.run_name)} failed[/]: {escape(failures[-1][1])}")
+    return outcomes, failures
+
+
+def _print_summary(outcomes: list[CellOutcome], final_k: int) -> None:
+    if outcomes:
+        rows = [_summary_row(o.cfg, o.summary, "cached" if o.status == "cached" else "") for o in outcomes]
+        _results_console().print(_summary_table(rows, final_k))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     runs = load(args.overrides, args.config)  # validated before anything heavy is imported
-    _quiet_libraries()
-    from harness import checkpoint
-    from harness.loop import train
+    quiet_libraries()
     from harness.tracking import Tracker
 
     tracker = Tracker(runs[0].tracking)
@@ -106,67 +165,151 @@ def cmd_run(args: argparse.Namespace) -> int:
     console.print(
         f"[bold]advbench[/] {len(runs)} run(s) under MLflow parent run '{name}' ({runs[0].tracking.uri})"
     )
-    rows: list[list[str]] = []
-    status = "FINISHED"
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-    )
+    outcomes: list[CellOutcome] = []
+    status = "FAILED"
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
-            for cfg in runs:
-                done = tracker.find_finished(cfg)
-                if done is not None:
-                    summary = {k: v for k, v in done.data.metrics.items() if k.startswith("summary/")}
-                    console.print(
-                        f"{cfg.run_name}: finished before in MLflow run {done.info.run_id}; not run again"
-                    )
-                    rows.append(_summary_row(cfg, summary, "cached"))
-                    continue
-                bar = progress.add_task(cfg.run_name, total=cfg.trainer.steps, info="")
-
-                def on_warmstart(step: int, loss: float, _bar=bar, _cfg=cfg) -> None:
-                    total = _cfg.model.warmstart.steps
-                    progress.update(_bar, info=f"warm start {step}/{total} loss {loss:.3f}")
-
-                last_eval = {"text": ""}  # the latest eval's pass@1, shown until the next eval
-
-                def on_step(step: int, metrics: dict[str, float], _bar=bar, _last_eval=last_eval) -> None:
-                    if "eval/pass_at_1" in metrics:
-                        _last_eval["text"] = f" | eval pass@1 {metrics['eval/pass_at_1']:.3f}"
-                    info = f"reward {metrics['train/reward_mean']:.3f} entropy {metrics['train/entropy']:.3f}"
-                    progress.update(_bar, completed=step, info=info + _last_eval["text"])
-
-                state = checkpoint.load(cfg)
-                child = tracker.resume_child(state["mlflow_run_id"], parent) if state else None
-                if child is None:  # nothing to resume, or its MLflow run is gone: start afresh
-                    state = None
-                    checkpoint.remove(cfg)
-                    child = tracker.start_child(parent, cfg)
-                else:
-                    console.print(
-                        f"{cfg.run_name}: resuming MLflow run {child.run_id} after step {state['step']}"
-                    )
-                try:
-                    result = train(cfg, child, on_step=on_step, on_warmstart=on_warmstart, resume=state)
-                except BaseException:
-                    child.finish(
-                        "FAILED" if not isinstance(sys.exc_info()[1], KeyboardInterrupt) else "KILLED"
-                    )
-                    raise
-                child.finish()
-                rows.append(_summary_row(cfg, result.summary, ""))
-    except BaseException:
-        status = "FAILED"
-        raise
+        outcomes, _ = _run_cells(runs, tracker, parent)
+        status = "FINISHED"
     finally:
         parent.finish(status)
-        if rows:
-            _results_console().print(_summary_table(rows, runs[0].eval.n))
+        _print_summary(outcomes, runs[0].eval.n)
+    return 0
+
+
+def _run_suite(args: argparse.Namespace):
+    """Expand, record and run a suite; its outcomes and failures."""
+    from harness.suites import load_suite
+
+    suite = load_suite(args.suite, args.overrides)
+    quiet_libraries()
+    from harness.tracking import Tracker
+
+    tracker = Tracker(suite.cells[0].tracking)
+    parent = tracker.start_suite(suite, tags={"advbench.command": " ".join(["advbench", *sys.argv[1:]])})
+    where = "on Ray" if args.ray is not None else "here, one after the other"
+    console.print(
+        f"[bold]advbench suite {escape(suite.name)}[/]: {len(suite.cells)} cells ({len(suite.labels)} "
+        f"estimators), {where}; MLflow parent run {parent.run_id} ({suite.cells[0].tracking.uri})"
+    )
+    status = "FAILED"
+    try:
+        outcomes, failures = _run_cells(suite.cells, tracker, parent, args.ray, keep_going=True)
+        status = "FINISHED" if not failures else "FAILED"
+    finally:
+        parent.finish(status)
+    return suite, tracker, parent, outcomes, failures
+
+
+def cmd_suite(args: argparse.Namespace) -> int:
+    suite, _, _, outcomes, failures = _run_suite(args)
+    _print_summary(outcomes, suite.cells[0].eval.n)
+    for cfg, error in failures:
+        console.print(f"[red]failed[/] {escape(cfg.run_name)}: {escape(error)}")
+    ran = sum(o.status != "cached" for o in outcomes)
+    console.print(
+        f"suite {escape(suite.name)}: {len(outcomes)}/{len(suite.cells)} cells finished "
+        f"({ran} run now, {len(outcomes) - ran} before), {len(failures)} failed. "
+        f"Leaderboard: advbench leaderboard {escape(suite.name)}"
+    )
+    return 1 if failures else 0
+
+
+def _tracker_for(ref: str, args: argparse.Namespace):
+    """The tracking store of a suite: its file's, or the --tracking-uri / --experiment given."""
+    from harness.config import TrackingConfig
+    from harness.suites import SUITE_DIR
+
+    name, cfg = ref, TrackingConfig()
+    path = Path(ref) if Path(ref).is_file() else SUITE_DIR / f"{ref}.yaml"
+    if path.is_file():
+        from harness.suites import load_suite
+
+        suite = load_suite(path, args.overrides)
+        name, cfg = suite.name, suite.cells[0].tracking
+    cfg.uri = args.tracking_uri or cfg.uri
+    cfg.experiment = args.experiment or cfg.experiment
+    quiet_libraries()
+    from harness.tracking import Tracker
+
+    return name, Tracker(cfg)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness import leaderboard
+
+    name, tracker = _tracker_for(args.suite, args)
+    try:
+        board = leaderboard.collect(tracker, leaderboard.find_suite_run(tracker, name))
+        out = Path(args.out or Path("leaderboards") / name)
+        paths = leaderboard.write(board, out)
+    except LookupError as exc:
+        raise ConfigError(str(exc)) from None
+    header, rows = leaderboard.ranking_table(board, leaderboard.rank(board))
+    shown = [i for i, column in enumerate(header) if not column.startswith(("final pass@1", "steps to"))]
+    table = Table(title=f"advbench leaderboard: {name} ({len(board.runs)} runs; all columns in the HTML)")
+    for i in shown:
+        table.add_column(escape(header[i]), justify="left" if header[i] == "estimator" else "right")
+    for row in rows:
+        table.add_row(*(escape(row[i]) for i in shown))
+    _results_console().print(table)
+    if board.missing:
+        console.print(f"[yellow]{len(board.missing)} cell(s) have no finished run[/]; they are left out")
+    console.print(f"wrote {paths['html']}, {paths['markdown']} and the plots beside them")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness import check, leaderboard
+
+    baseline_path = Path(args.baseline)
+    old = None
+    if baseline_path.exists() or not args.update:
+        try:
+            old = check.load_baseline(baseline_path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(str(exc)) from None
+    suite, tracker, parent, _, failures = _run_suite(args)
+    board = leaderboard.collect(tracker, tracker.client.get_run(parent.run_id))
+    current = leaderboard.summary_json(board, leaderboard.rank(board))["estimators"]
+    for cfg, error in failures:
+        console.print(f"[red]failed[/] {escape(cfg.run_name)}: {escape(error)}")
+    if args.update:
+        if failures:
+            console.print("[red]not updating the baseline: some cells failed[/]")
+            return 1
+        command = " ".join(["advbench", *sys.argv[1:]])
+        check.write_baseline(baseline_path, suite.name, current, old, command)
+        console.print(f"wrote baseline {baseline_path} ({len(current)} estimators)")
+        return 0
+    findings = check.compare(old, current)
+    table = Table(title=f"advbench check: {suite.name} against {baseline_path}")
+    for column in ("estimator", "metric", "baseline", "now", "change", "tolerance", "verdict"):
+        table.add_column(column, justify="left" if column in ("estimator", "metric", "verdict") else "right")
+    style = {"regressed": "bold red", "missing": "bold red", "improved": "green", "new": "yellow", "ok": ""}
+    for f in findings:
+        table.add_row(
+            escape(f.label),
+            f.metric,
+            "-" if f.baseline is None else f"{f.baseline:.3f}",
+            "-" if f.current is None else f"{f.current:.3f}",
+            "-" if f.delta is None else f"{f.delta:+.3f}",
+            f"{f.tolerance:.3f}",
+            f"[{style[f.status]}]{f.status}[/]" if style[f.status] else f.status,
+        )
+    _results_console().print(table)
+    bad = [f for f in findings if f.status in ("regressed", "missing")]
+    for f in bad:
+        change = "no result" if f.current is None else f"{f.baseline:.3f} -> {f.current:.3f} ({f.delta:+.3f})"
+        console.print(
+            f"[bold red]REGRESSED[/] {escape(f.label)} {f.metric}: {change}, tolerance {f.tolerance}"
+        )
+    if any(f.status == "improved" for f in findings):
+        console.print(
+            "[green]some metrics improved beyond tolerance[/]: rerun with --update to raise the bar"
+        )
+    if bad or failures:
+        return 1
+    console.print(f"[bold green]check passed[/]: {len(findings)} comparisons within tolerance")
     return 0
 
 
@@ -202,8 +345,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_axes(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from mlflow.tracking import MlflowClient
 
     from harness.plots import plot_axes, resolve_runs
@@ -234,6 +375,33 @@ def build_parser() -> argparse.ArgumentParser:
     axes.add_argument("--tracking-uri", default="sqlite:///advbench.db")
     axes.add_argument("--experiment", default="advbench")
     axes.set_defaults(func=cmd_axes)
+
+    def add_suite_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("suite", help="a suite file, or the name of one under suites/ (smoke)")
+        p.add_argument(
+            "--ray",
+            nargs="?",
+            const="local",
+            metavar="ADDRESS",
+            help="run cells as Ray tasks: on the cluster at ADDRESS ('auto': the running one), "
+            "or on a new local one when no address is given",
+        )
+        p.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
+
+    suite = sub.add_parser("suite", help="run every cell of a suite (skips finished, resumes died)")
+    add_suite_arguments(suite)
+    suite.set_defaults(func=cmd_suite)
+    board = sub.add_parser("leaderboard", help="write a suite's leaderboard (Markdown, HTML, plots)")
+    board.add_argument("suite", help="a suite name (as recorded in MLflow) or suite file")
+    board.add_argument("--out", help="output folder (default leaderboards/SUITE)")
+    board.add_argument("--tracking-uri", help="MLflow tracking URI (default: the suite's)")
+    board.add_argument("--experiment", help="MLflow experiment (default: the suite's)")
+    board.set_defaults(func=cmd_leaderboard, overrides=[])
+    chk = sub.add_parser("check", help="run a suite and compare it with a stored baseline")
+    add_suite_arguments(chk)
+    chk.add_argument("--baseline", required=True, help="baseline JSON (per-estimator metrics, tolerances)")
+    chk.add_argument("--update", action="store_true", help="write the current results as the baseline")
+    chk.set_defaults(func=cmd_check)
     lst = sub.add_parser("list", help="list registered estimators, losses, tasks and models")
     lst.set_defaults(func=cmd_list)
     return parser
@@ -244,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after options (`run estimator=x --name y seed=1`): argparse
     # stops a positional list at the first option, so the key=value items after it arrive as extras.
     args, extra = parser.parse_known_args(argv)
-    if extra and (args.command != "run" or any("=" not in item for item in extra)):
+    if extra and (args.command not in ("run", "suite", "check") or any("=" not in item for item in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]

@@ -15,6 +15,7 @@ hyperparameters). Every failure is a ``ConfigError`` naming the key and the vali
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -252,6 +253,7 @@ class TrackingConfig:
 @dataclass
 class RunConfig:
     estimator: str = "grpo"
+    label: str = ""  # display name of this estimator variant (suites, leaderboards); default: estimator
     estimator_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # {name: {knob: value}}
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -266,8 +268,12 @@ class RunConfig:
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
     @property
+    def display_label(self) -> str:
+        return self.label or self.estimator
+
+    @property
     def run_name(self) -> str:
-        return f"{self.estimator}-{self.task.name}-{self.model.name}-s{self.seed}"
+        return f"{self.display_label}-{self.task.name}-{self.model.name}-s{self.seed}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +284,7 @@ def group_choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-def _load_yaml(path: Path) -> DictConfig:
+def load_yaml(path: Path) -> DictConfig:
     try:
         loaded = OmegaConf.load(path)
     except FileNotFoundError:
@@ -296,7 +302,7 @@ def _load_group(group: str, choice: Any) -> DictConfig:
             f"config key '{group}': unknown {group} '{choice}'; choices: {', '.join(group_choices(group))} "
             f"(files in {CONFIG_DIR / group})"
         )
-    node = _load_yaml(CONFIG_DIR / group / f"{choice}.yaml")
+    node = load_yaml(CONFIG_DIR / group / f"{choice}.yaml")
     node.name = choice
     return node
 
@@ -402,10 +408,18 @@ def _validate_registries(cfg: RunConfig) -> None:
         raise ConfigError(f"config key 'loss': {exc.args[0] if exc.args else exc}") from None
 
 
-def load(overrides: list[str] | None = None, config_file: str | None = None) -> list[RunConfig]:
-    """Resolve and validate the runs of one invocation: one RunConfig per sweep combination."""
-    base = _load_yaml(CONFIG_DIR / "base.yaml")
-    user = _load_yaml(Path(config_file)) if config_file else OmegaConf.create({})
+def load(
+    overrides: list[str] | None = None, config_file: str | Path | DictConfig | None = None
+) -> list[RunConfig]:
+    """Resolve and validate the runs of one invocation: one RunConfig per sweep combination.
+
+    ``config_file`` is a YAML file merged over base.yaml, or the same already loaded (suites).
+    """
+    base = load_yaml(CONFIG_DIR / "base.yaml")
+    if isinstance(config_file, DictConfig):
+        user = copy.deepcopy(config_file)  # load pops keys from it
+    else:
+        user = load_yaml(Path(config_file)) if config_file else OmegaConf.create({})
     selections, cli = parse_overrides(overrides or [])
 
     defaults: dict[str, Any] = dict(base.pop("defaults", {}))
@@ -464,10 +478,10 @@ def flatten(cfg: RunConfig) -> dict[str, str]:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """Identity of a run: the resolved config minus where it is tracked."""
+    """Identity of a run: the resolved config minus where it is tracked and what it is called."""
     container = OmegaConf.to_container(OmegaConf.structured(cfg))
-    container.pop("tracking", None)
-    container.pop("threads", None)
+    for key in ("tracking", "threads", "label"):
+        container.pop(key, None)
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(container)).encode()).hexdigest()[:16]
 
 

@@ -86,3 +86,25 @@ def time_to_peak(
         tolerance=tolerance,
         still_rising=peak_index == len(smoothed) - 1,
     )
+
+
+def steps_to_threshold(
+    steps: Sequence[int],
+    pass_at_1: Sequence[float],
+    start: float,
+    reference: float,
+    q: float,
+    window: int = 3,
+) -> int | None:
+    """First eval step whose smoothed pass@1 reaches start + q (reference - start) (DESIGN.md).
+
+    ``reference`` is shared by the compared runs (the suite's best median peak); None when the run
+    never reaches the bar (right-censored).
+    """
+    if not 0 < q <= 1:
+        raise ValueError(f"threshold fraction q must be in (0, 1], got {q}")
+    if len(steps) != len(pass_at_1) or len(steps) == 0:
+        raise ValueError("steps_to_threshold needs one step per eval and at least one eval")
+    bar = start + q * (reference - start)
+    reached = np.flatnonzero(smooth(pass_at_1, window) >= bar - 1e-12)
+    return int(steps[reached[0]]) if reached.size else None

@@ -1,18 +1,46 @@
-"""Plots that read MLflow only: an estimator's trajectory on the sign x difficulty plane."""
+"""Plots that read MLflow (or a leaderboard's Board built from it): trajectories and curves.
+
+- ``plot_axes_groups``: runs on the sign x difficulty plane, averaged over the runs of a group;
+- ``plot_pass_at_1``: eval pass@1 during training per estimator, mean over seeds with a min-max band;
+- ``plot_pass_at_k``: pass@k against k after training;
+- ``plot_accuracy_diversity``: final pass@1 against final pass@k_max, seeds and means.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from harness.metrics import smooth
+from harness.tracking import metric_history
+
+if TYPE_CHECKING:
+    from harness.leaderboard import Board
 
 
-def _history(client: Any, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-    points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
-    return np.array([p[0] for p in points]), np.array([p[1] for p in points])
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out: Path) -> Path:
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    _pyplot().close(fig)
+    return out
+
+
+def _colours(labels: Sequence[str]) -> dict[str, str]:
+    cycle = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    return {label: cycle[i % len(cycle)] for i, label in enumerate(labels)}
 
 
 def resolve_runs(client: Any, experiment_id: str, ref: str) -> list[Any]:
@@ -24,7 +52,7 @@ def resolve_runs(client: Any, experiment_id: str, ref: str) -> list[Any]:
     if not runs:
         raise ValueError(f"no MLflow run with id or name '{ref}'")
     run = runs[0]
-    if run.data.tags.get("advbench.kind") == "invocation":
+    if run.data.tags.get("advbench.kind") in ("invocation", "suite"):
         children = client.search_runs(
             [experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
@@ -35,25 +63,37 @@ def resolve_runs(client: Any, experiment_id: str, ref: str) -> list[Any]:
 
 
 def plot_axes(client: Any, runs: list[Any], out: Path, window: int = 5) -> Path:
-    """Trajectories (moving average over ``window`` steps) of sign balance against mean difficulty."""
-    import matplotlib
+    """One trajectory per MLflow run on the sign x difficulty plane."""
+    groups = {}
+    for run in runs:
+        _, balance = metric_history(client, run.info.run_id, "axes/sign_balance")
+        _, difficulty = metric_history(client, run.info.run_id, "axes/mean_difficulty")
+        groups[run.info.run_name] = [(balance, difficulty)]
+    return plot_axes_groups(groups, out, window)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def plot_axes_groups(groups: dict[str, list[Any]], out: Path, window: int = 5) -> Path:
+    """Trajectories (moving average over ``window`` steps) of sign balance against mean difficulty.
+
+    ``groups`` maps a label to its runs: (sign_balance, mean_difficulty) pairs of per-step arrays, or
+    objects with those two attributes; a group's trajectory is the mean over its runs.
+    """
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5.5))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, run in enumerate(runs):
-        steps, balance = _history(client, run.info.run_id, "axes/sign_balance")
-        _, difficulty = _history(client, run.info.run_id, "axes/mean_difficulty")
-        if len(steps) == 0:
+    colours = _colours(list(groups))
+    for label, runs in groups.items():
+        pairs = [(r.sign_balance, r.mean_difficulty) if hasattr(r, "sign_balance") else r for r in runs]
+        pairs = [(b, d) for b, d in pairs if len(b)]
+        if not pairs:
             continue
-        w = min(window, len(steps) if len(steps) % 2 else len(steps) - 1) or 1
+        n = min(len(b) for b, _ in pairs)
+        balance = np.mean([b[:n] for b, _ in pairs], axis=0)
+        difficulty = np.mean([d[:n] for _, d in pairs], axis=0)
+        w = min(window, n if n % 2 else n - 1) or 1
         x, y = smooth(balance, w), smooth(difficulty, w)
-        colour = colours[i % len(colours)]
-        ax.plot(x, y, "-", color=colour, alpha=0.8, label=run.info.run_name)
-        ax.scatter(x[0], y[0], marker="o", color=colour, s=30)
-        ax.scatter(x[-1], y[-1], marker="s", color=colour, s=40)
+        ax.plot(x, y, "-", color=colours[label], alpha=0.8, label=label)
+        ax.scatter(x[0], y[0], marker="o", color=colours[label], s=30)
+        ax.scatter(x[-1], y[-1], marker="s", color=colours[label], s=40)
     ax.axvline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_xlim(-1.05, 1.05)
     ax.set_ylim(0.0, 1.0)
@@ -61,8 +101,73 @@ def plot_axes(client: Any, runs: list[Any], out: Path, window: int = 5) -> Path:
     ax.set_ylabel("mean difficulty of the gradient mass (1 - pass rate)")
     ax.set_title("Gradient mass on the sign x difficulty plane (o start, ■ end)")
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
+
+
+def plot_pass_at_1(board: Board, out: Path, window: int = 3) -> Path:
+    """Smoothed eval pass@1 per estimator and stratum: the mean over seeds, a band from min to max."""
+    from harness.leaderboard import smoothed_mean_curve
+
+    plt = _pyplot()
+    strata = board.strata
+    fig, axes = plt.subplots(1, len(strata), figsize=(6.5 * len(strata), 4.5), squeeze=False)
+    colours = _colours(board.labels)
+    for ax, stratum in zip(axes[0], strata, strict=True):
+        for label in board.labels:
+            runs = board.of(label, stratum)
+            if not runs:
+                continue
+            steps, mean, low, high = smoothed_mean_curve(runs, window)
+            ax.plot(steps, mean, color=colours[label], label=f"{label} ({len(runs)} seeds)")
+            ax.fill_between(steps, low, high, color=colours[label], alpha=0.15, lw=0)
+        ax.set_title(f"{stratum[0]} / {stratum[1]}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel(f"eval pass@1 (smoothed over {window} evals)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle("Eval pass@1 during training: mean over seeds, band = min..max")
+    return _save(fig, out)
+
+
+def plot_pass_at_k(board: Board, out: Path) -> Path:
+    """pass@k after training against k (log scale), mean over every run of an estimator, min-max band."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    colours = _colours(board.labels)
+    for label in board.labels:
+        runs = board.of(label)
+        if not runs:
+            continue
+        ks = sorted(set.intersection(*(set(r.pass_at_k()) for r in runs)))
+        values = np.array([[r.pass_at_k()[k] for k in ks] for r in runs])
+        ax.plot(ks, values.mean(0), "o-", color=colours[label], label=label, ms=4)
+        ax.fill_between(ks, values.min(0), values.max(0), color=colours[label], alpha=0.15, lw=0)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k")
+    ax.set_ylabel("pass@k (unbiased, final eval)")
+    ax.set_title("pass@k after training (mean over runs, band = min..max)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, out)
+
+
+def plot_accuracy_diversity(board: Board, out: Path) -> Path:
+    """Final pass@1 (accuracy) against final pass@k_max (coverage): seeds as dots, means as squares."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    colours = _colours(board.labels)
+    for label in board.labels:
+        runs = board.of(label)
+        if not runs:
+            continue
+        x = np.array([r.pass_at_k()[1] for r in runs])
+        y = np.array([r.pass_at_k()[r.k_max] for r in runs])
+        ax.scatter(x, y, color=colours[label], alpha=0.35, s=18)
+        ax.scatter(x.mean(), y.mean(), color=colours[label], marker="s", s=60, label=label, edgecolor="black")
+    k_max = max(r.k_max for r in board.runs)
+    ax.set_xlabel("final pass@1 (accuracy)")
+    ax.set_ylabel(f"final pass@{k_max} (diversity / coverage)")
+    ax.set_title("Accuracy-diversity plane (dots: seeds, squares: means)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, out)

@@ -1,8 +1,10 @@
-"""MLflow tracking: one parent run per invocation, one child run per (estimator, task, model, seed).
+"""MLflow tracking: a parent run per invocation (or per suite), a child run per cell.
 
 Uses MlflowClient with explicit run ids (no global active run), so runs can be created from any
 process. Step metrics are buffered and sent with log_batch. A child run is identified by the hash
 of its resolved config (tag ``advbench.config_hash``): a finished one is found and not run again.
+A suite's parent run is identified by its cells (tag ``advbench.suite_hash``) and found again when
+the same suite runs again, so its cells gather under one parent however often it was interrupted.
 """
 
 from __future__ import annotations
@@ -10,15 +12,28 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
+
+import numpy as np
 
 from harness.config import RunConfig, TrackingConfig, config_hash, flatten, to_yaml
 
+if TYPE_CHECKING:
+    from harness.suites import Suite
+
 CONFIG_HASH_TAG = "advbench.config_hash"
+SUITE_TAG = "advbench.suite"
+SUITE_HASH_TAG = "advbench.suite_hash"
 PARENT_TAG = "mlflow.parentRunId"
 MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 MAX_PARAMS_PER_BATCH = 100
+
+
+def metric_history(client: Any, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """A metric's (steps, values) in step order."""
+    points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+    return np.array([p[0] for p in points], dtype=int), np.array([p[1] for p in points], dtype=float)
 
 
 def _is_local(uri: str) -> bool:
@@ -105,13 +120,56 @@ class Tracker:
         )
         return RunTracker(self.client, run.info.run_id)
 
-    def find_finished(self, cfg: RunConfig) -> Any | None:
-        """A finished child run with this resolved config, if any (the newest)."""
+    def start_suite(self, suite: Suite, tags: dict[str, str] | None = None) -> RunTracker:
+        """The suite's parent run: the one an earlier run of the same suite made, or a new one.
+
+        It holds the suite file and its cells (``cells.json``: hash, label, task, model, seed), which
+        is all the leaderboard needs to find the cells' runs.
+        """
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{SUITE_HASH_TAG}` = '{suite.hash}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if found:
+            self.client.update_run(found[0].info.run_id, status="RUNNING")
+            return RunTracker(self.client, found[0].info.run_id)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=suite.name,
+            tags={
+                "advbench.kind": "suite",
+                SUITE_TAG: suite.name,
+                SUITE_HASH_TAG: suite.hash,
+                "advbench.reference": suite.reference,
+                "mlflow.note.content": suite.description,
+                **(tags or {}),
+            },
+        )
+        parent = RunTracker(self.client, run.info.run_id)
+        parent.log_text(suite.path.read_text(), "suite.yaml")
+        parent.log_text(
+            json.dumps({"labels": suite.labels, "cells": suite.records()}, indent=1), "cells.json"
+        )
+        return parent
+
+    def find_suite(self, name: str) -> Any | None:
+        """The newest parent run of the suite called ``name``."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=(
-                f"tags.`{CONFIG_HASH_TAG}` = '{config_hash(cfg)}' and attributes.status = 'FINISHED'"
-            ),
+            filter_string=f"tags.`{SUITE_TAG}` = '{name}' and tags.`advbench.kind` = 'suite'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return runs[0] if runs else None
+
+    def find_finished(self, cfg: RunConfig | str) -> Any | None:
+        """A finished child run with this resolved config (or config hash), if any (the newest)."""
+        digest = cfg if isinstance(cfg, str) else config_hash(cfg)
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{digest}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
@@ -137,6 +195,7 @@ class Tracker:
             CONFIG_HASH_TAG: config_hash(cfg),
             "advbench.kind": "run",
             "advbench.estimator": cfg.estimator,
+            "advbench.label": cfg.display_label,
             "advbench.task": cfg.task.name,
             "advbench.model": cfg.model.name,
             "advbench.seed": str(cfg.seed),

@@ -140,18 +140,3 @@ def test_a_bad_config_fails_before_any_model_library_is_loaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["2", "False", "False"]
     assert "unknown estimator 'nope'" in out.stderr and "registered estimators: asym_reinforce" in out.stderr
-
-
-def test_the_trust_region_suite_file_expands_to_its_cells():
-    from harness.config import CONFIG_DIR
-
-    runs = load([], str(CONFIG_DIR.parent / "suites" / "trust-region.yaml"))
-    assert [(r.loss["name"], r.seed) for r in runs] == [
-        ("ppo_clip", 0),
-        ("dppo", 0),
-        ("ppo_clip", 1),
-        ("dppo", 1),
-    ]
-    assert {r.trainer.update_epochs for r in runs} == {4} and {r.tracking.experiment for r in runs} == {
-        "trust-region"
-    }

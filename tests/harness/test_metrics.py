@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.metrics import k_values, pass_at_k, pass_at_k_curve, smooth, time_to_peak
+from harness.metrics import k_values, pass_at_k, pass_at_k_curve, smooth, steps_to_threshold, time_to_peak
 
 
 @given(n=st.integers(1, 60), data=st.data())
@@ -65,3 +65,17 @@ def test_time_to_peak_tolerance_is_max_of_abs_and_z_se():
     assert narrow.index == 3
     assert not narrow.still_rising  # the first eval reaching the maximum is not the last one
     assert time_to_peak([0.1, 0.2, 0.3], [0.0] * 3, window=1).still_rising
+
+
+def test_steps_to_threshold_uses_the_smoothed_curve_and_a_shared_reference():
+    steps = [0, 10, 20, 30, 40]
+    curve = [0.2, 0.2, 0.8, 0.2, 0.5]  # a single spike at step 20 is smoothed to 0.4
+    # smoothed: 0.2, 0.4, 0.4, 0.5, 0.35 ; bar for q=0.5 of (0.2 -> 0.6): 0.4
+    assert steps_to_threshold(steps, curve, start=0.2, reference=0.6, q=0.5) == 10
+    assert steps_to_threshold(steps, curve, start=0.2, reference=0.6, q=0.75) == 30  # bar 0.5
+    assert steps_to_threshold(steps, curve, start=0.2, reference=0.6, q=1.0) is None  # censored
+
+
+def test_steps_to_threshold_refuses_a_bad_fraction():
+    with pytest.raises(ValueError):
+        steps_to_threshold([0], [0.1], 0.1, 0.2, q=0.0)

@@ -76,7 +76,9 @@ def test_interval_is_inside_the_range_of_the_scores(strata, statistic):
 def test_improvement_interval_covers_a_clear_winner_above_one_half():
     x, y = [np.array([0.9, 0.8, 0.85])], [np.array([0.1, 0.2, 0.15])]
     assert stats.improvement_interval(x, y, np.random.default_rng(0)) == (1.0, 1.0)
-    tied = stats.improvement_interval([np.array([0.1, 0.9])], [np.array([0.5, 0.5])], np.random.default_rng(0))
+    tied = stats.improvement_interval(
+        [np.array([0.1, 0.9])], [np.array([0.5, 0.5])], np.random.default_rng(0)
+    )
     assert tied[0] < 0.5 < tied[1]
 
 

@@ -1,0 +1,153 @@
+"""Running cells: one resolved config each, in this process or as Ray tasks.
+
+``run_cell`` is the one way a config becomes a finished MLflow run, for ``advbench run``, ``suite``
+and ``check`` alike: a cell already finished in the tracking store (same config hash) is reported,
+not run; a cell that died resumes from its checkpoint into its MLflow run; otherwise it starts a new
+child run under the given parent. A file lock per config hash (under ``cache_dir/locks``) makes two
+processes that share a cache take turns on a cell: the second finds it finished and skips it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from harness.config import RunConfig, config_hash
+
+
+@dataclass
+class CellOutcome:
+    cfg: RunConfig
+    run_id: str
+    summary: dict[str, float]
+    status: str  # "ran" | "resumed" | "cached"
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import logging
+
+    import mlflow  # noqa: F401  configures its loggers on import; quiet them after
+    import transformers
+
+    for name in ("mlflow", "alembic"):  # schema migrations of a new store are not news
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def cell_lock(cfg: RunConfig):
+    from filelock import FileLock
+
+    path = Path(cfg.cache_dir).expanduser() / "locks" / f"{config_hash(cfg)}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path)
+
+
+def run_cell(
+    cfg: RunConfig,
+    tracker: Any,
+    parent: Any,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_warmstart: Callable[[int, float], None] | None = None,
+    say: Callable[[str], None] = print,
+) -> CellOutcome:
+    """Run ``cfg`` to the end (or report it finished) and return its summary."""
+    from harness import checkpoint
+    from harness.loop import train
+
+    with cell_lock(cfg):
+        done = tracker.find_finished(cfg)
+        if done is not None:
+            summary = {k: v for k, v in done.data.metrics.items() if k.startswith("summary/")}
+            say(f"{cfg.run_name}: finished before in MLflow run {done.info.run_id}; not run again")
+            return CellOutcome(cfg, done.info.run_id, summary, "cached")
+        state = checkpoint.load(cfg)
+        child = tracker.resume_child(state["mlflow_run_id"], parent) if state else None
+        if child is None:  # nothing to resume, or its MLflow run is gone: start afresh
+            state = None
+            checkpoint.remove(cfg)
+            child = tracker.start_child(parent, cfg)
+        else:
+            say(f"{cfg.run_name}: resuming MLflow run {child.run_id} after step {state['step']}")
+        try:
+            result = train(cfg, child, on_step=on_step, on_warmstart=on_warmstart, resume=state)
+        except BaseException:
+            child.finish("KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED")
+            raise
+        child.finish()
+        return CellOutcome(cfg, child.run_id, result.summary, "resumed" if state else "ran")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+
+
+def absolute_tracking(cfg: RunConfig) -> RunConfig:
+    """The config with a local store's relative paths made absolute, for workers in other directories."""
+    cfg = copy.deepcopy(cfg)
+    uri = cfg.tracking.uri
+    if urlparse(uri).scheme == "sqlite" and not uri.startswith("sqlite:////"):
+        cfg.tracking.uri = "sqlite:///" + str(Path(uri.removeprefix("sqlite:///")).resolve())
+    cfg.tracking.artifact_root = str(Path(cfg.tracking.artifact_root).resolve())
+    cfg.cache_dir = str(Path(cfg.cache_dir).expanduser().resolve())
+    return cfg
+
+
+def _remote_cell(cfg: RunConfig, parent_run_id: str) -> CellOutcome:
+    """A Ray task: run one cell into the shared tracking store under the suite's parent run."""
+    quiet_libraries()
+    from harness.tracking import RunTracker, Tracker
+
+    tracker = Tracker(cfg.tracking)
+    return run_cell(cfg, tracker, RunTracker(tracker.client, parent_run_id), say=lambda _: None)
+
+
+def resources(cfg: RunConfig) -> dict[str, float]:
+    """What one cell asks Ray for: a GPU when its model runs on CUDA, CPUs otherwise."""
+    if cfg.model.device == "cuda":
+        return {"num_gpus": 1, "num_cpus": 1}
+    return {"num_cpus": max(1, cfg.threads)}
+
+
+def run_cells_ray(
+    cells: Sequence[RunConfig],
+    parent_run_id: str,
+    address: str | None,
+    on_done: Callable[[CellOutcome], None],
+) -> list[CellOutcome]:
+    """Run ``cells`` as Ray tasks on the cluster at ``address`` (None: start a local one)."""
+    try:
+        import ray
+    except ImportError:
+        from harness.config import ConfigError
+
+        raise ConfigError("--ray needs Ray: pip install 'advbench[ray]'") from None
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    try:
+        task = ray.remote(max_retries=0)(_remote_cell)
+        pending = {
+            task.options(**resources(cfg)).remote(absolute_tracking(cfg), parent_run_id): cfg for cfg in cells
+        }
+        outcomes = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            pending.pop(ready[0])
+            outcome = ray.get(ready[0])
+            outcomes.append(outcome)
+            on_done(outcome)
+        return outcomes
+    finally:
+        if started_here:
+            ray.shutdown()

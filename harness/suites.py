@@ -1,0 +1,192 @@
+"""Suites: one base config, a matrix of estimators x models x tasks x seeds, and overrides.
+
+A suite file (``suites/*.yaml``)::
+
+    name: smoke                      # default: the file's stem
+    description: what it is for
+    base: ../my-base.yaml            # optional: a config file (relative to the suite file)
+    reference: grpo                  # the leaderboard's reference for the probability of improvement
+    matrix:
+      estimator:                     # names, or variants with their own hyperparameters
+        - grpo
+        - {name: fade, label: fade-g2, params: {gamma: 2.0}}
+        - {name: grpo, label: grpo-dppo, overrides: {loss: dppo}}   # any config keys, this variant only
+      seed: [0, 1, 2]
+      model: [tiny]                  # groups: model, task, loss, rollout (files under configs/)
+      task: [arithmetic, countdown]
+    overrides:                       # merged over every cell, like a -c file
+      trainer: {steps: 60}
+
+Each combination is one *cell*: a resolved, validated RunConfig, identified by its config hash. The
+suite itself is identified by the hashes of its cells, so editing a suite makes a new one, and
+re-running an unchanged suite finds its cells again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from harness.config import GROUPS, ConfigError, RunConfig, config_hash, load, load_yaml
+
+SUITE_DIR = Path(__file__).resolve().parent.parent / "suites"
+SUITE_KEYS = ("name", "description", "base", "reference", "matrix", "overrides")
+MATRIX_KEYS = ("estimator", "seed", *GROUPS)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An estimator with its hyperparameters, config overrides of its own, and its label in tables."""
+
+    estimator: str
+    label: str
+    params: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    description: str
+    reference: str  # a label
+    variants: list[Variant]
+    cells: list[RunConfig]
+
+    @property
+    def labels(self) -> list[str]:
+        return [v.label for v in self.variants]
+
+    @property
+    def hash(self) -> str:
+        joined = ",".join(sorted(config_hash(cfg) for cfg in self.cells))
+        return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+    def records(self) -> list[dict[str, Any]]:
+        """What the leaderboard needs of each cell, stored with the suite's MLflow run."""
+        return [
+            {
+                "hash": config_hash(cfg),
+                "label": cfg.display_label,
+                "estimator": cfg.estimator,
+                "task": cfg.task.name,
+                "model": cfg.model.name,
+                "loss": cfg.loss["name"],
+                "seed": cfg.seed,
+            }
+            for cfg in self.cells
+        ]
+
+
+def resolve_path(ref: str | Path) -> Path:
+    """A suite file path, or the name of one under suites/ (``smoke`` -> suites/smoke.yaml)."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    named = SUITE_DIR / f"{ref}.yaml"
+    if named.is_file():
+        return named
+    choices = ", ".join(sorted(p.stem for p in SUITE_DIR.glob("*.yaml")))
+    raise ConfigError(f"no suite file '{ref}' (and no suites/{ref}.yaml); suites: {choices}")
+
+
+def _mapping(value: Any, what: str, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, DictConfig):
+        raise ConfigError(f"{where}: {what} must be a mapping, got {value!r}")
+    return OmegaConf.to_container(value)
+
+
+def _variant(entry: Any, where: str) -> Variant:
+    if isinstance(entry, str):
+        return Variant(entry, entry)
+    if isinstance(entry, DictConfig):
+        unknown = set(entry) - {"name", "label", "params", "overrides"}
+        if "name" not in entry or unknown:
+            raise ConfigError(
+                f"{where}: an estimator variant is a name or a mapping with keys name, label, params, "
+                f"overrides; got {OmegaConf.to_container(entry)}"
+            )
+        return Variant(
+            str(entry.name),
+            str(entry.get("label") or entry.name),
+            _mapping(entry.get("params"), f"params of '{entry.name}'", where),
+            _mapping(entry.get("overrides"), f"overrides of '{entry.name}'", where),
+        )
+    raise ConfigError(f"{where}: an estimator variant is a name or a mapping, got {entry!r}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, ListConfig | list | tuple) else [value]
+
+
+def load_suite(ref: str | Path, overrides: list[str] | None = None) -> Suite:
+    """Expand and validate a suite; ``overrides`` (key=value) apply to every cell."""
+    path = resolve_path(ref)
+    raw = load_yaml(path)
+    where = f"suite {path}"
+    unknown = sorted(set(raw) - set(SUITE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(SUITE_KEYS)}"
+        )
+    matrix = raw.get("matrix")
+    if not isinstance(matrix, DictConfig) or "estimator" not in matrix:
+        raise ConfigError(f"{where}: 'matrix' must be a mapping with at least 'estimator'")
+    unknown = sorted(set(matrix) - set(MATRIX_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown matrix key(s) {', '.join(unknown)}; valid: {', '.join(MATRIX_KEYS)}"
+        )
+    variants = [_variant(e, f"{where}, matrix.estimator") for e in _as_list(matrix.estimator)]
+    labels = [v.label for v in variants]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise ConfigError(f"{where}: estimator labels must be unique; repeated: {', '.join(duplicated)}")
+    reference = str(raw.get("reference") or labels[0])
+    if reference not in labels:
+        raise ConfigError(
+            f"{where}: reference '{reference}' is not one of the estimators: {', '.join(labels)}"
+        )
+
+    base = load_yaml(path.parent / raw.base) if raw.get("base") else OmegaConf.create({})
+    suite_overrides = raw.get("overrides") or OmegaConf.create({})
+    if not isinstance(suite_overrides, DictConfig):
+        raise ConfigError(f"{where}: 'overrides' must be a mapping of config keys")
+    axes = {key: _as_list(matrix[key]) for key in MATRIX_KEYS[1:] if key in matrix}
+    cells: list[RunConfig] = []
+    for variant in variants:
+        for combo in itertools.product(*axes.values()):
+            chosen = dict(zip(axes, combo, strict=True))
+            cell = {
+                "estimator": variant.estimator,
+                "label": variant.label if variant.label != variant.estimator else "",
+                "estimator_params": {variant.estimator: variant.params},
+                "defaults": {g: chosen[g] for g in GROUPS if g in chosen},
+            }
+            if "seed" in chosen:
+                cell["seed"] = chosen["seed"]
+            layer = OmegaConf.merge(
+                base, suite_overrides, OmegaConf.create(variant.overrides), OmegaConf.create(cell)
+            )
+            try:
+                cells.extend(load(overrides, layer))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}, cell {variant.label} {chosen}: {exc}") from None
+    hashes = [config_hash(cfg) for cfg in cells]
+    if len(set(hashes)) != len(hashes):
+        raise ConfigError(f"{where}: two cells resolve to the same config (a variant repeats another)")
+    return Suite(
+        name=str(raw.get("name") or path.stem),
+        path=path,
+        description=str(raw.get("description") or ""),
+        reference=reference,
+        variants=variants,
+        cells=cells,
+    )

@@ -1,0 +1,120 @@
+"""The leaderboard's ranking and rendering on boards built by hand (the MLflow path: test_suite_runs)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from harness import leaderboard
+from harness.leaderboard import Board, CellRun
+
+
+def cell(label, seed, start, curve, task="arithmetic", k8=0.8):
+    """A finished run whose eval pass@1 at steps 0, 10, ... is ``curve``."""
+    curve = np.array(curve, dtype=float)
+    from harness.metrics import smooth
+
+    smoothed = smooth(curve, 3)
+    peak = int(np.argmax(smoothed))
+    summary = {
+        "summary/initial_pass_at_1": start,
+        "summary/peak_pass_at_1": float(smoothed[peak]),
+        "summary/time_to_peak_step": 10.0 * peak,
+        "summary/still_rising": float(peak == len(curve) - 1),
+        "summary/final_entropy": 0.5,
+        "summary/final_pass_at_1": float(curve[-1]),
+        "summary/final_pass_at_2": float(curve[-1] + 0.1),
+        "summary/final_pass_at_8": k8,
+    }
+    steps = np.arange(len(curve)) * 10
+    return CellRun(
+        label=label,
+        task=task,
+        model="tiny",
+        seed=seed,
+        run_id=f"{label}-{seed}",
+        summary=summary,
+        eval_steps=steps,
+        pass_at_1=curve,
+        sign_balance=np.linspace(-0.2, 0.2, 12),
+        mean_difficulty=np.linspace(0.6, 0.4, 12),
+        total_steps=int(steps[-1]),
+    )
+
+
+def board(runs, labels=("ref", "strong", "same")):
+    return Board(suite="t", description="hand-made", reference="ref", labels=list(labels), runs=runs)
+
+
+def three_estimators():
+    runs = []
+    for seed in range(4):
+        jitter = 0.01 * seed
+        runs.append(cell("ref", seed, 0.3, [0.3, 0.35, 0.4 + jitter, 0.42 + jitter, 0.42 + jitter]))
+        runs.append(cell("strong", seed, 0.3, [0.3, 0.5, 0.6 + jitter, 0.65 + jitter, 0.66 + jitter]))
+        # the reference's curve with its seeds' peaks interleaved: .435 .415 .445 .425 vs .42 .43 .44 .45
+        shift = [0.015, -0.005, 0.025, 0.005][seed]
+        runs.append(cell("same", seed, 0.3, [0.3, 0.35, 0.4 + shift, 0.42 + shift, 0.42 + shift]))
+    return board(runs)
+
+
+def test_ranking_orders_by_peak_and_judges_against_the_reference():
+    rows = leaderboard.rank(three_estimators())
+    assert [r.label for r in rows][0] == "strong"
+    by_label = {r.label: r for r in rows}
+    assert by_label["strong"].verdict == "better" and by_label["strong"].improvement == 1.0
+    assert by_label["ref"].verdict == "reference" and by_label["ref"].improvement is None
+    assert by_label["same"].improvement == 6 / 16 and by_label["same"].verdict == "within noise"
+    assert by_label["strong"].tier == 1 and by_label["ref"].tier == by_label["same"].tier == 2
+    for row in rows:
+        assert row.peak.low <= row.peak.value <= row.peak.high
+        assert row.seeds == 4
+
+
+def test_steps_to_threshold_share_the_suite_best_median_peak():
+    b = three_estimators()
+    refs = leaderboard.reference_peaks(b)
+    strong_peaks = [r.summary["summary/peak_pass_at_1"] for r in b.of("strong")]
+    assert refs[("arithmetic", "tiny")] == pytest.approx(np.median(strong_peaks))
+    rows = {r.label: r for r in leaderboard.rank(b)}
+    median, reached = rows["strong"].thresholds[0.8]
+    # R_ref 0.67, bar 0.3 + 0.8 (0.67 - 0.3) = 0.596; the smoothed curves cross it at steps 30 30 20 20
+    assert median == 25 and reached == 4
+    assert rows["ref"].thresholds[0.8] == (None, 0)  # never gets there: censored, not a number
+
+
+def test_strata_are_kept_apart():
+    runs = [cell("ref", s, 0.3, [0.3, 0.4, 0.5]) for s in range(2)]
+    runs += [cell("ref", s, 0.1, [0.1, 0.1, 0.2], task="countdown") for s in range(2)]
+    runs += [cell("strong", s, 0.3, [0.3, 0.5, 0.6]) for s in range(2)]
+    runs += [cell("strong", s, 0.1, [0.1, 0.2, 0.3], task="countdown") for s in range(2)]
+    b = board(runs, labels=("ref", "strong"))
+    assert b.strata == [("arithmetic", "tiny"), ("countdown", "tiny")]
+    rows = {r.label: r for r in leaderboard.rank(b)}
+    # better in both strata: P(improvement) is 1 although countdown's strong runs are below arithmetic's ref
+    assert rows["strong"].improvement == 1.0
+
+
+def test_write_renders_markdown_html_json_and_plots(tmp_path):
+    b = three_estimators()
+    b.missing = [{"label": "same", "task": "arithmetic", "model": "tiny", "seed": 9}]
+    paths = leaderboard.write(b, tmp_path / "board")
+    page = paths["html"].read_text()
+    for label in ("ref", "strong", "same"):
+        assert f"<td>{label}</td>" in page
+    for png in ("pass_at_1.png", "pass_at_k.png", "accuracy_diversity.png", "sign_difficulty.png"):
+        assert (tmp_path / "board" / png).stat().st_size > 10_000
+        assert f'src="{png}"' in page and f"]({png})" in paths["markdown"].read_text()
+    assert "1 cell(s) have no finished run" in page and "same/arithmetic/tiny/s9" in page
+    numbers = json.loads(paths["json"].read_text())["estimators"]
+    assert numbers["strong"]["seeds"] == 4
+    assert numbers["strong"]["peak_pass_at_1"] == pytest.approx(
+        np.mean([r.summary["summary/peak_pass_at_1"] for r in b.of("strong")]), abs=1e-6
+    )
+    markdown = paths["markdown"].read_text()
+    assert markdown.index("| 1 | strong |") < markdown.index("| 2 | ")
+
+
+def test_an_empty_board_is_an_error(tmp_path):
+    with pytest.raises(LookupError, match="no finished runs"):
+        leaderboard.write(board([]), tmp_path)
