@@ -23,13 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Sized from the smoke suite's spread between seeds (benchmarks/RESULTS.md): about 2x the standard
-# deviation of a 2-seed mean; a GRPO with its sign flipped misses them by several times.
+# Sized from the smoke suite's spread between its two seeds (2026-11-25, benchmarks/RESULTS.md):
+# the standard deviation of one run is about 0.030 (peak pass@1, mostly its start), 0.007 (gain),
+# 0.012 (final pass@1) and 0.076 (final pass@8). Each tolerance is about 3x the spread of a
+# 2-seed mean's difference; GRPO with its sign flipped misses the gain and final pass@1 by far more.
 DEFAULT_TOLERANCES: dict[str, dict[str, Any]] = {
-    "peak_pass_at_1": {"better": "higher", "abs": 0.05},
-    "gain": {"better": "higher", "abs": 0.05},
-    "final_pass_at_1": {"better": "higher", "abs": 0.06},
-    "final_pass_at_kmax": {"better": "higher", "abs": 0.08},
+    "peak_pass_at_1": {"better": "higher", "abs": 0.06},
+    "gain": {"better": "higher", "abs": 0.03},
+    "final_pass_at_1": {"better": "higher", "abs": 0.05},
+    "final_pass_at_kmax": {"better": "higher", "abs": 0.15},
 }
 
 

@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from harness.config import ConfigError, RunConfig, group_choices, load
-from harness.runner import CellOutcome, quiet_libraries
+from harness.runner import CellOutcome, cell_lock, quiet_libraries
 
 console = Console(stderr=True, soft_wrap=True)  # progress and messages
 
@@ -142,7 +142,8 @@ def _run_cells(
                 if not keep_going:
                     raise
                 failures.append((cfg, f"{type(exc).__name__}: {exc}"))
-                console.print(f"[red]{escape(cfg.run_name)} failed[/]: {escape(failures[-1][1])}")
+                console.print_exception(max_frames=4)
+                console.print(f"[red]{escape(cfg.run_name)} failed[/]; going on with the other cells")
     return outcomes, failures
 
 
@@ -185,7 +186,9 @@ def _run_suite(args: argparse.Namespace):
     from harness.tracking import Tracker
 
     tracker = Tracker(suite.cells[0].tracking)
-    parent = tracker.start_suite(suite, tags={"advbench.command": " ".join(["advbench", *sys.argv[1:]])})
+    command = " ".join(["advbench", *sys.argv[1:]])
+    with cell_lock(suite.cells[0], f"suite-{suite.hash}"):  # two processes at once: still one parent run
+        parent = tracker.start_suite(suite, tags={"advbench.command": command})
     where = "on Ray" if args.ray is not None else "here, one after the other"
     console.print(
         f"[bold]advbench suite {escape(suite.name)}[/]: {len(suite.cells)} cells ({len(suite.labels)} "
@@ -416,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    if getattr(args, "ray", None) and "=" in args.ray:  # `--ray key=value`: the item is an override
+        args.overrides, args.ray = [args.ray, *args.overrides], "local"
     start = time.perf_counter()
     try:
         return args.func(args)

@@ -478,9 +478,9 @@ def flatten(cfg: RunConfig) -> dict[str, str]:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """Identity of a run: the resolved config minus where it is tracked and what it is called."""
+    """Identity of a run: the resolved config minus where it is tracked and cached and what it is called."""
     container = OmegaConf.to_container(OmegaConf.structured(cfg))
-    for key in ("tracking", "threads", "label"):
+    for key in ("tracking", "threads", "label", "cache_dir"):
         container.pop(key, None)
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(container)).encode()).hexdigest()[:16]
 

@@ -418,7 +418,7 @@ def write(board: Board, out: Path) -> dict[str, Path]:
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }}
 table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }}
-th {{ background: #f3f3f3; }} td:nth-child(2) {{ text-align: left; font-weight: 600; }}
+th {{ background: #f3f3f3; }} table.ranking td:nth-child(2) {{ text-align: left; font-weight: 600; }}
 table.cells td:first-child {{ text-align: left; font-weight: 600; }}
 .figures {{ display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }}
 figure {{ margin: 0; }} figure img {{ width: 100%; border: 1px solid #eee; }}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from harness.config import RunConfig, config_hash
+from harness.config import ConfigError, RunConfig, config_hash
 
 
 @dataclass
@@ -44,10 +44,11 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def cell_lock(cfg: RunConfig):
+def cell_lock(cfg: RunConfig, name: str | None = None):
+    """A lock file under cache_dir/locks: the cell's (by config hash) or the one called ``name``."""
     from filelock import FileLock
 
-    path = Path(cfg.cache_dir).expanduser() / "locks" / f"{config_hash(cfg)}.lock"
+    path = Path(cfg.cache_dir).expanduser() / "locks" / f"{name or config_hash(cfg)}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(path)
 
@@ -75,6 +76,8 @@ def run_cell(
         if child is None:  # nothing to resume, or its MLflow run is gone: start afresh
             state = None
             checkpoint.remove(cfg)
+            for run_id in tracker.drop_abandoned(cfg):
+                say(f"{cfg.run_name}: deleted MLflow run {run_id}, which died before its first checkpoint")
             child = tracker.start_child(parent, cfg)
         else:
             say(f"{cfg.run_name}: resuming MLflow run {child.run_id} after step {state['step']}")
@@ -128,13 +131,14 @@ def run_cells_ray(
     try:
         import ray
     except ImportError:
-        from harness.config import ConfigError
-
         raise ConfigError("--ray needs Ray: pip install 'advbench[ray]'") from None
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        except (ValueError, ConnectionError, RuntimeError) as exc:
+            raise ConfigError(f"--ray {address or ''}: cannot start or reach a Ray cluster: {exc}") from None
     try:
         task = ray.remote(max_retries=0)(_remote_cell)
         pending = {

@@ -9,7 +9,10 @@ the same suite runs again, so its cells gather under one parent however often it
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +37,90 @@ def metric_history(client: Any, run_id: str, key: str) -> tuple[np.ndarray, np.n
     """A metric's (steps, values) in step order."""
     points = sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
     return np.array([p[0] for p in points], dtype=int), np.array([p[1] for p in points], dtype=float)
+
+
+# Seconds between attempts of a failed tracking call: a store away for ~15 s costs no metrics.
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+# MLflow errors that another attempt cannot fix (the request itself is wrong).
+PERMANENT_ERRORS = (
+    "INVALID_PARAMETER_VALUE",
+    "RESOURCE_ALREADY_EXISTS",
+    "RESOURCE_DOES_NOT_EXIST",
+    "BAD_REQUEST",
+)
+log = logging.getLogger("advbench.tracking")
+
+
+def retrying(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, tried again after each of RETRY_DELAYS on a transient failure."""
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if delay is None or getattr(exc, "error_code", None) in PERMANENT_ERRORS:
+                raise
+            log.warning(
+                "tracking: %s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail within ``timeout`` seconds, naming the URI, when a tracking server does not answer."""
+    import urllib.error
+    import urllib.request
+
+    from harness.config import ConfigError
+
+    scheme = urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+                pass
+        except urllib.error.HTTPError:
+            pass  # it answered: a server without /health is still a server
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"config key 'tracking.uri': the MLflow tracking server at {uri} is unreachable ({exc})"
+            ) from None
+    elif scheme == "sqlite" and uri not in ("sqlite://", "sqlite:///:memory:"):
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"config key 'tracking.uri': cannot create the SQLite store {uri}: {exc}"
+            ) from None
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(
+                f"config key 'tracking.uri': cannot write the SQLite store {uri} (folder read-only)"
+            )
+
+
+def _create_sqlite_store(uri: str) -> None:
+    """Create a new SQLite store atomically: its schema is built in a temporary file, then linked.
+
+    MLflow builds a new store's schema in many migrations; a process killed (or a second process
+    starting) in the middle leaves a file that no later run can open. The link either puts a
+    complete store in place or finds one there already.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite" or uri in ("sqlite://", "sqlite:///:memory:"):
+        return
+    path = Path(uri.removeprefix("sqlite:///"))
+    if path.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{tmp.resolve()}").search_experiments()  # builds the schema
+        with contextlib.suppress(FileExistsError):  # another process was first: use its store
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _is_local(uri: str) -> bool:
@@ -73,29 +160,32 @@ class RunTracker:
             self.flush()
 
     def flush(self) -> None:
+        """Send the buffered metrics; a batch leaves the buffer only once the store has it."""
         while self._buffer:
-            batch, self._buffer = self._buffer[:MAX_METRICS_PER_BATCH], self._buffer[MAX_METRICS_PER_BATCH:]
-            self.client.log_batch(self.run_id, metrics=batch, synchronous=True)
+            batch = self._buffer[:MAX_METRICS_PER_BATCH]
+            retrying("log_batch", self.client.log_batch, self.run_id, metrics=batch, synchronous=True)
+            del self._buffer[: len(batch)]
 
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
         items = [Param(key, value[:6000]) for key, value in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=items[i : i + MAX_PARAMS_PER_BATCH], synchronous=True)
+            batch = items[i : i + MAX_PARAMS_PER_BATCH]
+            retrying("log_batch", self.client.log_batch, self.run_id, params=batch, synchronous=True)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        retrying("log_text", self.client.log_text, self.run_id, text, artifact_file)
 
     def log_jsonl(self, rows: list[dict], artifact_file: str) -> None:
         self.log_text("".join(json.dumps(row) + "\n" for row in rows), artifact_file)
 
     def set_tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
+        retrying("set_tag", self.client.set_tag, self.run_id, key, value)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.flush()
-        self.client.set_terminated(self.run_id, status=status)
+        retrying("set_terminated", self.client.set_terminated, self.run_id, status=status)
 
 
 class Tracker:
@@ -105,12 +195,20 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.cfg = cfg
+        check_reachable(cfg.uri)
+        _create_sqlite_store(cfg.uri)
         self.client = MlflowClient(tracking_uri=cfg.uri)
         experiment = self.client.get_experiment_by_name(cfg.experiment)
         if experiment is None:
             # A local store keeps artifacts in a folder beside it, named by the config.
             location = Path(cfg.artifact_root).resolve().as_uri() if _is_local(cfg.uri) else None
-            self.experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=location)
+            try:
+                self.experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=location)
+            except Exception:  # another process created it in the meantime
+                experiment = self.client.get_experiment_by_name(cfg.experiment)
+                if experiment is None:
+                    raise
+                self.experiment_id = experiment.experiment_id
         else:
             self.experiment_id = experiment.experiment_id
 
@@ -174,6 +272,20 @@ class Tracker:
             max_results=1,
         )
         return runs[0] if runs else None
+
+    def drop_abandoned(self, cfg: RunConfig) -> list[str]:
+        """Delete the RUNNING or KILLED runs of this config: runs that died before their first checkpoint.
+
+        Called under the cell's lock, before a fresh start, so no live process owns them; without this
+        a cell killed early would show in MLflow twice. FAILED runs (an error, e.g. a NaN) are kept.
+        """
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash(cfg)}'"
+        )
+        stale = [run for run in runs if run.info.status in ("RUNNING", "KILLED")]
+        for run in stale:
+            self.client.delete_run(run.info.run_id)
+        return [run.info.run_id for run in stale]
 
     def resume_child(self, run_id: str, parent: RunTracker) -> RunTracker | None:
         """The unfinished child run ``run_id`` marked running again, or None if it is gone or finished."""

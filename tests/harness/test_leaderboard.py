@@ -1,6 +1,8 @@
 """The leaderboard's ranking and rendering on boards built by hand (the MLflow path: test_suite_runs)."""
 
 import json
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -118,3 +120,39 @@ def test_write_renders_markdown_html_json_and_plots(tmp_path):
 def test_an_empty_board_is_an_error(tmp_path):
     with pytest.raises(LookupError, match="no finished runs"):
         leaderboard.write(board([]), tmp_path)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt install chromium)")
+def test_the_page_renders_in_headless_chromium(tmp_path):
+    """Chromium loads the page and its four plots: the rendered DOM has them all with their sizes."""
+    paths = leaderboard.write(three_estimators(), tmp_path / "board")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    # Each plot reports its loaded natural width into the DOM, which --dump-dom prints after load.
+    probe = tmp_path / "board" / "probe.html"
+    probe.write_text(
+        paths["html"]
+        .read_text()
+        .replace(
+            "</body>",
+            "<script>window.addEventListener('load', () => document.body.setAttribute('data-widths',"
+            " [...document.images].map(i => i.naturalWidth).join(',')));</script></body>",
+        )
+    )
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()],
+        capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    widths = [int(w) for w in dom.split('data-widths="')[1].split('"')[0].split(",")]
+    assert len(widths) == 4 and min(widths) > 500, widths
+    assert "<td>strong</td>" in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [CHROMIUM, *flags, "--window-size=1280,2400", f"--screenshot={shot}", paths["html"].as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert shot.stat().st_size > 50_000

@@ -1,0 +1,197 @@
+"""Suites end to end through MLflow: run, re-run, leaderboard, check, kill, Ray, two processes at once."""
+
+import importlib.util
+import json
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+import estimators
+from harness.cli import main
+from tests.conftest import FAST
+
+pytestmark = pytest.mark.slow
+
+CLI = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
+SUITE = """
+name: tiny
+reference: grpo
+matrix:
+  estimator: [grpo, nsr]
+  seed: [0, 1]
+overrides:
+  tracking: {experiment: tiny}
+"""
+
+
+@pytest.fixture
+def suite(tmp_path, cache_dir):
+    """A 4-cell suite on the fast test model, with its own store; returns (file, overrides, db)."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SUITE)
+    db = tmp_path / "mlflow.db"
+    overrides = [*FAST, f"cache_dir={cache_dir}", f"tracking.uri=sqlite:///{db}", "trainer.steps=6"]
+    return path, overrides, db
+
+
+def store(db, experiment="tiny"):
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(experiment)
+    parents = client.search_runs([exp.experiment_id], "tags.`advbench.kind` = 'suite'")
+    children = client.search_runs([exp.experiment_id], "tags.`advbench.kind` = 'run'")
+    return client, parents, children
+
+
+def cell_statuses(db) -> list[str]:
+    """The statuses of the cells' runs, read without MLflow (whose client would migrate a new store)."""
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            rows = con.execute(
+                "SELECT r.status FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid "
+                "WHERE t.key = 'advbench.kind' AND t.value = 'run' AND r.lifecycle_stage = 'active'"
+            ).fetchall()
+    except sqlite3.Error:  # tables not there yet
+        return []
+    return [status for (status,) in rows]
+
+
+def assert_each_cell_once(db, cells: int):
+    client, parents, children = store(db)
+    assert len(parents) == 1, [p.info.run_id for p in parents]
+    assert len(children) == cells, [(c.info.run_name, c.info.status) for c in children]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert len({c.data.tags["advbench.config_hash"] for c in children}) == cells
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+    for child in children:
+        for key in ("train/reward_mean", "eval/pass_at_1", "axes/sign_balance"):
+            steps = [m.step for m in client.get_metric_history(child.info.run_id, key)]
+            assert len(steps) == len(set(steps)), f"{child.info.run_name}: {key} logged twice at a step"
+    return client, parents[0], children
+
+
+def test_suite_runs_every_cell_once_and_a_rerun_skips_them(suite, tmp_path, capsys, monkeypatch):
+    path, overrides, db = suite
+    assert main(["suite", str(path), *overrides]) == 0
+    client, parent, children = assert_each_cell_once(db, 4)
+    assert {c.data.tags["advbench.label"] for c in children} == {"grpo", "nsr"}
+    ids = {c.info.run_id for c in children}
+
+    assert main(["suite", str(path), *overrides]) == 0
+    out = capsys.readouterr()
+    assert "4/4 cells finished (0 run now, 4 before)" in out.err
+    _, parent_again, children = assert_each_cell_once(db, 4)
+    assert parent_again.info.run_id == parent.info.run_id and {c.info.run_id for c in children} == ids
+
+    # the leaderboard reads MLflow only: from another directory, by the suite's name
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{db}"
+    assert main(["leaderboard", "tiny", "--tracking-uri", uri, "--experiment", "tiny"]) == 0
+    board = tmp_path / "leaderboards" / "tiny"
+    numbers = json.loads((board / "leaderboard.json").read_text())["estimators"]
+    for label in ("grpo", "nsr"):
+        peaks = [
+            c.data.metrics["summary/peak_pass_at_1"]
+            for c in children
+            if c.data.tags["advbench.label"] == label
+        ]
+        assert numbers[label]["peak_pass_at_1"] == pytest.approx(np.mean(peaks), abs=1e-6)
+        assert numbers[label]["seeds"] == 2
+    page = (board / "index.html").read_text()
+    assert "<h1>Leaderboard: tiny</h1>" in page and page.count('<img src="') == 4
+
+
+def test_check_passes_against_itself_and_catches_a_flipped_sign(tmp_path, cache_dir, capsys, monkeypatch):
+    """The planted regression: GRPO with its advantages negated must fail the check."""
+    path = tmp_path / "gate.yaml"
+    path.write_text(
+        "name: gate\nmatrix: {estimator: [grpo], seed: [0]}\noverrides: {tracking: {experiment: gate}}\n"
+    )
+    baseline = tmp_path / "baseline.json"
+
+    def overrides(db):
+        # the default tiny model (its warm start is what RL sharpens), a short budget
+        return [f"cache_dir={cache_dir}", f"tracking.uri=sqlite:///{tmp_path / db}", "trainer.steps=30",
+                "eval.every=5", "trainer.lr=5e-4", "geometry.every=0"]  # fmt: skip
+
+    assert main(["check", str(path), "--baseline", str(baseline), "--update", *overrides("a.db")]) == 0
+    stored = json.loads(baseline.read_text())
+    assert set(stored["estimators"]) == {"grpo"} and "tolerances" in stored
+    assert stored["estimators"]["grpo"]["gain"] > 0.03  # the reference does learn in 30 steps
+    assert main(["check", str(path), "--baseline", str(baseline), *overrides("a.db")]) == 0
+    assert "check passed" in capsys.readouterr().err
+
+    grpo = estimators.get("grpo")
+    flipped = type(grpo)(
+        **{**vars(grpo), "fn": lambda batch, signals, params: -grpo.fn(batch, signals, params)}
+    )
+    monkeypatch.setitem(estimators.registry._REGISTRY, "grpo", flipped)
+    assert main(["check", str(path), "--baseline", str(baseline), *overrides("b.db")]) == 1
+    err = capsys.readouterr().err
+    assert "REGRESSED grpo final_pass_at_1" in err
+
+
+def test_check_refuses_a_missing_or_broken_baseline(tmp_path, suite):
+    path, overrides, _ = suite
+    assert main(["check", str(path), "--baseline", str(tmp_path / "none.json"), *overrides]) == 2
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert main(["check", str(path), "--baseline", str(broken), *overrides]) == 2
+
+
+def test_a_killed_suite_rerun_finishes_every_cell_once(suite, tmp_path):
+    path, overrides, db = suite
+    overrides = [*overrides, "trainer.steps=16", "trainer.checkpoint_every=2"]
+    command = [sys.executable, "-c", CLI, "suite", str(path), *overrides]
+    for kill_after_cells in (0, 2):  # in the first cell, then in the third
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and cell_statuses(db).count("FINISHED") < kill_after_cells:
+            time.sleep(0.2)
+        while time.time() < deadline and "RUNNING" not in cell_statuses(db):
+            time.sleep(0.2)
+        time.sleep(random.uniform(0.5, 3.0))  # somewhere in the cell's 16 steps
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert time.time() < deadline, "the suite never got to the kill point"
+    assert cell_statuses(db).count("FINISHED") < 4  # the kills left work to do
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # the cell killed last was picked up where it died: from its checkpoint, or afresh before one
+    assert "resuming MLflow run" in done.stderr or "died before its first checkpoint" in done.stderr
+    assert_each_cell_once(db, 4)
+
+
+def test_two_suite_processes_on_one_store_share_the_cells(suite):
+    path, overrides, db = suite
+    command = [sys.executable, "-c", CLI, "suite", str(path), *overrides]
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    assert_each_cell_once(db, 4)
+    # every cell was trained by one process and reported as finished by the other
+    assert sum(err.count("not run again") for _, err in outputs) == 4
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (advbench[ray])")
+def test_ray_runs_cells_in_parallel_into_the_same_store(suite):
+    """A local Ray on this machine's CPUs (2 here): one CPU per cell, so two cells at a time."""
+    path, overrides, db = suite
+    overrides = [*overrides, "trainer.steps=10", "threads=1"]
+    command = [sys.executable, "-c", CLI, "suite", str(path), "--ray", *overrides]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, _, children = assert_each_cell_once(db, 4)
+    spans = sorted((c.info.start_time, c.info.end_time) for c in children)
+    overlapping = sum(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
+    assert overlapping >= 1, f"no two cells ran at the same time: {spans}"
