@@ -259,7 +259,9 @@ def rank(board: Board, seed: int = 0) -> list[Row]:
 
 def _fmt_threshold(value: tuple[float | None, int], seeds: int) -> str:
     median, hits = value
-    return f"{median:.0f} ({hits}/{seeds})" if median is not None else f"not reached ({hits}/{seeds})"
+    if median is None:  # fewer than half of the runs got there: no median step
+        return f"censored ({hits}/{seeds} reached)"
+    return f"{median:.0f} ({hits}/{seeds} reached)"
 
 
 def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[str]]]:

@@ -8,17 +8,18 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-import estimators
 from harness.cli import main
 from tests.conftest import FAST
 
 pytestmark = pytest.mark.slow
 
+ROOT = Path(__file__).resolve().parents[2]
 CLI = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
 SUITE = """
 name: tiny
@@ -62,6 +63,19 @@ def cell_statuses(db) -> list[str]:
     except sqlite3.Error:  # tables not there yet
         return []
     return [status for (status,) in rows]
+
+
+def running_step(db) -> int:
+    """The last step the running cell has flushed to the store (-1 when none)."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            (step,) = con.execute(
+                "SELECT MAX(m.step) FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid "
+                "WHERE r.status = 'RUNNING' AND m.key = 'train/reward_mean' AND r.lifecycle_stage = 'active'"
+            ).fetchone()
+    except sqlite3.Error:
+        return -1
+    return -1 if step is None else step
 
 
 def assert_each_cell_once(db, cells: int):
@@ -109,7 +123,7 @@ def test_suite_runs_every_cell_once_and_a_rerun_skips_them(suite, tmp_path, caps
     assert "<h1>Leaderboard: tiny</h1>" in page and page.count('<img src="') == 4
 
 
-def test_check_passes_against_itself_and_catches_a_flipped_sign(tmp_path, cache_dir, capsys, monkeypatch):
+def test_check_passes_against_itself_and_catches_a_flipped_sign(tmp_path, cache_dir, capsys):
     """The planted regression: GRPO with its advantages negated must fail the check."""
     path = tmp_path / "gate.yaml"
     path.write_text(
@@ -129,14 +143,19 @@ def test_check_passes_against_itself_and_catches_a_flipped_sign(tmp_path, cache_
     assert main(["check", str(path), "--baseline", str(baseline), *overrides("a.db")]) == 0
     assert "check passed" in capsys.readouterr().err
 
-    grpo = estimators.get("grpo")
-    flipped = type(grpo)(
-        **{**vars(grpo), "fn": lambda batch, signals, params: -grpo.fn(batch, signals, params)}
+    planted = [
+        sys.executable,
+        "benchmarks/planted_regression.py",
+        str(path),
+        "grpo",
+        "--baseline",
+        str(baseline),
+    ]
+    flipped = subprocess.run(
+        [*planted, *overrides("b.db")], capture_output=True, text=True, timeout=300, cwd=ROOT
     )
-    monkeypatch.setitem(estimators.registry._REGISTRY, "grpo", flipped)
-    assert main(["check", str(path), "--baseline", str(baseline), *overrides("b.db")]) == 1
-    err = capsys.readouterr().err
-    assert "REGRESSED grpo final_pass_at_1" in err
+    assert flipped.returncode == 1, flipped.stderr[-3000:]
+    assert "REGRESSED grpo final_pass_at_1" in flipped.stderr
 
 
 def test_check_refuses_a_missing_or_broken_baseline(tmp_path, suite):
@@ -151,14 +170,16 @@ def test_a_killed_suite_rerun_finishes_every_cell_once(suite, tmp_path):
     path, overrides, db = suite
     overrides = [*overrides, "trainer.steps=16", "trainer.checkpoint_every=2"]
     command = [sys.executable, "-c", CLI, "suite", str(path), *overrides]
+    rng = random.Random(0)
     for kill_after_cells in (0, 2):  # in the first cell, then in the third
+        target = rng.randint(2, 14)  # a step inside the cell's 16
         proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
-        while time.time() < deadline and cell_statuses(db).count("FINISHED") < kill_after_cells:
-            time.sleep(0.2)
-        while time.time() < deadline and "RUNNING" not in cell_statuses(db):
-            time.sleep(0.2)
-        time.sleep(random.uniform(0.5, 3.0))  # somewhere in the cell's 16 steps
+        while time.time() < deadline:
+            statuses = cell_statuses(db)
+            if statuses.count("FINISHED") >= kill_after_cells and running_step(db) >= target:
+                break
+            time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert time.time() < deadline, "the suite never got to the kill point"
