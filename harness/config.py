@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any  # noqa: UP035  OmegaConf resolves these at runtime
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 CONFIG_DIR = Path(os.environ.get("ADVBENCH_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
 GROUPS = ("model", "task", "loss", "rollout")
@@ -129,6 +129,7 @@ class TaskConfig:
     train_size: int = 4000
     eval_size: int = 64
     data_seed: int = 1234  # generates the train and eval items; fixed per suite, not per run
+    verifier_timeout: float = 5.0  # seconds per completion; a verifier past it scores 0 (an error)
 
     def __post_init__(self) -> None:
         _require(self.source == "reasoning_gym", "task.source", f"must be reasoning_gym, got '{self.source}'")
@@ -144,6 +145,9 @@ class TaskConfig:
         )
         _require(self.train_size >= 1, "task.train_size", f"must be >= 1, got {self.train_size}")
         _require(self.eval_size >= 1, "task.eval_size", f"must be >= 1, got {self.eval_size}")
+        _require(
+            self.verifier_timeout > 0, "task.verifier_timeout", f"must be > 0, got {self.verifier_timeout}"
+        )
 
 
 @dataclass
@@ -331,8 +335,9 @@ def parse_overrides(items: list[str]) -> tuple[dict[str, Any], DictConfig]:
 def _parse_dotlist(items: list[str]) -> DictConfig:
     try:
         return OmegaConf.from_dotlist(items)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"cannot parse overrides {items}: {exc}") from None
+    except Exception as exc:  # OmegaConf's own errors and YAML syntax errors in a value
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"cannot parse overrides {items}: {reason}") from None
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -353,9 +358,7 @@ def _explain(exc: OmegaConfBaseException, schema: Any) -> str:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         where = f"'{parent}'" if parent else "the top level"
         return f"unknown config key '{key}'{hint}; valid keys under {where}: {', '.join(valid)}"
-    if isinstance(exc, ValidationError):
-        return f"config key '{key}': {str(exc).splitlines()[0]}"
-    return f"config key '{key}': {exc}"
+    return f"config key '{key}': {str(exc).splitlines()[0]}"
 
 
 def _validate_schema(raw: DictConfig) -> RunConfig:
@@ -414,7 +417,20 @@ def load(
     """Resolve and validate the runs of one invocation: one RunConfig per sweep combination.
 
     ``config_file`` is a YAML file merged over base.yaml, or the same already loaded (suites).
+    Every failure is a ConfigError, OmegaConf's own (a bad ``${interpolation}``...) included.
     """
+    try:
+        return _load(overrides, config_file)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(_explain(exc, RunConfig())) from None
+    except TypeError as exc:  # OmegaConf's merge of a list into a mapping, or the reverse
+        raise ConfigError(
+            f"config: {exc} (a list given where the config has a mapping, or the reverse); "
+            f"overrides: {overrides or []}"
+        ) from None
+
+
+def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | None) -> list[RunConfig]:
     base = load_yaml(CONFIG_DIR / "base.yaml")
     if isinstance(config_file, DictConfig):
         user = copy.deepcopy(config_file)  # load pops keys from it
@@ -443,6 +459,11 @@ def load(
         "seed": _as_list(layered.get("seed", RunConfig.seed)),
         **{group: _as_list(defaults[group]) for group in GROUPS},
     }
+    empty = [key for key, values in axes.items() if not values]
+    if empty:
+        raise ConfigError(
+            f"config key '{empty[0]}': an empty list sweeps over nothing; give at least one value"
+        )
     runs = []
     for combo in itertools.product(*axes.values()):
         chosen = dict(zip(axes, combo, strict=True))

@@ -63,12 +63,11 @@ def evaluate(
         rollout = engine.generate(texts, cfg.n, SamplingParams(cfg.temperature, cfg.top_p, max_new_tokens))
     scores = [task.score(prompts[i // cfg.n], text) for i, text in enumerate(rollout.texts)]
     correct = np.array([s.correct for s in scores]).reshape(len(prompts), cfg.n).sum(1)
-    greedy = None
+    greedy, greedy_scores = None, []
     if cfg.greedy:
         greedy_rollout = engine.generate(texts, 1, SamplingParams(max_new_tokens=max_new_tokens, greedy=True))
-        greedy = float(
-            np.mean([task.score(p, t).correct for p, t in zip(prompts, greedy_rollout.texts, strict=True)])
-        )
+        greedy_scores = [task.score(p, t) for p, t in zip(prompts, greedy_rollout.texts, strict=True)]
+        greedy = float(np.mean([s.correct for s in greedy_scores]))
     per_prompt = correct / cfg.n
     samples = [
         {
@@ -90,7 +89,7 @@ def evaluate(
         greedy_pass_at_1=greedy,
         entropy=float(rollout.entropy[mask].mean()) if mask.any() else 0.0,
         response_length=float(mask.sum(-1).float().mean()),
-        verifier_errors=sum(s.error for s in scores),
+        verifier_errors=sum(s.error for s in [*scores, *greedy_scores]),
         samples=samples,
     )
 

@@ -10,11 +10,15 @@ never overlap training prompts. Generated splits are cached on disk (countdown c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
 import random
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +37,42 @@ class Prompt:
     entry: dict[str, Any] = field(repr=False, hash=False, compare=False)  # the verifier's item
 
 
+class VerifierTimeout(Exception):
+    """A verifier ran past task.verifier_timeout."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise VerifierTimeout in this block after ``seconds`` (POSIX, main thread; elsewhere no limit).
+
+    A real-time interval timer interrupts Python code, including a verifier stuck in a loop. Code
+    that blocks in C without returning to the interpreter is out of its reach: verifiers that can
+    do that (executing model code) run in a separate process instead.
+    """
+    usable = (
+        seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise VerifierTimeout(f"verifier ran past {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 @dataclass
 class Score:
     reward: float  # what the estimator sees (raw score or binary, by task.reward)
     correct: bool  # score == 1.0
-    error: bool = False  # the verifier raised; the sample scored 0
+    error: bool = False  # the verifier raised, hung or gave no number; the sample scored 0
 
 
 class ReasoningGymTask:
@@ -130,10 +165,14 @@ class ReasoningGymTask:
         return extract_answer(completion)
 
     def score(self, prompt: Prompt, completion: str) -> Score:
-        """Verify one completion; a verifier that raises costs the sample a zero, never the run."""
+        """Verify one completion. A verifier that raises, returns no finite number, or takes longer
+        than ``task.verifier_timeout`` seconds costs the sample a zero and a counted error, never the run."""
         try:
-            value = float(self._score_fn(self.extract_answer(completion), prompt.entry))
-        except Exception:
+            with time_limit(self.cfg.verifier_timeout):
+                value = float(self._score_fn(self.extract_answer(completion), prompt.entry))
+        except Exception:  # VerifierTimeout included
+            return Score(reward=0.0, correct=False, error=True)
+        if not math.isfinite(value):
             return Score(reward=0.0, correct=False, error=True)
         correct = value == CORRECT
         return Score(reward=value if self.cfg.reward == "raw" else float(correct), correct=correct)

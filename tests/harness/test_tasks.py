@@ -1,6 +1,8 @@
+import time
+
 import pytest
 
-from harness.config import ConfigError, TaskConfig
+from harness.config import ConfigError, TaskConfig, load
 from harness.tasks import ReasoningGymTask
 
 PARAMS = {
@@ -90,6 +92,59 @@ def test_a_failing_verifier_costs_a_zero_not_the_run(tmp_path):
     task._score_fn = lambda answer, entry: 1 / 0
     score = task.score(prompt, prompt.answer)
     assert (score.reward, score.correct, score.error) == (0.0, False, True)
+
+
+@pytest.mark.parametrize(
+    "verifier",
+    [
+        lambda answer, entry: time.sleep(60),  # hangs in a sleep
+        lambda answer, entry: [None for _ in iter(int, 1)],  # hangs in a Python loop
+        lambda answer, entry: float("nan"),  # gives no number
+        lambda answer, entry: "not a number",
+        lambda answer, entry: (_ for _ in ()).throw(MemoryError()),
+    ],
+    ids=["sleep", "loop", "nan", "text", "memory-error"],
+)
+def test_a_hanging_or_broken_verifier_costs_a_zero_within_its_time_limit(tmp_path, verifier):
+    task = ReasoningGymTask(TaskConfig(eval_size=4, train_size=20, verifier_timeout=0.3), tmp_path)
+    prompt = task.prompts("eval")[0]
+    task._score_fn = verifier
+    start = time.perf_counter()
+    score = task.score(prompt, prompt.answer)
+    assert (score.reward, score.correct, score.error) == (0.0, False, True)
+    assert time.perf_counter() - start < 2.0
+    task._score_fn = lambda answer, entry: 1.0  # the timer is gone: later samples score normally
+    time.sleep(0.4)
+    assert task.score(prompt, prompt.answer).correct
+
+
+def test_a_run_whose_verifier_hangs_on_some_samples_finishes_and_counts_them(fast_overrides, monkeypatch):
+    from harness.loop import train
+    from harness.tasks import ReasoningGymTask as Task
+
+    real = Task.score
+    calls = {"n": 0, "hung": 0}
+
+    def sometimes_hangs(self, prompt, completion):
+        calls["n"] += 1
+        if calls["n"] % 7 == 0:
+            calls["hung"] += 1
+            self._score_fn, keep = (lambda answer, entry: time.sleep(60)), self._score_fn
+            try:
+                return real(self, prompt, completion)
+            finally:
+                self._score_fn = keep
+        return real(self, prompt, completion)
+
+    monkeypatch.setattr(Task, "score", sometimes_hangs)
+    (cfg,) = load([*fast_overrides, "task.verifier_timeout=0.05"])
+    steps = []
+    result = train(cfg, on_step=lambda step, metrics: steps.append(metrics))
+    assert len(steps) == cfg.trainer.steps and result.summary
+    train_errors = sum(m["train/verifier_errors"] for m in steps)
+    eval_errors = sum(r.verifier_errors for r in result.evals)
+    # every hung sample is counted, in training or in an eval (a sample may be correct by chance: no)
+    assert calls["hung"] > 5 and train_errors > 0 and train_errors + eval_errors == calls["hung"]
 
 
 def test_bad_template_and_dataset_are_config_errors(tmp_path):
