@@ -14,7 +14,15 @@ import numpy as np
 import torch
 
 from harness.config import EvalConfig
-from harness.metrics import k_values, pass_at_k_curve, time_to_peak
+from harness.metrics import (
+    distinct_correct_answers,
+    distinct_n,
+    k_values,
+    mean_pairwise_similarity,
+    pass_at_k_area,
+    pass_at_k_curve,
+    time_to_peak,
+)
 from harness.rollout import HFEngine, SamplingParams
 from harness.tasks import Prompt, ReasoningGymTask
 
@@ -31,6 +39,7 @@ class EvalResult:
     response_length: float
     verifier_errors: int
     samples: list[dict] = field(repr=False, default_factory=list)  # what the model wrote
+    diversity: dict[str, float] = field(default_factory=dict)  # means over prompts, see diversity()
 
     def metrics(self) -> dict[str, float]:
         out = {f"eval/pass_at_{k}": v for k, v in self.pass_at_k.items()}
@@ -44,7 +53,30 @@ class EvalResult:
         )
         if self.greedy_pass_at_1 is not None:
             out["eval/greedy_pass_at_1"] = self.greedy_pass_at_1
+        out.update({f"eval/{key}": value for key, value in self.diversity.items()})
         return out
+
+
+def diversity(
+    n: int, token_ids: list[list[int]], texts: list[str], answers: list[str], correct: list[bool]
+) -> dict[str, float]:
+    """Diversity of each prompt's n samples (rows i*n .. i*n+n-1), averaged over prompts.
+
+    distinct_1..4 over response tokens, distinct_correct_answers, edit_similarity (mean pairwise
+    normalised Levenshtein similarity of the texts; undefined for n = 1 and then left out).
+    """
+    groups = range(0, len(texts), n)
+    out = {
+        f"distinct_{k}": float(np.mean([distinct_n(token_ids[i : i + n], k) for i in groups]))
+        for k in (1, 2, 3, 4)
+    }
+    out["distinct_correct_answers"] = float(
+        np.mean([distinct_correct_answers(answers[i : i + n], correct[i : i + n]) for i in groups])
+    )
+    similarities = [s for i in groups if (s := mean_pairwise_similarity(texts[i : i + n])) is not None]
+    if similarities:
+        out["edit_similarity"] = float(np.mean(similarities))
+    return out
 
 
 def evaluate(
@@ -74,23 +106,30 @@ def evaluate(
             "prompt": prompts[i // cfg.n].text,
             "completion": text,
             "answer": prompts[i // cfg.n].answer,
+            "extracted": task.extract_answer(text),
             "reward": s.reward,
             "correct": s.correct,
         }
         for i, (text, s) in enumerate(zip(rollout.texts, scores, strict=True))
     ]
     mask = rollout.response_mask
+    curve = pass_at_k_curve(cfg.n, correct.tolist())
+    token_ids = [row[m].tolist() for row, m in zip(rollout.response_ids, mask, strict=True)]
+    answers = [task.extract_answer(text) or "" for text in rollout.texts]
+    spread = diversity(cfg.n, token_ids, rollout.texts, answers, [s.correct for s in scores])
+    spread["pass_at_k_area"] = pass_at_k_area(curve)
     return EvalResult(
         step=step,
         n=cfg.n,
         correct=correct.tolist(),
-        pass_at_k=pass_at_k_curve(cfg.n, correct.tolist()),
+        pass_at_k=curve,
         pass_at_1_se=float(per_prompt.std(ddof=1) / np.sqrt(len(prompts))) if len(prompts) > 1 else 0.0,
         greedy_pass_at_1=greedy,
         entropy=float(rollout.entropy[mask].mean()) if mask.any() else 0.0,
         response_length=float(mask.sum(-1).float().mean()),
         verifier_errors=sum(s.error for s in [*scores, *greedy_scores]),
         samples=samples,
+        diversity=spread,
     )
 
 
@@ -131,4 +170,5 @@ def summarize(
     summary.update({f"summary/final_pass_at_{k}": final.pass_at_k[k] for k in k_values(final.n)})
     if final.greedy_pass_at_1 is not None:
         summary["summary/final_greedy_pass_at_1"] = final.greedy_pass_at_1
+    summary.update({f"summary/final_{key}": value for key, value in final.diversity.items()})
     return summary

@@ -108,3 +108,43 @@ def steps_to_threshold(
     bar = start + q * (reference - start)
     reached = np.flatnonzero(smooth(pass_at_1, window) >= bar - 1e-12)
     return int(steps[reached[0]]) if reached.size else None
+
+
+# ---------------------------------------------------------------------------------------------
+# diversity of the n samples of one prompt (DESIGN.md: distinct-n, distinct correct answers,
+# pairwise edit similarity; the pass@k curve's area)
+
+
+def distinct_n(sequences: Sequence[Sequence[int]], n: int) -> float:
+    """Distinct n-grams over all n-grams of a prompt's samples (1.0: no n-gram repeats; 0 if none)."""
+    grams = [tuple(seq[i : i + n]) for seq in sequences for i in range(len(seq) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def distinct_correct_answers(answers: Sequence[str], correct: Sequence[bool]) -> int:
+    """How many different final answers the correct samples gave (whitespace and case ignored)."""
+    return len({" ".join(a.split()).lower() for a, ok in zip(answers, correct, strict=True) if ok})
+
+
+def mean_pairwise_similarity(texts: Sequence[str]) -> float | None:
+    """Mean normalised Levenshtein similarity over pairs of samples (1: identical); None for < 2."""
+    from rapidfuzz.distance import Levenshtein
+
+    pairs = [(a, b) for i, a in enumerate(texts) for b in texts[i + 1 :]]
+    if not pairs:
+        return None
+    return float(np.mean([Levenshtein.normalized_similarity(a, b) for a, b in pairs]))
+
+
+def pass_at_k_area(curve: dict[int, float]) -> float:
+    """Area under pass@k against log2 k, scaled to [0, 1] (k = 1 .. n); pass@1 when n = 1.
+
+    1.0 when every prompt is solved by every sample; equal pass@1 with a higher area means more
+    prompts solved within the n samples, i.e. more coverage from diversity.
+    """
+    ks = sorted(curve)
+    if len(ks) == 1:
+        return float(curve[ks[0]])
+    x = np.log2(ks) / np.log2(ks[-1])
+    y = np.array([curve[k] for k in ks])
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))

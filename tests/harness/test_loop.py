@@ -47,6 +47,23 @@ def test_a_run_records_evals_and_a_summary(fast_overrides):
     assert summary["summary/initial_pass_at_1"] == first.pass_at_k[1]
     assert summary["summary/time_to_peak_step"] in (0, 2, 4)
     assert summary["summary/final_pass_at_4"] == result.evals[-1].pass_at_k[4]
+    # diversity of each prompt's samples, recomputed here from what the eval logged
+    from harness.metrics import distinct_correct_answers, mean_pairwise_similarity, pass_at_k_area
+
+    last, n = result.evals[-1], cfg.eval.n
+    metrics = last.metrics()
+    for key in ("distinct_1", "distinct_2", "distinct_3", "distinct_4", "edit_similarity", "pass_at_k_area"):
+        assert (
+            0.0 <= metrics[f"eval/{key}"] <= 1.0 and summary[f"summary/final_{key}"] == metrics[f"eval/{key}"]
+        )
+    groups = [last.samples[i : i + n] for i in range(0, len(last.samples), n)]
+    expected = np.mean([mean_pairwise_similarity([s["completion"] for s in g]) for g in groups])
+    assert metrics["eval/edit_similarity"] == pytest.approx(expected)
+    answers = np.mean(
+        [distinct_correct_answers([s["extracted"] for s in g], [s["correct"] for s in g]) for g in groups]
+    )
+    assert metrics["eval/distinct_correct_answers"] == pytest.approx(answers)
+    assert metrics["eval/pass_at_k_area"] == pass_at_k_area(last.pass_at_k)
 
 
 def test_the_warm_start_is_shared_across_estimators_and_seeds(fast_overrides):

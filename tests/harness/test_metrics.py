@@ -5,7 +5,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.metrics import k_values, pass_at_k, pass_at_k_curve, smooth, steps_to_threshold, time_to_peak
+from harness.metrics import (
+    distinct_correct_answers,
+    distinct_n,
+    k_values,
+    mean_pairwise_similarity,
+    pass_at_k,
+    pass_at_k_area,
+    pass_at_k_curve,
+    smooth,
+    steps_to_threshold,
+    time_to_peak,
+)
 
 
 @given(n=st.integers(1, 60), data=st.data())
@@ -79,3 +90,37 @@ def test_steps_to_threshold_uses_the_smoothed_curve_and_a_shared_reference():
 def test_steps_to_threshold_refuses_a_bad_fraction():
     with pytest.raises(ValueError):
         steps_to_threshold([0], [0.1], 0.1, 0.2, q=0.0)
+
+
+def test_distinct_n_by_hand():
+    samples = [[1, 2, 3], [1, 2, 4]]
+    assert distinct_n(samples, 1) == 4 / 6  # unigrams 1 2 3 1 2 4: four distinct
+    assert distinct_n(samples, 2) == 3 / 4  # (1,2) (2,3) (1,2) (2,4)
+    assert distinct_n(samples, 3) == 1.0
+    assert distinct_n(samples, 4) == 0.0  # no sample is that long
+    assert distinct_n([[5, 5, 5, 5]], 1) == 0.25
+
+
+def test_distinct_correct_answers_ignores_wrong_ones_case_and_spacing():
+    answers = ["12", " 12 ", "3 * 4", "3*4", "13"]
+    correct = [True, True, True, False, False]
+    assert distinct_correct_answers(answers, correct) == 2  # "12" and "3 * 4"
+
+
+def test_pairwise_similarity_by_hand():
+    assert mean_pairwise_similarity(["abc", "abc"]) == 1.0
+    # abc/abd: 1 edit over 3 -> 2/3 ; abc/xyz: 0 ; abd/xyz: 0 -> mean 2/9
+    assert mean_pairwise_similarity(["abc", "abd", "xyz"]) == pytest.approx(2 / 9)
+    assert mean_pairwise_similarity(["only one"]) is None
+
+
+def test_pass_at_k_area():
+    assert pass_at_k_area({1: 0.5}) == 0.5
+    assert pass_at_k_area({1: 1.0, 2: 1.0, 4: 1.0}) == pytest.approx(1.0)
+    # x = 0, 0.5, 1 ; y = 0.2, 0.4, 0.8 -> 0.5 * (0.3 + 0.6)
+    assert pass_at_k_area({1: 0.2, 2: 0.4, 4: 0.8}) == pytest.approx(0.45)
+
+
+@given(st.lists(st.lists(st.integers(0, 5), max_size=6), min_size=1, max_size=6), st.integers(1, 4))
+def test_distinct_n_is_a_fraction(samples, n):
+    assert 0.0 <= distinct_n(samples, n) <= 1.0
