@@ -120,7 +120,7 @@ class TaskConfig:
     """A named source of prompts with a verifier."""
 
     name: str = "arithmetic"
-    source: str = "reasoning_gym"
+    source: str = "reasoning_gym"  # reasoning_gym | jsonl (a local file of problems with answers)
     dataset: str = "basic_arithmetic"  # the reasoning-gym dataset name
     params: dict[str, Any] = field(default_factory=dict)  # the dataset's own config (difficulty)
     template: str = "{question}"  # prompt text; formatted with the item's question and metadata
@@ -130,9 +130,23 @@ class TaskConfig:
     eval_size: int = 64
     data_seed: int = 1234  # generates the train and eval items; fixed per suite, not per run
     verifier_timeout: float = 5.0  # seconds per completion; a verifier past it scores 0 (an error)
+    # source: jsonl. One JSON object per line; the eval split is eval_path, or eval_size items of
+    # path drawn by data_seed (the rest train). Relative paths: the working directory, then the project.
+    path: str | None = None
+    eval_path: str | None = None
+    question_field: str = "question"  # GSM8K: question/answer; MATH: problem/solution; AIME: problem/answer
+    answer_field: str = "answer"
+    verifier: str = "math"  # math (math-verify) | exact | a Python function "module:function"
 
     def __post_init__(self) -> None:
-        _require(self.source == "reasoning_gym", "task.source", f"must be reasoning_gym, got '{self.source}'")
+        _require(
+            self.source in ("reasoning_gym", "jsonl"),
+            "task.source",
+            f"must be one of reasoning_gym, jsonl; got '{self.source}'",
+        )
+        _require(
+            self.source != "jsonl" or bool(self.path), "task.path", "a jsonl task needs a file: task.path=..."
+        )
         _require(
             self.answer_format in ("plain", "tagged"),
             "task.answer_format",

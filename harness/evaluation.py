@@ -24,7 +24,7 @@ from harness.metrics import (
     time_to_peak,
 )
 from harness.rollout import HFEngine, SamplingParams
-from harness.tasks import Prompt, ReasoningGymTask
+from harness.tasks import Prompt, Task
 
 
 @dataclass
@@ -81,7 +81,7 @@ def diversity(
 
 def evaluate(
     engine: HFEngine,
-    task: ReasoningGymTask,
+    task: Task,
     prompts: Sequence[Prompt],
     cfg: EvalConfig,
     max_new_tokens: int,

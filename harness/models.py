@@ -24,7 +24,7 @@ import torch
 from omegaconf import OmegaConf
 
 from harness.config import ConfigError, ModelConfig, TaskConfig
-from harness.tasks import Prompt, ReasoningGymTask
+from harness.tasks import Prompt, Task
 
 PAD, EOS = "<pad>", "<eos>"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -154,7 +154,8 @@ def tiny_cache_key(model_cfg: ModelConfig, task_cfg: TaskConfig) -> str:
     for key in ("name", "path", "device"):
         shape.pop(key)
     task = OmegaConf.to_container(OmegaConf.structured(task_cfg))
-    task.pop("name")
+    for key in ("name", "verifier_timeout"):
+        task.pop(key)
     payload = json.dumps(
         {"model": shape, "task": task, "torch": torch.__version__.split("+")[0]}, sort_keys=True
     )
@@ -163,13 +164,13 @@ def tiny_cache_key(model_cfg: ModelConfig, task_cfg: TaskConfig) -> str:
 
 def load_tiny(
     model_cfg: ModelConfig,
-    task: ReasoningGymTask,
+    task: Task,
     cache_dir: str | os.PathLike[str],
     on_step: Callable[[int, float], None] | None = None,
 ) -> Path:
     """The cache directory of the warm-started tiny model for this task, building it if absent."""
     cache = Path(cache_dir).expanduser() / "models"
-    path = cache / f"tiny-{task.cfg.dataset}-{tiny_cache_key(model_cfg, task.cfg)}"
+    path = cache / f"tiny-{task.name}-{tiny_cache_key(model_cfg, task.cfg)}"
     if (path / "config.json").is_file():
         return path
     train = task.prompts("train")
@@ -203,7 +204,7 @@ def load_tiny(
 
 def load_policy(
     model_cfg: ModelConfig,
-    task: ReasoningGymTask,
+    task: Task,
     cache_dir: str | os.PathLike[str],
     on_step: Callable[[int, float], None] | None = None,
 ) -> Policy:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from omegaconf import OmegaConf
 from harness.config import ConfigError, TaskConfig
 
 CORRECT = 1.0  # the score of a correct completion
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,67 @@ class Score:
     error: bool = False  # the verifier raised, hung or gave no number; the sample scored 0
 
 
-class ReasoningGymTask:
+class Task:
+    """A named source of prompts with a verifier: ``prompts(split)``, ``score(prompt, completion)``.
+
+    Subclasses fill ``self._splits`` ({"train": items, "eval": items}), ``_render(item) -> Prompt``
+    and ``_score_fn(answer, item) -> float``; scoring, its time limit and its errors are here.
+    """
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self._splits: dict[str, list[dict[str, Any]]] = {}
+
+    def _render(self, entry: dict[str, Any]) -> Prompt:
+        raise NotImplementedError
+
+    def _score_fn(self, answer: str | None, entry: dict[str, Any]) -> float:
+        raise NotImplementedError
+
+    def prompts(self, split: str, n: int | None = None, seed: int | None = None) -> list[Prompt]:
+        """The prompts of ``split`` (train | eval): all, or ``n`` drawn without replacement by ``seed``."""
+        if split not in self._splits:
+            raise ValueError(f"unknown split '{split}'; splits: {', '.join(self._splits)}")
+        items = self._splits[split]
+        if n is not None:
+            items = random.Random(seed).sample(items, min(n, len(items)))
+        return [self._render(item) for item in items]
+
+    # -- verifier --------------------------------------------------------------------------
+
+    def demonstration(self, prompt: Prompt) -> str:
+        """The completion a supervised warm start is trained to produce."""
+        return prompt.answer if self.cfg.answer_format == "plain" else f"<answer>{prompt.answer}</answer>"
+
+    def extract_answer(self, completion: str) -> str | None:
+        if self.cfg.answer_format == "plain":
+            return completion.strip()
+        from reasoning_gym.utils import extract_answer
+
+        return extract_answer(completion)
+
+    def score(self, prompt: Prompt, completion: str) -> Score:
+        """Verify one completion. A verifier that raises, returns no finite number, or takes longer
+        than ``task.verifier_timeout`` seconds costs the sample a zero and a counted error, never the run."""
+        try:
+            with time_limit(self.cfg.verifier_timeout):
+                value = float(self._score_fn(self.extract_answer(completion), prompt.entry))
+        except Exception:  # VerifierTimeout included
+            return Score(reward=0.0, correct=False, error=True)
+        if not math.isfinite(value):
+            return Score(reward=0.0, correct=False, error=True)
+        correct = value == CORRECT
+        return Score(reward=value if self.cfg.reward == "raw" else float(correct), correct=correct)
+
+
+class ReasoningGymTask(Task):
     """A reasoning-gym procedural dataset, scored by reasoning-gym's own ``score_answer``."""
 
     def __init__(self, cfg: TaskConfig, cache_dir: str | os.PathLike[str]) -> None:
         import reasoning_gym
 
-        self.cfg = cfg
-        self.name = cfg.name
+        super().__init__(cfg)
         try:
             self._score_fn = reasoning_gym.get_score_answer_fn(cfg.dataset)
         except Exception:
@@ -142,42 +197,132 @@ class ReasoningGymTask:
             ) from None
         return Prompt(text=text, answer=str(entry["answer"]), entry=entry)
 
-    def prompts(self, split: str, n: int | None = None, seed: int | None = None) -> list[Prompt]:
-        """The prompts of ``split`` (train | eval): all, or ``n`` drawn without replacement by ``seed``."""
-        if split not in self._splits:
-            raise ValueError(f"unknown split '{split}'; splits: {', '.join(self._splits)}")
-        items = self._splits[split]
-        if n is not None:
-            items = random.Random(seed).sample(items, min(n, len(items)))
-        return [self._render(item) for item in items]
 
-    # -- verifier --------------------------------------------------------------------------
+class JsonlTask(Task):
+    """Problems with answers from a local JSONL file: GSM8K, MATH and AIME layouts, or your own.
 
-    def demonstration(self, prompt: Prompt) -> str:
-        """The completion a supervised warm start is trained to produce."""
-        return prompt.answer if self.cfg.answer_format == "plain" else f"<answer>{prompt.answer}</answer>"
+    Each line is a JSON object with ``task.question_field`` and ``task.answer_field``. The reference
+    answer is the field itself, the part after "####" (GSM8K), or the last \\boxed{...} (MATH
+    solutions). ``task.verifier``: ``math`` grades with math-verify (numbers, fractions, LaTeX;
+    the answer is extracted from the whole completion, or from <answer> tags when tagged),
+    ``exact`` compares whitespace-normalised strings, ``module:function`` calls your function with
+    (extracted answer, item) for a score in [0, 1].
+    """
 
-    def extract_answer(self, completion: str) -> str | None:
-        if self.cfg.answer_format == "plain":
-            return completion.strip()
-        from reasoning_gym.utils import extract_answer
+    def __init__(self, cfg: TaskConfig) -> None:
+        super().__init__(cfg)
+        self._verifier = self._make_verifier(cfg.verifier)
+        items = read_jsonl(resolve_data_path(cfg.path, "task.path"), cfg.question_field, cfg.answer_field)
+        if cfg.eval_path:
+            evals = read_jsonl(
+                resolve_data_path(cfg.eval_path, "task.eval_path"), cfg.question_field, cfg.answer_field
+            )
+            train = items
+        else:
+            if len(items) <= cfg.eval_size:
+                raise ConfigError(
+                    f"config key 'task.eval_size': {cfg.path} has {len(items)} problems, not more than "
+                    f"eval_size={cfg.eval_size}; lower it or give task.eval_path"
+                )
+            order = random.Random(cfg.data_seed).sample(range(len(items)), len(items))
+            evals = [items[i] for i in order[: cfg.eval_size]]
+            train = [items[i] for i in order[cfg.eval_size :]]
+        questions = {item[cfg.question_field] for item in evals[: cfg.eval_size]}
+        train = [item for item in train if item[cfg.question_field] not in questions][: cfg.train_size]
+        if not train:
+            raise ConfigError(f"config key 'task.path': no training problems left in {cfg.path}")
+        self._splits = {"train": train, "eval": evals[: cfg.eval_size]}
 
-        return extract_answer(completion)
-
-    def score(self, prompt: Prompt, completion: str) -> Score:
-        """Verify one completion. A verifier that raises, returns no finite number, or takes longer
-        than ``task.verifier_timeout`` seconds costs the sample a zero and a counted error, never the run."""
+    def _make_verifier(self, spec: str):
+        if spec in ("math", "exact"):
+            return spec
+        module, _, function = spec.partition(":")
         try:
-            with time_limit(self.cfg.verifier_timeout):
-                value = float(self._score_fn(self.extract_answer(completion), prompt.entry))
-        except Exception:  # VerifierTimeout included
-            return Score(reward=0.0, correct=False, error=True)
-        if not math.isfinite(value):
-            return Score(reward=0.0, correct=False, error=True)
-        correct = value == CORRECT
-        return Score(reward=value if self.cfg.reward == "raw" else float(correct), correct=correct)
+            return getattr(importlib.import_module(module), function)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(
+                f"config key 'task.verifier': '{spec}' is not math, exact or an importable "
+                f"module:function ({type(exc).__name__}: {exc})"
+            ) from None
+
+    def _render(self, entry: dict[str, Any]) -> Prompt:
+        fields = {**entry, "question": entry[self.cfg.question_field]}
+        try:
+            text = self.cfg.template.format(**fields)
+        except (KeyError, IndexError) as exc:
+            raise ConfigError(
+                f"config key 'task.template': '{self.cfg.template}' names {exc}, which lines of "
+                f"{self.cfg.path} lack; available: {', '.join(sorted(fields))}"
+            ) from None
+        return Prompt(text=text, answer=reference_answer(str(entry[self.cfg.answer_field])), entry=entry)
+
+    def _score_fn(self, answer: str | None, entry: dict[str, Any]) -> float:
+        reference = reference_answer(str(entry[self.cfg.answer_field]))
+        if answer is None:
+            return 0.0
+        if self._verifier == "exact":
+            return float(" ".join(answer.split()) == " ".join(reference.split()))
+        if self._verifier == "math":
+            from math_verify import parse, verify
+
+            # math-verify's own time-outs use SIGALRM too: Task.score's time limit covers both calls.
+            gold = parse(f"${reference}$", parsing_timeout=None)
+            return float(verify(gold, parse(answer, parsing_timeout=None), timeout_seconds=None))
+        return float(self._verifier(answer, entry))
 
 
-def build(cfg: TaskConfig, cache_dir: str | os.PathLike[str]) -> ReasoningGymTask:
-    """The task a config names (reasoning-gym is the one source so far)."""
+def resolve_data_path(path: str | None, key: str) -> Path:
+    """A data file: as given (absolute, or relative to the working directory), else in the project."""
+    candidates = [Path(path).expanduser(), PROJECT_DIR / path] if path else []
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"config key '{key}': no file '{path}' (looked in {Path.cwd()} and {PROJECT_DIR})")
+
+
+def read_jsonl(path: Path, *fields: str) -> list[dict[str, Any]]:
+    """The objects of a JSONL file; a bad line is a ConfigError with the file and line number."""
+    items = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(
+                    f"{path}, line {number}: not valid JSON: {exc.msg} (column {exc.colno})"
+                ) from None
+            if not isinstance(item, dict):
+                raise ConfigError(f"{path}, line {number}: expected a JSON object, got {type(item).__name__}")
+            missing = [f for f in fields if f not in item]
+            if missing:
+                raise ConfigError(
+                    f"{path}, line {number}: no field '{missing[0]}' (task.question_field / "
+                    f"task.answer_field); the line has: {', '.join(item) or 'nothing'}"
+                )
+            items.append(item)
+    if not items:
+        raise ConfigError(f"{path}: no problems in the file")
+    return items
+
+
+def reference_answer(text: str) -> str:
+    """The final answer inside a reference: after '####' (GSM8K), the last \\boxed{...} (MATH), or all."""
+    if "####" in text:
+        return text.rsplit("####", 1)[1].strip().replace(",", "")
+    start = text.rfind("\\boxed{")
+    if start >= 0:
+        depth, i = 0, start + len("\\boxed{") - 1
+        for j in range(i, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                return text[i + 1 : j].strip()
+    return text.strip()
+
+
+def build(cfg: TaskConfig, cache_dir: str | os.PathLike[str]) -> Task:
+    """The task a config names."""
+    if cfg.source == "jsonl":
+        return JsonlTask(cfg)
     return ReasoningGymTask(cfg, cache_dir)

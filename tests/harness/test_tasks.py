@@ -1,6 +1,9 @@
+import json
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.config import ConfigError, TaskConfig, load
 from harness.tasks import ReasoningGymTask
@@ -152,3 +155,125 @@ def test_bad_template_and_dataset_are_config_errors(tmp_path):
         arithmetic(tmp_path, template="{nope}=").prompts("eval")
     with pytest.raises(ConfigError, match="task.dataset"):
         ReasoningGymTask(TaskConfig(dataset="no_such_dataset"), tmp_path)
+
+
+# -- jsonl tasks ----------------------------------------------------------------------------
+
+SAMPLE = "tests/data/gsm8k_sample.jsonl"
+
+
+def jsonl_task(tmp_path, **overrides):
+    from harness.tasks import JsonlTask
+
+    cfg = {"name": "t", "source": "jsonl", "path": SAMPLE, "eval_size": 8, "train_size": 100, **overrides}
+    return JsonlTask(TaskConfig(**cfg))
+
+
+def test_a_gsm8k_layout_file_splits_and_grades_with_math_verify(tmp_path):
+    task = jsonl_task(tmp_path)
+    train, evals = task.prompts("train"), task.prompts("eval")
+    assert len(evals) == 8 and len(train) == 32 and not {p.text for p in train} & {p.text for p in evals}
+    prompt = evals[0]
+    assert prompt.answer.isdigit() and "####" not in prompt.answer
+    value = int(prompt.answer)
+    assert task.score(prompt, f"The answer is {value}.").correct  # math-verify finds the last number
+    assert task.score(prompt, f"{value}.0").correct
+    assert not task.score(prompt, f"{value + 1}").correct
+    same_split = jsonl_task(tmp_path).prompts("eval")
+    assert [p.text for p in same_split] == [p.text for p in evals]  # the split is fixed by data_seed
+
+
+def test_a_math_layout_file_grades_equivalent_forms(tmp_path):
+    task = jsonl_task(
+        tmp_path, path="tests/data/math_sample.jsonl", question_field="problem", answer_field="solution",
+        eval_size=3, answer_format="tagged",
+    )  # fmt: skip
+    by_answer = {p.answer: p for p in task.prompts("eval") + task.prompts("train")}
+    assert set(by_answer) == {"\\frac{3}{4}", "5\\sqrt{2}", "4", "\\frac{1}{4}", "81", "\\frac{5}{2}"}
+    half = by_answer["\\frac{3}{4}"]
+    assert task.score(half, "<answer>0.75</answer>").correct
+    assert task.score(half, "<answer>\\frac{6}{8}</answer>").correct
+    assert not task.score(half, "<answer>0.7</answer>").correct
+    assert not task.score(half, "no tags at all 0.75").correct  # tagged: the answer must be in tags
+
+
+def test_exact_and_custom_verifiers(tmp_path):
+    exact = jsonl_task(tmp_path, verifier="exact")
+    prompt = exact.prompts("eval")[0]
+    assert (
+        exact.score(prompt, f"  {prompt.answer} ").correct
+        and not exact.score(prompt, f"{prompt.answer}.0").correct
+    )
+    custom = jsonl_task(tmp_path, verifier="tests.harness.test_tasks:half_credit")
+    assert custom.score(prompt, "anything").reward == 0.5
+    with pytest.raises(ConfigError, match="task.verifier': 'nope:fn' is not math, exact or an importable"):
+        jsonl_task(tmp_path, verifier="nope:fn")
+
+
+def half_credit(answer, item):
+    return 0.5
+
+
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"question": "q", "answer": "1"}', '{"question": "q2", "answer": 2'], "line 2: not valid JSON"),
+        (
+            ['{"question": "q", "answer": "1"}', "", '["a", "list"]'],
+            "line 3: expected a JSON object, got list",
+        ),
+        (['{"question": "q", "answer": "1"}', '{"prompt": "q"}'], "line 2: no field 'question'"),
+        (['{"question": "q"}'], "line 1: no field 'answer'"),
+        (["", "  "], "no problems in the file"),
+    ],
+)
+def test_a_malformed_jsonl_file_is_reported_with_its_line(tmp_path, lines, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as info:
+        jsonl_task(tmp_path, path=str(path), eval_size=1)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.just("good"), st.text(max_size=20)), min_size=1, max_size=8))
+def test_random_lines_load_or_name_the_first_bad_one(tmp_path_factory, kinds):
+    good = '{"question": "q%d", "answer": "%d"}'
+    lines = [good % (i, i) if kind == "good" else kind.replace("\n", " ") for i, kind in enumerate(kinds)]
+    path = tmp_path_factory.mktemp("jsonl") / "random.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    from harness.tasks import read_jsonl
+
+    def bad(line):
+        if not line.strip():
+            return False
+        try:
+            item = json.loads(line)
+        except ValueError:
+            return True
+        return not (isinstance(item, dict) and {"question", "answer"} <= set(item))
+
+    first_bad = next((i + 1 for i, line in enumerate(lines) if bad(line)), None)
+    if first_bad is None and any(line.strip() for line in lines):
+        assert len(read_jsonl(path, "question", "answer")) == sum(1 for line in lines if line.strip())
+    else:
+        with pytest.raises(ConfigError) as info:
+            read_jsonl(path, "question", "answer")
+        assert first_bad is None or f"line {first_bad}:" in str(info.value)
+
+
+def test_every_task_config_loads(tmp_path):
+    from harness.config import group_choices
+
+    for name in group_choices("task"):
+        extra = [f"task.path={SAMPLE}"] if name in ("gsm8k", "math", "aime") else []
+        (cfg,) = load([f"task={name}", *extra])
+        assert cfg.task.name == name
+
+
+def test_a_run_on_a_jsonl_task(fast_overrides):
+    from harness.loop import train
+
+    (cfg,) = load([*fast_overrides, "task=gsm8k_sample", "rollout.max_new_tokens=4"])
+    result = train(cfg)
+    assert [e.step for e in result.evals] == [0, 2, 4] and len(result.evals[0].correct) == 16  # FAST eval_size
