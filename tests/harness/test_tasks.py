@@ -276,4 +276,4 @@ def test_a_run_on_a_jsonl_task(fast_overrides):
 
     (cfg,) = load([*fast_overrides, "task=gsm8k_sample", "rollout.max_new_tokens=4"])
     result = train(cfg)
-    assert [e.step for e in result.evals] == [0, 2, 4] and len(result.evals[0].correct) == 16  # FAST eval_size
+    assert [e.step for e in result.evals] == [0, 2, 4] and len(result.evals[0].correct) == 16
