@@ -28,4 +28,5 @@ def programs():
 def test_sandbox_throughput(benchmark, programs, workers):
     outcomes = benchmark.pedantic(sandbox.run_programs, args=(programs, sandbox.Limits(), workers), rounds=3)
     assert all(o.passed for o in outcomes)
-    benchmark.extra_info["samples_per_second"] = N / benchmark.stats.stats.median
+    if benchmark.stats:  # None under --benchmark-disable (the default run only checks it works)
+        benchmark.extra_info["samples_per_second"] = N / benchmark.stats.stats.median

@@ -61,7 +61,7 @@ def test_run_compares_estimators_under_one_parent_and_records_everything(fast_ov
     )
     with open(samples) as f:
         first = json.loads(f.readline())
-    assert set(first) == {"prompt", "completion", "answer", "reward", "correct"}
+    assert set(first) == {"prompt", "completion", "extracted", "answer", "reward", "correct"}
 
 
 def test_rerunning_a_finished_run_does_not_train_or_log_again(fast_overrides, tmp_path, capsys):

@@ -102,7 +102,10 @@ def test_tracking_does_not_change_the_run_identity():
             ["trainer.steps=abc"],
             r"config key 'trainer.steps': Value 'abc' of type 'str' could not be converted to Integer",
         ),
-        (["task=nope"], r"config key 'task': unknown task 'nope'; choices: arithmetic, countdown"),
+        (
+            ["task=nope"],
+            r"config key 'task': unknown task 'nope'; choices: aime, arithmetic, chain_sum, countdown",
+        ),
         (["trainer.group_size=0"], r"config key 'trainer.group_size': must be >= 1, got 0"),
         (["rollout.temperature=-1"], r"config key 'rollout.temperature': must be > 0"),
         (

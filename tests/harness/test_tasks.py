@@ -239,7 +239,7 @@ def test_a_malformed_jsonl_file_is_reported_with_its_line(tmp_path, lines, messa
 @given(st.lists(st.one_of(st.just("good"), st.text(max_size=20)), min_size=1, max_size=8))
 def test_random_lines_load_or_name_the_first_bad_one(tmp_path_factory, kinds):
     good = '{"question": "q%d", "answer": "%d"}'
-    lines = [good % (i, i) if kind == "good" else kind.replace("\n", " ") for i, kind in enumerate(kinds)]
+    lines = [good % (i, i) if kind == "good" else " ".join(kind.splitlines()) for i, kind in enumerate(kinds)]
     path = tmp_path_factory.mktemp("jsonl") / "random.jsonl"
     path.write_text("\n".join(lines) + "\n")
     from harness.tasks import read_jsonl
