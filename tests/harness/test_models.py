@@ -1,3 +1,4 @@
+import pytest
 from transformers import AutoTokenizer
 
 from harness.config import ModelConfig
@@ -39,3 +40,28 @@ def test_saved_tokenizer_encodes_the_same_through_auto_tokenizer(tmp_path):
             assert loaded(text, add_special_tokens=False)["input_ids"] == ids
             assert loaded.decode(ids) == text
         assert (loaded.eos_token_id, loaded.pad_token_id) == (tokenizer.eos_token_id, tokenizer.pad_token_id)
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_the_warm_start_does_not_depend_on_the_runners_thread_count(tmp_path, monkeypatch, pinned):
+    """Built with 1 thread or with 2, the cached weights are the same (pinned=False shows why it matters)."""
+    import torch
+
+    from harness import models, tasks
+    from harness.config import load
+
+    weights = []
+    for threads in (1, 2):
+        if not pinned:
+            monkeypatch.setattr(models, "WARMSTART_THREADS", threads)  # the old behaviour: the runner's count
+        (cfg,) = load(
+            [f"cache_dir={tmp_path / str(threads)}", "model.warmstart.steps=150", "task.train_size=800"]
+        )
+        torch.set_num_threads(threads)
+        try:
+            task = tasks.build(cfg.task, cfg.cache_dir)
+            weights.append(models.load_policy(cfg.model, task, cfg.cache_dir).model.state_dict())
+        finally:
+            torch.set_num_threads(2)
+    gap = max(float((weights[0][k] - weights[1][k]).abs().max()) for k in weights[0])
+    assert (gap == 0.0) if pinned else (gap > 0.0)

