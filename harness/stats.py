@@ -63,7 +63,10 @@ def confidence_interval(
     level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile stratified-bootstrap confidence interval of the pooled statistic."""
-    values = bootstrap_distribution(strata, statistic, rng, reps)
+    return _percentile_interval(bootstrap_distribution(strata, statistic, rng, reps), level)
+
+
+def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
     alpha = (1.0 - level) / 2
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return float(low), float(high)
@@ -77,10 +80,14 @@ def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def probability_of_improvement(x_strata: Strata, y_strata: Strata) -> float:
     """P(X > Y): the probability that a run of X scores higher than a run of Y, averaged over strata."""
+    return float(np.mean([_improvement(x, y) for x, y in _paired(x_strata, y_strata)]))
+
+
+def _paired(x_strata: Strata, y_strata: Strata) -> list[tuple[np.ndarray, np.ndarray]]:
     xs, ys = _check(x_strata), _check(y_strata)
     if len(xs) != len(ys):
         raise ValueError(f"X and Y need the same strata, got {len(xs)} and {len(ys)}")
-    return float(np.mean([_improvement(x, y) for x, y in zip(xs, ys, strict=True)]))
+    return list(zip(xs, ys, strict=True))
 
 
 def improvement_interval(
@@ -91,17 +98,11 @@ def improvement_interval(
     level: float = 0.95,
 ) -> tuple[float, float]:
     """Stratified-bootstrap confidence interval of P(X > Y), X and Y resampled independently."""
-    xs, ys = _check(x_strata), _check(y_strata)
-    if len(xs) != len(ys):
-        raise ValueError(f"X and Y need the same strata, got {len(xs)} and {len(ys)}")
     per_stratum = [
         _improvement(x[rng.integers(0, x.size, (reps, x.size))], y[rng.integers(0, y.size, (reps, y.size))])
-        for x, y in zip(xs, ys, strict=True)
+        for x, y in _paired(x_strata, y_strata)
     ]
-    values = np.mean(per_stratum, axis=0)
-    alpha = (1.0 - level) / 2
-    low, high = np.quantile(values, [alpha, 1.0 - alpha])
-    return float(low), float(high)
+    return _percentile_interval(np.mean(per_stratum, axis=0), level)
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,17 @@ class Task:
     def _render(self, entry: dict[str, Any]) -> Prompt:
         raise NotImplementedError
 
+    def _format(self, fields: dict[str, Any]) -> str:
+        """The prompt text: task.template filled with an item's fields; a missing field is a ConfigError."""
+        try:
+            return self.cfg.template.format(**fields)
+        except (KeyError, IndexError) as exc:
+            source = self.cfg.path or self.cfg.dataset
+            raise ConfigError(
+                f"config key 'task.template': '{self.cfg.template}' names {exc}, which items of "
+                f"'{source}' lack; available: {', '.join(sorted(fields))}"
+            ) from None
+
     def _score_fn(self, answer: str | None, entry: dict[str, Any]) -> float:
         raise NotImplementedError
 
@@ -197,14 +208,7 @@ class ReasoningGymTask(Task):
         return splits
 
     def _render(self, entry: dict[str, Any]) -> Prompt:
-        fields = {**entry.get("metadata", {}), "question": entry["question"]}
-        try:
-            text = self.cfg.template.format(**fields)
-        except (KeyError, IndexError) as exc:
-            raise ConfigError(
-                f"config key 'task.template': '{self.cfg.template}' names {exc}, which items of "
-                f"'{self.cfg.dataset}' lack; available: {', '.join(sorted(fields))}"
-            ) from None
+        text = self._format({**entry.get("metadata", {}), "question": entry["question"]})
         return Prompt(text=text, answer=str(entry["answer"]), entry=entry)
 
 
@@ -256,14 +260,7 @@ class JsonlTask(Task):
             ) from None
 
     def _render(self, entry: dict[str, Any]) -> Prompt:
-        fields = {**entry, "question": entry[self.cfg.question_field]}
-        try:
-            text = self.cfg.template.format(**fields)
-        except (KeyError, IndexError) as exc:
-            raise ConfigError(
-                f"config key 'task.template': '{self.cfg.template}' names {exc}, which lines of "
-                f"{self.cfg.path} lack; available: {', '.join(sorted(fields))}"
-            ) from None
+        text = self._format({**entry, "question": entry[self.cfg.question_field]})
         return Prompt(text=text, answer=reference_answer(str(entry[self.cfg.answer_field])), entry=entry)
 
     def _score_fn(self, answer: str | None, entry: dict[str, Any]) -> float:
@@ -443,8 +440,8 @@ class CodeTask(Task):
         if "question_content" in entry:
             starter = entry.get("starter_code") or ""
             question = entry["question_content"] + (f"\n\n```python\n{starter}\n```" if starter else "")
-            return Prompt(text=self.cfg.template.format(question=question), answer="", entry=entry)
-        text = self.cfg.template.format(question=entry["prompt"])
+            return Prompt(text=self._format({**entry, "question": question}), answer="", entry=entry)
+        text = self._format({**entry, "question": entry["prompt"]})
         return Prompt(text=text, answer=entry.get("canonical_solution", ""), entry=entry)
 
     def extract_answer(self, completion: str) -> str | None:
