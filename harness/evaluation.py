@@ -38,6 +38,7 @@ class EvalResult:
     entropy: float  # mean token entropy of the eval samples
     response_length: float
     verifier_errors: int
+    rejected: int = 0  # code samples that hung, crashed or hit a sandbox limit
     samples: list[dict] = field(repr=False, default_factory=list)  # what the model wrote
     diversity: dict[str, float] = field(default_factory=dict)  # means over prompts, see diversity()
 
@@ -49,6 +50,7 @@ class EvalResult:
                 "eval/entropy": self.entropy,
                 "eval/response_length": self.response_length,
                 "eval/verifier_errors": float(self.verifier_errors),
+                "eval/rejected_samples": float(self.rejected),
             }
         )
         if self.greedy_pass_at_1 is not None:
@@ -128,6 +130,7 @@ def evaluate(
         entropy=float(rollout.entropy[mask].mean()) if mask.any() else 0.0,
         response_length=float(mask.sum(-1).float().mean()),
         verifier_errors=sum(s.error for s in [*scores, *greedy_scores]),
+        rejected=sum(s.rejected for s in [*scores, *greedy_scores]),
         samples=samples,
         diversity=spread,
     )

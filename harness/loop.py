@@ -384,6 +384,7 @@ def train(
                 "train/truncated_fraction": float(batch.truncated.float().mean()),
                 "train/advantage_abs_mean": float(advantages.abs().mean()),
                 "train/verifier_errors": float(sum(s.error for s in scores)),
+                "train/rejected_samples": float(sum(s.rejected for s in scores)),
                 "train/generated_tokens": float(progress.tokens),
                 **update_metrics,
                 **two_axes(

@@ -67,6 +67,13 @@ class Outcome:
     status: str  # passed | failed | timeout | error (could not be started)
     seconds: float
     stderr: str = ""
+    returncode: int | None = None  # negative: killed by that signal
+
+    @property
+    def crashed(self) -> bool:
+        """Ended by a signal or a limit (memory, CPU, file size) rather than by a failed test."""
+        limits = ("MemoryError", "RecursionError", "File too large")
+        return (self.returncode or 0) < 0 or any(name in self.stderr for name in limits)
 
 
 def _network_isolation_available() -> bool:
@@ -169,7 +176,7 @@ def run_program(program: str, limits: Limits = Limits()) -> Outcome:
                 os.killpg(proc.pid, signal.SIGKILL)  # the program and anything it started
             proc.wait()
         tail = stderr.decode(errors="replace")[-2000:] if stderr else ""
-        return Outcome(status == "passed", status, time.perf_counter() - start, tail)
+        return Outcome(status == "passed", status, time.perf_counter() - start, tail, proc.returncode)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -81,6 +81,7 @@ class Score:
     reward: float  # what the estimator sees (raw score or binary, by task.reward)
     correct: bool  # score == 1.0
     error: bool = False  # the verifier raised, hung or gave no number; the sample scored 0
+    rejected: bool = False  # code: the program hung, crashed or hit a sandbox limit (scored 0)
 
 
 class Task:
@@ -460,7 +461,8 @@ class CodeTask(Task):
     def _outcome_score(self, outcome) -> Score:
         if outcome.status == "error":
             return Score(reward=0.0, correct=False, error=True)
-        return Score(reward=float(outcome.passed), correct=outcome.passed)
+        rejected = outcome.status == "timeout" or outcome.crashed
+        return Score(reward=float(outcome.passed), correct=outcome.passed, rejected=rejected)
 
     def score(self, prompt: Prompt, completion: str) -> Score:
         from harness.sandbox import run_program

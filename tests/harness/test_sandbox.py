@@ -172,3 +172,20 @@ def test_a_test_case_file_cannot_run_code_when_it_is_read(tmp_path):
             TaskConfig(name="lcb", source="code", path=str(livecodebench_file(tmp_path, evil)), eval_size=1)
         )
     assert not (tmp_path / "pwned").exists()
+
+
+def test_hung_and_crashed_samples_are_counted_apart_from_wrong_ones():
+    task = CodeTask(
+        TaskConfig(name="humaneval", source="code", eval_size=4, train_size=10, verifier_timeout=1.0)
+    )
+    prompt = task.prompts("eval")[0]
+    bodies = {
+        "wrong": "    return None\n",
+        "hangs": "    while True:\n        pass\n",
+        "memory": "    return bytearray(64 * 1024 ** 3)\n",
+        "recursion": "    import sys\n    sys.setrecursionlimit(10**9)\n"
+        "    f = lambda: f()\n    return f()\n",
+    }
+    scores = dict(zip(bodies, task.score_batch([prompt] * len(bodies), list(bodies.values())), strict=True))
+    assert [s.reward for s in scores.values()] == [0.0] * 4 and not any(s.error for s in scores.values())
+    assert {k for k, s in scores.items() if s.rejected} == {"hangs", "memory", "recursion"}
