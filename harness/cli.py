@@ -136,7 +136,13 @@ def _run_cells(
                 outcomes.append(outcome)
                 progress.update(bar, advance=1, info=f"{outcome.cfg.run_name} {outcome.status}")
 
-            run_cells_ray(cells, parent.run_id, None if ray_address == "local" else ray_address, on_done)
+            def on_failed(cfg: RunConfig, error: str) -> None:
+                failures.append((cfg, error))
+                progress.update(bar, advance=1, info=f"{cfg.run_name} failed")
+
+            run_cells_ray(cells, parent.run_id, ray_address, on_done, on_failed)
+            if failures and not keep_going:
+                raise RuntimeError(f"{len(failures)} cell(s) failed on Ray: {failures[0][1]}")
             return outcomes, failures
         for cfg in cells:
             try:

@@ -124,10 +124,17 @@ def resources(cfg: RunConfig) -> dict[str, float]:
 def run_cells_ray(
     cells: Sequence[RunConfig],
     parent_run_id: str,
-    address: str | None,
+    address: str,
     on_done: Callable[[CellOutcome], None],
+    on_failed: Callable[[RunConfig, str], None],
 ) -> list[CellOutcome]:
-    """Run ``cells`` as Ray tasks on the cluster at ``address`` (None: start a local one)."""
+    """Run ``cells`` as Ray tasks on the cluster at ``address``; "local" starts a new local one.
+
+    "local" never joins a cluster that happens to run on the machine (plain ``ray.init()`` would:
+    another suite's, even one about to shut down).
+
+    A cell that fails is reported to ``on_failed`` and the others go on, as in one process.
+    """
     try:
         import ray
     except ImportError:
@@ -138,7 +145,7 @@ def run_cells_ray(
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         except (ValueError, ConnectionError, RuntimeError) as exc:
-            raise ConfigError(f"--ray {address or ''}: cannot start or reach a Ray cluster: {exc}") from None
+            raise ConfigError(f"--ray {address}: cannot start or reach a Ray cluster: {exc}") from None
     try:
         task = ray.remote(max_retries=0)(_remote_cell)
         pending = {
@@ -147,8 +154,12 @@ def run_cells_ray(
         outcomes = []
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            pending.pop(ready[0])
-            outcome = ray.get(ready[0])
+            cfg = pending.pop(ready[0])
+            try:
+                outcome = ray.get(ready[0])
+            except Exception as exc:  # the task's own error, wrapped by Ray
+                on_failed(cfg, f"{type(exc).__name__}: {exc}")
+                continue
             outcomes.append(outcome)
             on_done(outcome)
         return outcomes

@@ -216,3 +216,20 @@ def test_ray_runs_cells_in_parallel_into_the_same_store(suite):
     spans = sorted((c.info.start_time, c.info.end_time) for c in children)
     overlapping = sum(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
     assert overlapping >= 1, f"no two cells ran at the same time: {spans}"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (advbench[ray])")
+def test_a_cell_failing_on_ray_does_not_stop_the_others(tmp_path, suite):
+    _, overrides, db = suite
+    path = tmp_path / "broken.yaml"
+    path.write_text(
+        "name: tiny\nmatrix:\n  estimator:\n    - grpo\n"
+        "    - {name: nsr, overrides: {defaults: {model: local}, model: {path: /nonexistent/model}}}\n"
+        "overrides: {tracking: {experiment: tiny}}\n"
+    )
+    command = [sys.executable, "-c", CLI, "suite", str(path), "--ray", *overrides, "threads=1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "1/2 cells finished" in done.stderr and "1 failed" in done.stderr
+    assert "nsr-arithmetic-local-s0" in done.stderr
+    assert cell_statuses(db).count("FINISHED") == 1
