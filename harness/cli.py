@@ -253,10 +253,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     try:
         board = leaderboard.collect(tracker, leaderboard.find_suite_run(tracker, name))
         out = Path(args.out or Path("leaderboards") / name)
-        paths = leaderboard.write(board, out)
+        ranking = leaderboard.rank(board)
+        paths = leaderboard.write(board, out, ranking)
     except LookupError as exc:
         raise ConfigError(str(exc)) from None
-    header, rows = leaderboard.ranking_table(board, leaderboard.rank(board))
+    header, rows = leaderboard.ranking_table(board, ranking)
     shown = [i for i, column in enumerate(header) if not column.startswith(("final pass@1", "steps to"))]
     table = Table(title=f"advbench leaderboard: {name} ({len(board.runs)} runs; all columns in the HTML)")
     for i in shown:

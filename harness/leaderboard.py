@@ -370,14 +370,17 @@ def _notes(board: Board, rows: list[Row]) -> list[str]:
     return notes
 
 
-def write(board: Board, out: Path) -> dict[str, Path]:
-    """Render the leaderboard into ``out``: leaderboard.md, index.html, leaderboard.json and plots."""
+def write(board: Board, out: Path, rows: list[Row] | None = None) -> dict[str, Path]:
+    """Render the leaderboard into ``out``: leaderboard.md, index.html, leaderboard.json and plots.
+
+    ``rows``: the board's ranking when the caller has it already (``rank`` bootstraps; once is enough).
+    """
     from harness import plots
 
     if not board.runs:
         raise LookupError(f"suite '{board.suite}' has no finished runs yet")
     out.mkdir(parents=True, exist_ok=True)
-    rows = rank(board)
+    rows = rank(board) if rows is None else rows
     figures = {
         "pass@1 during training": plots.plot_pass_at_1(board, out / "pass_at_1.png"),
         "pass@k after training": plots.plot_pass_at_k(board, out / "pass_at_k.png"),
