@@ -81,7 +81,10 @@ class ModelConfig:
     num_kv_heads: int = 2
     intermediate_size: int = 384
     max_position_embeddings: int = 256
-    dtype: str = "float32"  # float32 | bfloat16 | float16
+    dtype: str = "float32"  # float32 | bfloat16 | float16: the weights (and the optimizer's copy)
+    # none | bfloat16: forward passes (rollout, scoring, training) under torch.autocast in this dtype
+    # while the weights stay in `dtype` (float32 master weights: mixed precision, no loss scaling)
+    autocast: str = "none"
     device: str = "cpu"  # cpu | cuda | auto
     warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
 
@@ -95,6 +98,11 @@ class ModelConfig:
             self.dtype in ("float32", "bfloat16", "float16"),
             "model.dtype",
             f"must be one of float32, bfloat16, float16; got '{self.dtype}'",
+        )
+        _require(
+            self.autocast in ("none", "bfloat16"),
+            "model.autocast",
+            f"must be one of none, bfloat16; got '{self.autocast}'",
         )
         _require(
             self.device in ("cpu", "cuda", "auto"),
@@ -164,16 +172,41 @@ class TaskConfig:
         )
 
 
+ENGINES = ("hf", "paged", "vllm")  # harness/rollout.py builds them
+
+
 @dataclass
 class RolloutConfig:
     name: str = "hf"
-    engine: str = "hf"
+    engine: str = "hf"  # hf | paged | vllm (harness/rollout.py)
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 16
+    cache: str = "dynamic"  # hf: dynamic | static (a pre-allocated KV cache)
+    compile: bool = False  # hf with cache=static on CUDA: compile the decode step
+    gpu_memory_utilization: float = 0.3  # vllm: its share of the GPU (weights + KV cache)
 
     def __post_init__(self) -> None:
-        _require(self.engine == "hf", "rollout.engine", f"must be one of hf; got '{self.engine}'")
+        _require(
+            self.engine in ENGINES,
+            "rollout.engine",
+            f"must be one of {', '.join(ENGINES)}; got '{self.engine}'",
+        )
+        _require(
+            self.cache in ("dynamic", "static"),
+            "rollout.cache",
+            f"must be one of dynamic, static; got '{self.cache}'",
+        )
+        _require(
+            not self.compile or (self.engine == "hf" and self.cache == "static"),
+            "rollout.compile",
+            "compiles hf's decode step over a static cache: needs rollout.engine=hf and rollout.cache=static",
+        )
+        _require(
+            0 < self.gpu_memory_utilization < 1,
+            "rollout.gpu_memory_utilization",
+            f"must be in (0, 1), got {self.gpu_memory_utilization}",
+        )
         _require(self.temperature > 0, "rollout.temperature", f"must be > 0, got {self.temperature}")
         _require(0 < self.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
         _require(
@@ -195,8 +228,18 @@ class TrainerConfig:
     update_epochs: int = 1  # optimizer passes over each rollout batch
     minibatches: int = 1  # optimizer steps per pass
     checkpoint_every: int = 25  # steps between checkpoints; re-running a run resumes it; 0 = off
+    # Memory: recompute each layer's activations in the backward pass instead of keeping them
+    gradient_checkpointing: bool = False
+    # Split each optimizer step's rows into micro-batches of at most this many (padded) tokens and
+    # accumulate their gradients: the same update, a bounded activation memory; 0 = one forward
+    micro_batch_tokens: int = 0
 
     def __post_init__(self) -> None:
+        _require(
+            self.micro_batch_tokens >= 0,
+            "trainer.micro_batch_tokens",
+            f"must be >= 0 (0: off), got {self.micro_batch_tokens}",
+        )
         _require(
             self.checkpoint_every >= 0,
             "trainer.checkpoint_every",
@@ -423,6 +466,11 @@ def _validate_registries(cfg: RunConfig) -> None:
         cfg.loss = losses.resolve(cfg.loss)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"config key 'loss': {exc.args[0] if exc.args else exc}") from None
+    if cfg.trainer.micro_batch_tokens and losses.get(cfg.loss["name"]).whole_batch:
+        raise ConfigError(
+            f"config key 'trainer.micro_batch_tokens': loss '{cfg.loss['name']}' selects tokens by "
+            "statistics over the whole batch, so it cannot be split into micro-batches; set it to 0"
+        )
 
 
 def load(

@@ -23,7 +23,7 @@ from harness.metrics import (
     pass_at_k_curve,
     time_to_peak,
 )
-from harness.rollout import HFEngine, SamplingParams
+from harness.rollout import Engine, SamplingParams
 from harness.tasks import Prompt, Task
 
 
@@ -82,7 +82,7 @@ def diversity(
 
 
 def evaluate(
-    engine: HFEngine,
+    engine: Engine,
     task: Task,
     prompts: Sequence[Prompt],
     cfg: EvalConfig,
@@ -92,7 +92,8 @@ def evaluate(
 ) -> EvalResult:
     """Sample ``cfg.n`` completions per prompt (and one greedy), score them, and summarise."""
     texts = [p.text for p in prompts]
-    with torch.random.fork_rng(devices=[]):
+    device = engine.policy.device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         rollout = engine.generate(texts, cfg.n, SamplingParams(cfg.temperature, cfg.top_p, max_new_tokens))
     scores = task.score_batch([prompts[i // cfg.n] for i in range(len(rollout.texts))], rollout.texts)

@@ -28,7 +28,7 @@ from harness.axes import two_axes
 from harness.config import RunConfig
 from harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
 from harness.geometry import GeometryProbe
-from harness.rollout import Rollout, SamplingParams, logprobs_and_entropy
+from harness.rollout import Rollout, SamplingParams, token_logprobs
 from harness.tracking import RunTracker
 
 
@@ -67,6 +67,22 @@ class PromptSampler:
         return [self.prompts[i] for i in batch]
 
 
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak memory so far, GiB: CUDA memory allocated by torch on a GPU (since the run began), the
+    process's peak resident set on the CPU (since the process began: earlier runs in it count)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def machine_dependent(key: str) -> bool:
+    """Metrics that measure the machine (wall-clock time, memory), not the learning: they differ
+    between identical runs and are left out wherever runs are compared for determinism."""
+    return key.startswith(("time/", "system/")) or key.endswith(("_seconds", "_gib"))
+
+
 class PhaseTimer:
     """Wall-clock seconds per phase of a step (rollout, scoring, estimator, update, logging)."""
 
@@ -82,18 +98,22 @@ class PhaseTimer:
             self.seconds[phase] += time.perf_counter() - start
 
 
-def token_logprobs(model: torch.nn.Module, batch: Rollout, rows: torch.Tensor, temperature: float):
-    """``model``'s log-prob and entropy of the sampled response tokens, [rows, T]."""
-    prompt_ids, response_ids = batch.prompt_ids[rows], batch.response_ids[rows]
-    attention = torch.cat([batch.prompt_mask[rows], batch.response_mask[rows].long()], dim=1)
-    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded rows
-    logits = model(
-        input_ids=torch.cat([prompt_ids, response_ids], dim=1),
-        attention_mask=attention,
-        position_ids=position_ids,
-    ).logits
-    response_logits = logits[:, prompt_ids.shape[1] - 1 : -1]  # position t predicts response token t
-    return logprobs_and_entropy(response_logits, response_ids, temperature)
+def micro_batches(batch: Rollout, rows: torch.Tensor, budget: int) -> list[torch.Tensor]:
+    """Split ``rows`` (in order) into runs whose padded size, rows x (longest prompt + longest
+    response among them), stays within ``budget`` tokens; a row alone may exceed it. 0: one run."""
+    if not budget:
+        return [rows]
+    prompt_lengths = batch.prompt_mask.sum(-1)[rows].tolist()
+    response_lengths = batch.response_mask.sum(-1)[rows].tolist()
+    groups, start, longest_prompt, longest_response = [], 0, 0, 0
+    for i, (p, r) in enumerate(zip(prompt_lengths, response_lengths, strict=True)):
+        grown = (i - start + 1) * (max(longest_prompt, p) + max(longest_response, r))
+        if i > start and grown > budget:
+            groups.append(rows[start:i])
+            start, longest_prompt, longest_response = i, 0, 0
+        longest_prompt, longest_response = max(longest_prompt, p), max(longest_response, r)
+    groups.append(rows[start:])
+    return groups
 
 
 def update_policy(
@@ -126,17 +146,21 @@ def update_policy(
     if single_update and not loss_params.tis_cap:
         old_logprobs = batch.logprobs
     else:
-        with torch.no_grad():
+        with torch.no_grad(), policy.compute():
             old_logprobs = torch.cat(
                 [
-                    token_logprobs(policy.model, batch, rows, temperature)[0]
+                    token_logprobs(
+                        policy.model, batch, micro, temperature, trim=bool(cfg.trainer.micro_batch_tokens)
+                    )[0]
                     for rows in torch.arange(num_rows, device=policy.device).chunk(cfg.trainer.minibatches)
+                    for micro in micro_batches(batch, rows, cfg.trainer.micro_batch_tokens)
                 ]
             )
         _record_mismatch(collected, old_logprobs, batch.logprobs, mask_all)
 
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     geometry_metrics: dict[str, float] = {}
+    budget = cfg.trainer.micro_batch_tokens
     policy.model.train()
     for epoch in range(cfg.trainer.update_epochs):
         order = (
@@ -146,39 +170,51 @@ def update_policy(
         )
         for rows in order.chunk(cfg.trainer.minibatches):
             rows = rows.to(policy.device)
-            mask = mask_all[rows]
-            logprobs, entropy = token_logprobs(policy.model, batch, rows, temperature)
-            ref_logprobs = None
-            if reference is not None:
-                with torch.no_grad():
-                    ref_logprobs = token_logprobs(reference, batch, rows, temperature)[0]
-            loss_batch = losses.LossBatch(
-                logprobs=logprobs,
-                old_logprobs=old_logprobs[rows],
-                advantages=token_advantages[rows],
-                mask=mask,
-                max_len=cfg.rollout.max_new_tokens,
-                rollout_logprobs=batch.logprobs[rows],
-                ref_logprobs=ref_logprobs,
-                entropy=entropy,
-            )
-            loss_value, metrics = losses.policy_loss(loss, loss_batch, loss_params)
-            check_finite(loss_value.detach(), "loss", step, cfg.estimator)
             optimizer.zero_grad(set_to_none=True)
-            loss_value.backward()
+            step_loss = 0.0
+            # Micro-batches accumulate gradients; each one's loss is weighted by its share of the
+            # optimizer step's normaliser, so the sum is the loss of all its rows (losses.share).
+            for micro in micro_batches(batch, rows, budget):
+                mask = mask_all[micro]
+                with policy.compute():
+                    logprobs, entropy = token_logprobs(
+                        policy.model, batch, micro, temperature, trim=bool(budget)
+                    )
+                    ref_logprobs = None
+                    if reference is not None:
+                        with torch.no_grad():
+                            ref_logprobs = token_logprobs(
+                                reference, batch, micro, temperature, trim=bool(budget)
+                            )[0]
+                loss_batch = losses.LossBatch(
+                    logprobs=logprobs,
+                    old_logprobs=old_logprobs[micro],
+                    advantages=token_advantages[micro],
+                    mask=mask,
+                    max_len=cfg.rollout.max_new_tokens,
+                    rollout_logprobs=batch.logprobs[micro],
+                    ref_logprobs=ref_logprobs,
+                    entropy=entropy,
+                )
+                loss_value, metrics = losses.policy_loss(loss, loss_batch, loss_params)
+                check_finite(loss_value.detach(), "loss", step, cfg.estimator)
+                if budget:
+                    loss_value = loss_value * losses.share(mask, mask_all[rows], loss_params.aggregation)
+                loss_value.backward()
+                step_loss += loss_value.item()
+                for key, value in metrics.items():
+                    collected[key].append(value)
+                if epoch == 0:
+                    collected["policy_entropy"].append(entropy.detach()[mask].mean().item())
+                    if single_update and not loss_params.tis_cap:  # this forward ran on the sampling weights
+                        _record_mismatch(collected, logprobs.detach(), batch.logprobs[micro], mask)
             if geometry is not None and epoch == 0 and len(collected["loss"]) == 0:
                 geometry_metrics = geometry.observe(step)  # this step's first gradient, before clipping
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), cfg.trainer.max_grad_norm)
             check_finite(grad_norm, "gradient norm", step, cfg.estimator)
             optimizer.step()
-            for key, value in metrics.items():
-                collected[key].append(value)
-            collected["loss"].append(loss_value.item())
+            collected["loss"].append(step_loss)
             collected["grad_norm"].append(grad_norm.item())
-            if epoch == 0:
-                collected["policy_entropy"].append(entropy.detach()[mask].mean().item())
-                if single_update and not loss_params.tis_cap:  # this forward ran on the sampling weights
-                    _record_mismatch(collected, logprobs.detach(), batch.logprobs[rows], mask)
     policy.model.eval()
     return {
         **{
@@ -232,7 +268,11 @@ def train(
 
     task = tasks.build(cfg.task, cfg.cache_dir)
     policy = models.load_policy(cfg.model, task, cfg.cache_dir, on_warmstart)
-    engine = rollout.build(cfg.rollout.engine, policy)
+    if cfg.trainer.gradient_checkpointing:
+        models.enable_activation_checkpointing(policy.model)
+    engine = rollout.build(cfg.rollout, policy)
+    if policy.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(policy.device)
     estimator = estimators.get(cfg.estimator)
     estimator_params = cfg.estimator_params.get(cfg.estimator, {})
     loss = losses.get(cfg.loss["name"])
@@ -401,8 +441,11 @@ def train(
 
         metrics.update({f"time/{phase}": seconds for phase, seconds in timer.seconds.items()})
         metrics["time/step"] = time.perf_counter() - step_start
+        metrics["system/peak_memory_gib"] = peak_memory_gib(policy.device)
         if tracker:
-            tracker.log_metrics({k: v for k, v in metrics.items() if k.startswith("time/")}, step)
+            tracker.log_metrics(
+                {k: v for k, v in metrics.items() if k.startswith(("time/", "system/"))}, step
+            )
         if step % cfg.eval.every == 0 or step == cfg.trainer.steps:
             run_eval(step)
             metrics.update(evals[-1].metrics())
@@ -412,6 +455,7 @@ def train(
             on_step(step, metrics)
 
     summary = summarize(evals, points, cfg.eval)
+    summary["summary/peak_memory_gib"] = peak_memory_gib(policy.device)
     if tracker:
         tracker.log_metrics(summary, cfg.trainer.steps)
         tracker.flush()

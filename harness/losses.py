@@ -79,19 +79,24 @@ class PolicyLoss:
     fn: SurrogateFn
     params: type
     description: str
+    # The token losses of a row depend on the other rows (batch-wide statistics): such a loss cannot
+    # be split into micro-batches (trainer.micro_batch_tokens) without changing what it computes.
+    whole_batch: bool = False
 
 
 _REGISTRY: dict[str, PolicyLoss] = {}
 
 
-def register(name: str, *, params: type) -> Callable[[SurrogateFn], SurrogateFn]:
+def register(name: str, *, params: type, whole_batch: bool = False) -> Callable[[SurrogateFn], SurrogateFn]:
     """Register ``fn(batch, params) -> (token_losses [B, T], metrics)``; params subclass CommonLossParams."""
     if not issubclass(params, CommonLossParams):
         raise TypeError(f"params of loss '{name}' must subclass CommonLossParams")
 
     def decorator(fn: SurrogateFn) -> SurrogateFn:
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = PolicyLoss(name=name, fn=fn, params=params, description=doc[0] if doc else "")
+        _REGISTRY[name] = PolicyLoss(
+            name=name, fn=fn, params=params, description=doc[0] if doc else "", whole_batch=whole_batch
+        )
         return fn
 
     return decorator
@@ -140,6 +145,15 @@ def aggregate(token_losses: torch.Tensor, mask: torch.Tensor, mode: str, max_len
     if mode == "seq_sum_const":
         return masked.sum() / (token_losses.shape[0] * max_len)
     raise ValueError(f"unknown aggregation '{mode}'; choices: {', '.join(AGGREGATIONS)}")
+
+
+def share(mask: torch.Tensor, whole: torch.Tensor, mode: str) -> float:
+    """The weight of a micro-batch's aggregated loss in its whole batch's: the fraction of the
+    whole batch's normaliser it holds (``mask``: the micro-batch's response mask, ``whole``: the
+    batch's). Summing ``share x aggregate(micro-batch)`` over micro-batches gives ``aggregate(batch)``."""
+    if mode == "token_mean":
+        return float(mask.sum()) / max(1.0, float(whole.sum()))
+    return mask.shape[0] / whole.shape[0]  # both sequence modes normalise by the number of rows
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -354,7 +368,7 @@ def token_covariance(batch: LossBatch) -> torch.Tensor:
     return torch.where(mask, centred_logp * centred_adv, torch.zeros_like(logprobs))
 
 
-@register("clip_cov", params=ClipCovParams)
+@register("clip_cov", params=ClipCovParams, whole_batch=True)  # covariance over the batch
 def clip_cov(batch: LossBatch, params: ClipCovParams) -> tuple[torch.Tensor, dict[str, float]]:
     """Clip-Cov (arXiv 2505.22617): -A r with the gradient of a few high-covariance tokens detached."""
     covariance = token_covariance(batch)
@@ -382,7 +396,7 @@ class KLCovParams(CommonLossParams):
             raise ValueError(f"kl_ratio must be in (0, 1], got {self.kl_ratio}")
 
 
-@register("kl_cov", params=KLCovParams)
+@register("kl_cov", params=KLCovParams, whole_batch=True)
 def kl_cov(batch: LossBatch, params: KLCovParams) -> tuple[torch.Tensor, dict[str, float]]:
     """KL-Cov (arXiv 2505.22617): -A r plus coef |log r| on the top-k covariance tokens."""
     covariance = token_covariance(batch)

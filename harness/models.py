@@ -11,6 +11,7 @@ Nothing is downloaded: ``model.path`` must be a local directory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -36,6 +37,18 @@ class Policy:
     tokenizer: object  # a PreTrainedTokenizerFast with left padding and an EOS token
     device: torch.device
     path: Path  # where weights and tokenizer live (the cache entry for the tiny model)
+    autocast: str = "none"  # model.autocast: the dtype forward passes compute in, or none
+
+    def compute(self) -> contextlib.AbstractContextManager:
+        """The context every forward pass of this policy runs in (autocast, or nothing)."""
+        return autocast(self.device, self.autocast)
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """torch.autocast to ``dtype`` on ``device``; a no-op for "none"."""
+    if dtype == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -105,8 +118,10 @@ def warm_start(
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[float]:
     """Supervised training on (prompt, completion) pairs; the loss covers completion tokens and EOS,
-    with ``warmstart.label_smoothing`` (torch's cross-entropy definition)."""
+    with ``warmstart.label_smoothing`` (torch's cross-entropy definition). Runs where ``model`` is,
+    its forward passes under ``model.autocast``."""
     ws = cfg.warmstart
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(ws.seed)
     prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p, _ in examples]
     target_ids = [
@@ -129,7 +144,9 @@ def warm_start(
             input_ids[i, : len(seq)] = torch.tensor(seq)
             attention[i, : len(seq)] = 1
             labels[i, len(prompt_ids[r]) : len(seq)] = torch.tensor(target_ids[r])
-        logits = model(input_ids=input_ids, attention_mask=attention).logits
+        input_ids, attention, labels = input_ids.to(device), attention.to(device), labels.to(device)
+        with autocast(device, cfg.autocast):
+            logits = model(input_ids=input_ids, attention_mask=attention).logits
         loss = torch.nn.functional.cross_entropy(  # position t predicts token t + 1
             logits[:, :-1].flatten(0, 1),
             labels[:, 1:].flatten(),
@@ -156,7 +173,8 @@ WARMSTART_THREADS = 2
 
 
 def tiny_cache_key(model_cfg: ModelConfig, task_cfg: TaskConfig) -> str:
-    """A hash of everything that shapes the warm-started weights (not where they run)."""
+    """A hash of everything that shapes the warm-started weights, the kind of device included (the
+    warm start runs there: a GPU's sums differ from the CPU's), not which device of that kind."""
     shape = OmegaConf.to_container(OmegaConf.structured(model_cfg))
     for key in ("name", "path", "device"):
         shape.pop(key)
@@ -169,6 +187,7 @@ def tiny_cache_key(model_cfg: ModelConfig, task_cfg: TaskConfig) -> str:
             "task": task,
             "torch": torch.__version__.split("+")[0],
             "threads": WARMSTART_THREADS,
+            "device": resolve_device(model_cfg.device).type,
         },
         sort_keys=True,
     )
@@ -194,7 +213,7 @@ def load_tiny(
     # warm start itself sees only training demonstrations.
     tokenizer = fit_tokenizer([p.text + task.demonstration(p) for p in everything])
     torch.manual_seed(model_cfg.warmstart.seed)
-    model = build_tiny(model_cfg, tokenizer)
+    model = build_tiny(model_cfg, tokenizer).to(resolve_device(model_cfg.device))
     threads = torch.get_num_threads()
     torch.set_num_threads(WARMSTART_THREADS)
     try:
@@ -217,6 +236,16 @@ def load_tiny(
     return path
 
 
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant checkpoints).
+    transformers 5.x renamed gradient_checkpointing_enable; either name is used, whichever exists."""
+    enable = getattr(model, "activation_checkpointing_enable", None)
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 # -- loading ---------------------------------------------------------------------------------
 
 
@@ -229,17 +258,17 @@ def load_policy(
     """The policy to train: the warm-started tiny model, or the local checkpoint at model.path."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = resolve_device(model_cfg.device)  # before any work: a cuda config fails here without CUDA
     if model_cfg.path:
         path = Path(model_cfg.path).expanduser()
         if not (path / "config.json").is_file():
             raise ConfigError(f"config key 'model.path': no Hugging Face checkpoint (config.json) in {path}")
     else:
         path = load_tiny(model_cfg, task, cache_dir, on_step)
-    device = resolve_device(model_cfg.device)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[model_cfg.dtype])
     model.to(device)
     model.eval()
-    return Policy(model=model, tokenizer=tokenizer, device=device, path=path)
+    return Policy(model=model, tokenizer=tokenizer, device=device, path=path, autocast=model_cfg.autocast)

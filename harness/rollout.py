@@ -1,18 +1,37 @@
 """Rollout engines: ``generate(prompts, n, sampling) -> Rollout`` and ``sync(policy)``.
 
-``hf`` samples with transformers' ``generate``. The log-prob recorded for each sampled token is
-log softmax(logits / temperature) of the full vocabulary, the same quantity the trainer
-recomputes, so the PPO ratio compares like with like. (With top_p < 1 the sampling distribution is
-the truncated one; the recorded log-prob is still of the untruncated tempered distribution, as in
-verl and TRL.)
+Three engines sit behind this one interface (``rollout.engine``):
+
+  hf     transformers ``generate`` on the policy module itself (CPU and GPU). ``rollout.cache=static``
+         pre-allocates the KV cache, and ``rollout.compile=true`` (CUDA only) lets transformers
+         compile the decode step over it.
+  paged  transformers' continuous batching (``generate_batch``: a paged KV cache, requests
+         scheduled token by token, finished ones replaced at once). Meant for the GPU; it runs on
+         the CPU too, slowly (its scheduler thread costs seconds per call there).
+  vllm   vLLM (optional extra ``advbench[vllm]``, CUDA only), colocated in this process; the
+         trainer's weights are loaded into it after every optimizer step. It cannot be installed
+         on the machines this project is built on: written against vLLM's documented API and
+         unverified here (README, "GPU").
+
+The log-prob recorded for each sampled token is log softmax(logits / temperature) over the full
+vocabulary, the quantity the trainer recomputes, so the PPO ratio compares like with like. ``hf``
+takes it from the logits it sampled with; ``paged`` and ``vllm`` report their own (vLLM with
+``logprobs_mode=processed_logprobs``), so the rollout/trainer mismatch metrics measure the engine.
+With top_p < 1 hf records the untruncated tempered log-prob (as verl and TRL do), vLLM the
+truncated one. The token entropy of a ``paged`` or ``vllm`` rollout (which neither engine returns)
+comes from one no-grad forward of the policy on the sampled tokens: the trainer's entropy at the
+sampling weights.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
+from harness.config import ConfigError, RolloutConfig
 from harness.models import Policy
 
 
@@ -22,6 +41,11 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 16
     greedy: bool = False
+
+    @property
+    def logprob_temperature(self) -> float:
+        """The temperature of the recorded log-probs: greedy ones are of the untempered distribution."""
+        return 1.0 if self.greedy else self.temperature
 
 
 @dataclass
@@ -42,6 +66,19 @@ class Rollout:
         return self.response_mask.sum(-1)
 
 
+class Engine(Protocol):
+    name: str
+    policy: Policy  # the policy it samples from (its weights after the last sync)
+
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> Rollout: ...
+
+    def sync(self, policy: Policy) -> None: ...
+
+
+class EngineUnavailable(ConfigError):
+    """The configured engine cannot run here (no CUDA, or its optional package is not installed)."""
+
+
 def response_mask_until_eos(response_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     """True up to and including the first EOS of each row (all True for a row without EOS)."""
     is_eos = response_ids == eos_token_id
@@ -59,13 +96,129 @@ def logprobs_and_entropy(
     return token_logp, entropy
 
 
+def token_logprobs(
+    model: torch.nn.Module, batch: Rollout, rows: torch.Tensor, temperature: float, trim: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model``'s log-prob and entropy of the sampled response tokens of ``rows``, [rows, T].
+
+    ``trim`` drops the columns that are padding for every one of these rows (left of the longest
+    prompt, right of the longest response) before the forward, and pads the result back with zeros:
+    the same numbers up to float rounding, on fewer tokens.
+    """
+    prompt_ids, prompt_mask = batch.prompt_ids[rows], batch.prompt_mask[rows]
+    response_ids, response_mask = batch.response_ids[rows], batch.response_mask[rows]
+    width = response_ids.shape[1]
+    if trim:
+        first = int(prompt_mask.any(0).long().argmax())
+        last = max(1, int(response_mask.sum(-1).max()))
+        prompt_ids, prompt_mask = prompt_ids[:, first:], prompt_mask[:, first:]
+        response_ids, response_mask = response_ids[:, :last], response_mask[:, :last]
+    attention = torch.cat([prompt_mask, response_mask.long()], dim=1)
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded rows
+    logits = model(
+        input_ids=torch.cat([prompt_ids, response_ids], dim=1),
+        attention_mask=attention,
+        position_ids=position_ids,
+    ).logits
+    response_logits = logits[:, prompt_ids.shape[1] - 1 : -1]  # position t predicts response token t
+    logprobs, entropy = logprobs_and_entropy(response_logits, response_ids, temperature)
+    if logprobs.shape[1] < width:
+        pad = (0, width - logprobs.shape[1])
+        logprobs, entropy = torch.nn.functional.pad(logprobs, pad), torch.nn.functional.pad(entropy, pad)
+    return logprobs, entropy
+
+
+SCORE_TOKENS = 1 << 16  # tokens per forward when an engine's rollout is scored by the policy
+
+
+def assemble(
+    policy: Policy,
+    prompt_ids: list[list[int]],
+    responses: list[list[int]],
+    logprobs: list[list[float]] | None,
+    sampling: SamplingParams,
+) -> Rollout:
+    """A Rollout from token lists (row i*n+j: sample j of prompt i, ``prompt_ids`` already repeated).
+
+    The entropy (and the log-probs when the engine gave none) come from no-grad forwards of the
+    policy on the sampled tokens, ``SCORE_TOKENS`` at a time.
+    """
+    tokenizer, device = policy.tokenizer, policy.device
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    rows, prompt_width = len(responses), max(map(len, prompt_ids))
+    width = max(1, *map(len, responses))
+    prompt = torch.full((rows, prompt_width), pad, dtype=torch.long)
+    prompt_mask = torch.zeros((rows, prompt_width), dtype=torch.long)
+    response = torch.full((rows, width), pad, dtype=torch.long)
+    recorded = torch.zeros((rows, width))
+    for i, (p, r) in enumerate(zip(prompt_ids, responses, strict=True)):
+        prompt[i, prompt_width - len(p) :], prompt_mask[i, prompt_width - len(p) :] = torch.tensor(p), 1
+        response[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        if logprobs is not None:
+            recorded[i, : len(r)] = torch.tensor(logprobs[i][: len(r)])
+    lengths = torch.tensor([len(r) for r in responses])
+    mask = response_mask_until_eos(response, eos) & (torch.arange(width) < lengths.unsqueeze(1))
+    batch = Rollout(
+        prompt_ids=prompt.to(device),
+        prompt_mask=prompt_mask.to(device),
+        response_ids=response.to(device),
+        response_mask=mask.to(device),
+        logprobs=recorded.to(device),
+        entropy=torch.zeros((rows, width), device=device),
+        texts=decode(tokenizer, response, mask),
+        truncated=~((response == eos) & mask).any(-1).to(device),
+    )
+    scored_logprobs, entropy = [], []
+    chunk = max(1, SCORE_TOKENS // (prompt_width + width))
+    was_training = policy.model.training
+    policy.model.eval()
+    with torch.no_grad(), policy.compute():
+        for part in torch.arange(rows, device=device).split(chunk):
+            lp, ent = token_logprobs(policy.model, batch, part, sampling.logprob_temperature, trim=True)
+            scored_logprobs.append(lp)
+            entropy.append(ent)
+    policy.model.train(was_training)
+    batch.entropy = torch.cat(entropy).masked_fill(~batch.response_mask, 0.0)
+    if logprobs is None:
+        batch.logprobs = torch.cat(scored_logprobs)
+    batch.logprobs = batch.logprobs.masked_fill(~batch.response_mask, 0.0)
+    return batch
+
+
+def decode(tokenizer, response_ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    """The responses' texts: the masked tokens without EOS."""
+    eos = tokenizer.eos_token_id
+    text_ids = [row[m & (row != eos)] for row, m in zip(response_ids, mask, strict=True)]
+    return tokenizer.batch_decode(text_ids, skip_special_tokens=True)
+
+
+def _sample_seeds(count: int) -> list[int]:
+    """Per-request seeds drawn from torch's RNG, so a seeded step samples the same with any engine."""
+    return torch.randint(0, 2**31 - 1, (count,)).tolist()
+
+
+# -- hf -----------------------------------------------------------------------------------------
+
+
 class HFEngine:
     """transformers ``generate`` on the policy module itself (colocated: no weights to copy)."""
 
     name = "hf"
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, cache: str = "dynamic", compile: bool = False) -> None:
+        if compile and policy.device.type != "cuda":
+            raise EngineUnavailable(
+                "config key 'rollout.compile': compiling the decode step needs CUDA "
+                f"(transformers compiles generate only on GPU); the policy is on {policy.device.type}"
+            )
         self.policy = policy
+        self.cache_args: dict = {"disable_compile": not compile}
+        if cache == "static":
+            self.cache_args["cache_implementation"] = "static"
+        if compile:
+            from transformers import CompileConfig
+
+            self.cache_args["compile_config"] = CompileConfig()
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> Rollout:
@@ -80,26 +233,24 @@ class HFEngine:
         )
         was_training = model.training
         model.eval()
-        out = model.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            max_new_tokens=sampling.max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            return_dict_in_generate=True,
-            output_logits=True,
-            **sample_args,
-        )
+        with self.policy.compute():
+            out = model.generate(
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                max_new_tokens=sampling.max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+                **self.cache_args,
+                **sample_args,
+            )
         model.train(was_training)
         response_ids = out.sequences[:, prompt_ids.shape[1] :]
         logits = torch.stack(out.logits, dim=1)  # [B, T, V], raw (before temperature and top-p)
-        temperature = 1.0 if sampling.greedy else sampling.temperature
-        logprobs, entropy = logprobs_and_entropy(logits, response_ids, temperature)
+        logprobs, entropy = logprobs_and_entropy(logits, response_ids, sampling.logprob_temperature)
         mask = response_mask_until_eos(response_ids, tokenizer.eos_token_id)
         ended = ((response_ids == tokenizer.eos_token_id) & mask).any(-1)
-        text_ids = [
-            row[m & (row != tokenizer.eos_token_id)] for row, m in zip(response_ids, mask, strict=True)
-        ]
         return Rollout(
             prompt_ids=prompt_ids,
             prompt_mask=prompt_mask,
@@ -107,7 +258,7 @@ class HFEngine:
             response_mask=mask,
             logprobs=logprobs.masked_fill(~mask, 0.0),
             entropy=entropy.masked_fill(~mask, 0.0),
-            texts=tokenizer.batch_decode(text_ids, skip_special_tokens=True),
+            texts=decode(tokenizer, response_ids, mask),
             truncated=~ended,
         )
 
@@ -116,8 +267,167 @@ class HFEngine:
         self.policy = policy
 
 
-ENGINES = {"hf": HFEngine}
+# -- paged (transformers continuous batching) ---------------------------------------------------
 
 
-def build(name: str, policy: Policy) -> HFEngine:
-    return ENGINES[name](policy)
+CPU_PAGE_TOKENS = 32  # the paged engine's KV page on the CPU (on a GPU: transformers' default)
+
+
+class PagedEngine:
+    """transformers' continuous batching (``model.generate_batch``) on the policy module itself.
+
+    Sampling is seeded from torch's RNG at each call. Its log-probs are those of the processed
+    (tempered) distribution it sampled from; for greedy decoding it reports no usable ones, so
+    those are scored by the policy.
+    """
+
+    name = "paged"
+
+    def __init__(self, policy: Policy) -> None:
+        import transformers
+
+        if not hasattr(policy.model, "generate_batch"):
+            raise EngineUnavailable(
+                "config key 'rollout.engine': paged needs transformers' continuous batching "
+                f"(generate_batch, transformers 5), and transformers {transformers.__version__} has none"
+            )
+        self.policy = policy
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> Rollout:
+        from transformers import GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        tokenizer, model = self.policy.tokenizer, self.policy.model
+        prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        sample_args = (
+            {"do_sample": False}
+            if sampling.greedy
+            else {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
+        )
+        generation = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            num_return_sequences=n,
+            **sample_args,
+        )
+        sizing = {}
+        if self.policy.device.type == "cpu":
+            # Sized from "free memory" the CPU cache takes ~10 GiB and seconds to set up; this
+            # workload needs at most one run of pages per request.
+            pages = -(-(max(map(len, prompt_ids)) + sampling.max_new_tokens) // CPU_PAGE_TOKENS)
+            sizing = {"page_size": CPU_PAGE_TOKENS, "num_blocks": len(prompt_ids) * n * pages}
+        batching = ContinuousBatchingConfig(
+            return_logprobs=not sampling.greedy, seed=_sample_seeds(1)[0], **sizing
+        )
+        was_training = model.training
+        model.eval()
+        with self.policy.compute():
+            results = model.generate_batch(
+                prompt_ids, generation_config=generation, continuous_batching_config=batching
+            )
+        model.train(was_training)
+        outputs = list(results.values())  # in input order, each prompt's n samples together
+        expected = [ids for ids in prompt_ids for _ in range(n)]
+        if len(outputs) != len(expected) or any(o.error for o in outputs):
+            errors = sorted({o.error for o in outputs if o.error})
+            raise RuntimeError(
+                f"paged engine: {len(outputs)} of {len(expected)} completions came back; errors: {errors}"
+            )
+        for output, ids in zip(outputs, expected, strict=True):
+            if list(output.prompt_ids) != ids:
+                raise RuntimeError("paged engine: completions came back out of prompt order")
+        logprobs = None if sampling.greedy else [list(o.logprobs) for o in outputs]
+        return assemble(
+            self.policy, expected, [list(o.generated_tokens) for o in outputs], logprobs, sampling
+        )
+
+    def sync(self, policy: Policy) -> None:
+        """Nothing to copy: this engine samples from the module being trained."""
+        self.policy = policy
+
+
+# -- vllm ---------------------------------------------------------------------------------------
+
+
+class VLLMEngine:
+    """vLLM colocated with the trainer on one GPU (optional extra; unverified here, see README).
+
+    The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so ``sync`` hands the
+    trainer's tensors to the model's ``load_weights`` through ``LLM.apply_model`` without copying
+    them across processes. Each completion is its own request with its own seed, drawn from
+    torch's RNG: a seeded step asks vLLM for the same samples whatever the batch around it.
+    """
+
+    name = "vllm"
+
+    def __init__(self, policy: Policy, gpu_memory_utilization: float = 0.3) -> None:
+        if policy.device.type != "cuda":
+            raise EngineUnavailable(
+                f"config key 'rollout.engine': vllm needs CUDA; the policy is on {policy.device.type}"
+            )
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        try:
+            import vllm
+        except ImportError as exc:
+            raise EngineUnavailable(
+                "config key 'rollout.engine': vllm is not installed; on a CUDA machine: "
+                "pip install 'advbench[vllm]' (or use rollout.engine=paged or hf)"
+            ) from exc
+        self.vllm = vllm
+        self.policy = policy
+        self.llm = vllm.LLM(
+            model=str(policy.path),
+            tokenizer=str(policy.path),
+            dtype=str(next(policy.model.parameters()).dtype).removeprefix("torch."),
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=policy.model.config.max_position_embeddings,
+            logprobs_mode="processed_logprobs",
+            enable_prefix_caching=True,  # the n requests of a prompt share its KV blocks
+        )
+        self.sync(policy)  # the trainer's weights, which may have moved on from the saved ones
+
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> Rollout:
+        tokenizer = self.policy.tokenizer
+        prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        expected = [ids for ids in prompt_ids for _ in range(n)]
+        params = [
+            self.vllm.SamplingParams(
+                n=1,
+                temperature=0.0 if sampling.greedy else sampling.temperature,
+                top_p=1.0 if sampling.greedy else sampling.top_p,
+                max_tokens=sampling.max_new_tokens,
+                logprobs=None if sampling.greedy else 0,  # 0: the sampled token's own log-prob
+                seed=seed,
+            )
+            for seed in _sample_seeds(len(expected))
+        ]
+        outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in expected], params, use_tqdm=False)
+        completions = [output.outputs[0] for output in outputs]
+        responses = [list(c.token_ids) for c in completions]
+        logprobs = None
+        if not sampling.greedy:
+            logprobs = [
+                [position[token].logprob for token, position in zip(c.token_ids, c.logprobs, strict=True)]
+                for c in completions
+            ]
+        return assemble(self.policy, expected, responses, logprobs, sampling)
+
+    def sync(self, policy: Policy) -> None:
+        """Load the trainer's current weights into vLLM's copy of the model."""
+        self.policy = policy
+        weights = policy.model.state_dict()
+        self.llm.apply_model(lambda model: model.load_weights(weights=weights.items()))
+
+
+ENGINES = {"hf": HFEngine, "paged": PagedEngine, "vllm": VLLMEngine}
+
+
+def build(cfg: RolloutConfig, policy: Policy) -> Engine:
+    """The configured engine around ``policy``; EngineUnavailable when it cannot run here."""
+    if cfg.engine == "hf":
+        return HFEngine(policy, cache=cfg.cache, compile=cfg.compile)
+    if cfg.engine == "paged":
+        return PagedEngine(policy)
+    return VLLMEngine(policy, gpu_memory_utilization=cfg.gpu_memory_utilization)

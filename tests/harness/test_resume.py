@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.checkpoint import checkpoint_path
 from harness.config import load
+from harness.loop import machine_dependent
 from tests.conftest import FAST
 
 pytestmark = pytest.mark.slow
@@ -44,8 +45,8 @@ def finished_history(db):
     run = runs[0]
     history = {}
     for key in run.data.metrics:
-        if key.startswith("time/") or key.endswith("_seconds"):
-            continue  # wall-clock
+        if machine_dependent(key):
+            continue  # wall-clock, memory
         points = client.get_metric_history(run.info.run_id, key)
         steps = [m.step for m in points]
         assert len(steps) == len(set(steps)), f"{key} logged twice at a step: {sorted(steps)}"

@@ -87,7 +87,7 @@ def test_a_bad_suite_is_refused_with_the_file_and_the_key(tmp_path, text, messag
 
 
 def test_an_unknown_suite_name_lists_the_shipped_ones():
-    with pytest.raises(ConfigError, match="suites: difficulty, leaderboard-gpu, sign-axis, smoke"):
+    with pytest.raises(ConfigError, match="suites: difficulty, gpu-50m, leaderboard-gpu, sign-axis, smoke"):
         load_suite("nope")
 
 
@@ -97,6 +97,7 @@ def test_the_shipped_suites_expand():
         "sign-axis": (5, 15),
         "difficulty": (7, 21),
         "trust-region": (2, 4),
+        "gpu-50m": (3, 6),
     }
     for name, (estimators, cells) in sizes.items():
         suite = load_suite(name)
@@ -115,3 +116,11 @@ def test_the_shipped_suites_expand():
         load_suite("leaderboard-gpu")
     gpu = load_suite(SUITE_DIR / "leaderboard-gpu.yaml", ["model.path=/models/qwen"])
     assert len(gpu.cells) == 138 and {c.model.device for c in gpu.cells} == {"cuda"}
+    # mixed precision: float32 master weights (an lr of 1e-6 is lost in bfloat16 weights), bf16 compute
+    assert {(c.model.dtype, c.model.autocast) for c in gpu.cells} == {("float32", "bfloat16")}
+    scale = load_suite(
+        "gpu-50m"
+    )  # expands on a machine without CUDA: the device is checked where a cell runs
+    assert {(c.model.name, c.model.hidden_size, c.model.device) for c in scale.cells} == {
+        ("50m", 512, "cuda")
+    }
