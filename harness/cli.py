@@ -33,7 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from harness.config import ConfigError, RunConfig, group_choices, load
-from harness.runner import CellOutcome, cell_lock, quiet_libraries
+from harness.runner import CellOutcome, cell_lock, check_devices, quiet_libraries
 
 console = Console(stderr=True, soft_wrap=True)  # progress and messages
 
@@ -165,6 +165,7 @@ def _print_summary(outcomes: list[CellOutcome], final_k: int) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     runs = load(args.overrides, args.config)  # validated before anything heavy is imported
     quiet_libraries()
+    check_devices(runs)
     from harness.tracking import Tracker
 
     tracker = Tracker(runs[0].tracking)
@@ -192,6 +193,8 @@ def _run_suite(args: argparse.Namespace):
 
     suite = load_suite(args.suite, args.overrides)
     quiet_libraries()
+    if args.ray is None:
+        check_devices(suite.cells)
     from harness.tracking import Tracker
 
     tracker = Tracker(suite.cells[0].tracking)

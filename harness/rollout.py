@@ -17,8 +17,8 @@ The log-prob recorded for each sampled token is log softmax(logits / temperature
 vocabulary, the quantity the trainer recomputes, so the PPO ratio compares like with like. ``hf``
 takes it from the logits it sampled with; ``paged`` and ``vllm`` report their own (vLLM with
 ``logprobs_mode=processed_logprobs``), so the rollout/trainer mismatch metrics measure the engine.
-With top_p < 1 hf records the untruncated tempered log-prob (as verl and TRL do), vLLM the
-truncated one. The token entropy of a ``paged`` or ``vllm`` rollout (which neither engine returns)
+With top_p < 1 hf records the untruncated tempered log-prob (as verl and TRL do), paged and vllm
+the truncated one. The token entropy of a ``paged`` or ``vllm`` rollout (which neither engine returns)
 comes from one no-grad forward of the policy on the sampled tokens: the trainer's entropy at the
 sampling weights.
 """
@@ -380,7 +380,9 @@ class VLLMEngine:
         self.llm = vllm.LLM(
             model=str(policy.path),
             tokenizer=str(policy.path),
-            dtype=str(next(policy.model.parameters()).dtype).removeprefix("torch."),
+            dtype=policy.autocast
+            if policy.autocast != "none"
+            else str(policy.model.dtype).removeprefix("torch."),
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=policy.model.config.max_position_embeddings,
             logprobs_mode="processed_logprobs",

@@ -94,6 +94,16 @@ def run_cell(
 # Ray
 
 
+def check_devices(cells: Sequence[RunConfig]) -> None:
+    """Before anything starts here, the devices the cells ask for must exist on this machine (a
+    ConfigError naming model.device otherwise). Not for Ray: its workers may have GPUs this
+    machine lacks."""
+    from harness.models import resolve_device
+
+    for device in sorted({cell.model.device for cell in cells}):
+        resolve_device(device)
+
+
 def absolute_tracking(cfg: RunConfig) -> RunConfig:
     """The config with a local store's relative paths made absolute, for workers in other directories."""
     cfg = copy.deepcopy(cfg)

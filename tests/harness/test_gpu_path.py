@@ -287,3 +287,30 @@ def test_built_in_scales_have_their_size(scale, low, high):
     count = sum(p.numel() for p in model.parameters())
     assert low <= count <= high, count
     assert (cfg.model.dtype, cfg.model.autocast, cfg.model.device) == ("float32", "bfloat16", "cuda")
+
+
+@needs_no_cuda
+def test_run_and_suite_on_gpu_scales_stop_before_tracking_without_cuda(fast_overrides, tmp_path, capsys):
+    from harness.cli import main
+
+    assert main(["run", "model=50m", *fast_overrides]) == 2
+    assert main(["suite", "gpu-50m", *fast_overrides[-2:]]) == 2
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert (
+        " ".join(out.split()).count("model.device': cuda was asked for, but torch sees no CUDA device") == 2
+    )
+    assert not (tmp_path / "mlflow.db").exists()  # nothing was started
+
+
+@pytest.mark.slow
+def test_a_run_with_the_paged_engine(fast_overrides):
+    """The loop with continuous batching: samples, evals and syncs through the one interface."""
+    (cfg,) = load([*fast_overrides, "rollout=paged", "rollout.max_new_tokens=6"])
+    steps = []
+    result = train(cfg, on_step=lambda step, metrics: steps.append(metrics))
+    assert len(steps) == cfg.trainer.steps and len(result.evals) == 3
+    # single update, no TIS: the first forward runs on the sampling weights, so the mismatch
+    # metric measures the engine's log-probs against the trainer's (float rounding only)
+    assert all(m["train/logprob_mismatch_max"] < 1e-3 for m in steps)
+    assert all(0 < m["train/response_length"] <= 6 for m in steps)
