@@ -42,6 +42,12 @@ class SamplingParams:
     max_new_tokens: int = 16
     greedy: bool = False
 
+    def transformers_args(self) -> dict:
+        """These settings as transformers generation arguments (top_k off: sampling is top-p only)."""
+        if self.greedy:
+            return {"do_sample": False}
+        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+
     @property
     def logprob_temperature(self) -> float:
         """The temperature of the recorded log-probs: greedy ones are of the untempered distribution."""
@@ -226,11 +232,6 @@ class HFEngine:
         encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         prompt_ids = encoded["input_ids"].repeat_interleave(n, dim=0).to(device)
         prompt_mask = encoded["attention_mask"].repeat_interleave(n, dim=0).to(device)
-        sample_args = (
-            {"do_sample": False}
-            if sampling.greedy
-            else {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
-        )
         was_training = model.training
         model.eval()
         with self.policy.compute():
@@ -243,7 +244,7 @@ class HFEngine:
                 return_dict_in_generate=True,
                 output_logits=True,
                 **self.cache_args,
-                **sample_args,
+                **sampling.transformers_args(),
             )
         model.train(was_training)
         response_ids = out.sequences[:, prompt_ids.shape[1] :]
@@ -300,17 +301,12 @@ class PagedEngine:
 
         tokenizer, model = self.policy.tokenizer, self.policy.model
         prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        sample_args = (
-            {"do_sample": False}
-            if sampling.greedy
-            else {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
-        )
         generation = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
             num_return_sequences=n,
-            **sample_args,
+            **sampling.transformers_args(),
         )
         sizing = {}
         if self.policy.device.type == "cpu":
