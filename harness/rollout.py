@@ -134,7 +134,9 @@ def token_logprobs(
     return logprobs, entropy
 
 
-SCORE_TOKENS = 1 << 16  # tokens per forward when an engine's rollout is scored by the policy
+# Logit elements (tokens x vocabulary) per forward when a rollout is scored by the policy: 4 GiB of
+# float32 logits, so a 152k vocabulary scores ~7k tokens at a time and the tiny model everything.
+SCORE_LOGITS = 1 << 30
 
 
 def assemble(
@@ -147,7 +149,7 @@ def assemble(
     """A Rollout from token lists (row i*n+j: sample j of prompt i, ``prompt_ids`` already repeated).
 
     The entropy (and the log-probs when the engine gave none) come from no-grad forwards of the
-    policy on the sampled tokens, ``SCORE_TOKENS`` at a time.
+    policy on the sampled tokens, as many rows at a time as keep the logits within ``SCORE_LOGITS``.
     """
     tokenizer, device = policy.tokenizer, policy.device
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -175,7 +177,7 @@ def assemble(
         truncated=~((response == eos) & mask).any(-1).to(device),
     )
     scored_logprobs, entropy = [], []
-    chunk = max(1, SCORE_TOKENS // (prompt_width + width))
+    chunk = max(1, SCORE_LOGITS // ((prompt_width + width) * policy.model.config.vocab_size))
     was_training = policy.model.training
     policy.model.eval()
     with torch.no_grad(), policy.compute():
@@ -206,6 +208,40 @@ def _sample_seeds(count: int) -> list[int]:
 # -- hf -----------------------------------------------------------------------------------------
 
 
+class _StepRecorder:
+    """A logits processor that records, at each decoding step, the log-prob of the token sampled
+    and the entropy under softmax(raw logits / temperature), and passes the logits on unchanged.
+
+    It keeps one step's [B, V] log-probs until the next step shows which token was sampled, so a
+    rollout costs O(B x V) memory beyond the cache, where keeping every step's logits
+    (``output_logits``) costs B x T x V floats: for Qwen2.5's 152k vocabulary, 512 completions of
+    512 tokens, 159 GB.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self.pending: torch.Tensor | None = None
+        self.logprobs: list[torch.Tensor] = []
+        self.entropy: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.pending is not None:  # input_ids now ends with the token sampled at the last step
+            self._settle(input_ids[:, -1])
+        logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        self.entropy.append(-(logp.exp() * logp).sum(-1))
+        self.pending = logp
+        return scores
+
+    def _settle(self, tokens: torch.Tensor) -> None:
+        self.logprobs.append(self.pending.gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
+        self.pending = None
+
+    def finish(self, response_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T] log-probs and entropies of the generated ``response_ids``."""
+        self._settle(response_ids[:, len(self.logprobs)])
+        return torch.stack(self.logprobs, dim=1), torch.stack(self.entropy, dim=1)
+
+
 class HFEngine:
     """transformers ``generate`` on the policy module itself (colocated: no weights to copy)."""
 
@@ -228,28 +264,39 @@ class HFEngine:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> Rollout:
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
         tokenizer, model, device = self.policy.tokenizer, self.policy.model, self.policy.device
         encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         prompt_ids = encoded["input_ids"].repeat_interleave(n, dim=0).to(device)
         prompt_mask = encoded["attention_mask"].repeat_interleave(n, dim=0).to(device)
+        # The recorder must see the raw logits, so the warpers generate would add first (temperature,
+        # top-p) come after it in our own list, in generate's order, and generate is asked for none.
+        recorder = _StepRecorder(sampling.logprob_temperature)
+        processors = [recorder]
+        sample_args = sampling.transformers_args()
+        if not sampling.greedy:
+            if sampling.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_p < 1.0:
+                processors.append(TopPLogitsWarper(sampling.top_p))
+            sample_args.update(temperature=1.0, top_p=1.0)
         was_training = model.training
         model.eval()
         with self.policy.compute():
-            out = model.generate(
+            sequences = model.generate(
                 input_ids=prompt_ids,
                 attention_mask=prompt_mask,
                 max_new_tokens=sampling.max_new_tokens,
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
-                return_dict_in_generate=True,
-                output_logits=True,
+                logits_processor=LogitsProcessorList(processors),
                 **self.cache_args,
-                **sampling.transformers_args(),
+                **sample_args,
             )
         model.train(was_training)
-        response_ids = out.sequences[:, prompt_ids.shape[1] :]
-        logits = torch.stack(out.logits, dim=1)  # [B, T, V], raw (before temperature and top-p)
-        logprobs, entropy = logprobs_and_entropy(logits, response_ids, sampling.logprob_temperature)
+        response_ids = sequences[:, prompt_ids.shape[1] :]
+        logprobs, entropy = recorder.finish(response_ids)
         mask = response_mask_until_eos(response_ids, tokenizer.eos_token_id)
         ended = ((response_ids == tokenizer.eos_token_id) & mask).any(-1)
         return Rollout(
@@ -364,6 +411,9 @@ class VLLMEngine:
                 f"config key 'rollout.engine': vllm needs CUDA; the policy is on {policy.device.type}"
             )
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # apply_model ships a Python function to the worker; vLLM refuses that unless told the
+        # caller is trusted (here: this process, which the worker is part of).
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         try:
             import vllm
         except ImportError as exc:

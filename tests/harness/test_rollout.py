@@ -16,3 +16,32 @@ def test_logprobs_and_entropy_at_temperature():
     probs = torch.softmax(torch.tensor([1.0, 0.0, 0.0]), -1)
     assert torch.allclose(logp, probs[0].log().view(1, 1))
     assert torch.allclose(entropy, -(probs * probs.log()).sum().view(1, 1))
+
+
+def test_step_recorder_gives_what_the_stacked_logits_give():
+    """HFEngine records log-probs step by step (O(B x V) memory) instead of keeping every step's
+    logits; on the same draws it must give exactly what generate's output_logits give."""
+    from transformers import LlamaConfig, LlamaForCausalLM, TemperatureLogitsWarper
+
+    from harness.rollout import _StepRecorder
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, eos_token_id=1, pad_token_id=0,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    prompts = torch.randint(2, 50, (6, 4))
+    args = dict(input_ids=prompts, max_new_tokens=7, do_sample=True, top_k=0, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(1)
+    out = model.generate(**args, temperature=0.7, return_dict_in_generate=True, output_logits=True)
+    reference = logprobs_and_entropy(torch.stack(out.logits, dim=1), out.sequences[:, 4:], 0.7)
+    # the recorder sees raw logits: the temperature warper comes after it, generate adds none
+    recorder = _StepRecorder(0.7)
+    torch.manual_seed(1)
+    sequences = model.generate(
+        **args, temperature=1.0, logits_processor=[recorder, TemperatureLogitsWarper(0.7)]
+    )
+    assert torch.equal(sequences, out.sequences)
+    recorded = recorder.finish(sequences[:, 4:])
+    assert torch.equal(recorded[0], reference[0]) and torch.equal(recorded[1], reference[1])
