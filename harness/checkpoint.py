@@ -1,7 +1,7 @@
 """Run checkpoints: everything a run needs to continue as if it had never stopped.
 
 A checkpoint holds the model, optimizer and lr-schedule state, the prompt sampler's cursor and RNG,
-torch/numpy/random RNG states, the evals and time axes so far, the geometry probe's last gradient,
+torch (CPU and CUDA)/numpy/random RNG states, the evals and time axes so far, the geometry probe's last gradient,
 the step, and the MLflow run id the run logs into. It lives under
 ``cache_dir/checkpoints/<config hash>/state.pt`` and is written atomically (a temporary file, then a
 rename), so a run killed while saving keeps its previous checkpoint. The loop flushes the run's
@@ -29,11 +29,16 @@ def checkpoint_path(cfg: RunConfig) -> Path:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
     np.random.set_state(state["numpy"])
     random.setstate(state["random"])
 
