@@ -1,8 +1,8 @@
 """Run checkpoints: everything a run needs to continue as if it had never stopped.
 
 A checkpoint holds the model, optimizer and lr-schedule state, the prompt sampler's cursor and RNG,
-torch (CPU and CUDA)/numpy/random RNG states, the evals and time axes so far, the geometry probe's last gradient,
-the step, and the MLflow run id the run logs into. It lives under
+torch (CPU and CUDA), numpy and random RNG states, the evals and time axes so far, the geometry
+probe's last gradient, the step, and the MLflow run id the run logs into. It lives under
 ``cache_dir/checkpoints/<config hash>/state.pt`` and is written atomically (a temporary file, then a
 rename), so a run killed while saving keeps its previous checkpoint. The loop flushes the run's
 metrics to MLflow when it writes a checkpoint (and at the end), and a resumed run's tracker skips
