@@ -143,24 +143,22 @@ def update_policy(
     collected: dict[str, list[float]] = defaultdict(list)
     mask_all = batch.response_mask
     single_update = cfg.trainer.update_epochs * cfg.trainer.minibatches == 1
+    budget = cfg.trainer.micro_batch_tokens  # 0: each optimizer step is one forward
     if single_update and not loss_params.tis_cap:
         old_logprobs = batch.logprobs
     else:
         with torch.no_grad(), policy.compute():
             old_logprobs = torch.cat(
                 [
-                    token_logprobs(
-                        policy.model, batch, micro, temperature, trim=bool(cfg.trainer.micro_batch_tokens)
-                    )[0]
+                    token_logprobs(policy.model, batch, micro, temperature, trim=bool(budget))[0]
                     for rows in torch.arange(num_rows, device=policy.device).chunk(cfg.trainer.minibatches)
-                    for micro in micro_batches(batch, rows, cfg.trainer.micro_batch_tokens)
+                    for micro in micro_batches(batch, rows, budget)
                 ]
             )
         _record_mismatch(collected, old_logprobs, batch.logprobs, mask_all)
 
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     geometry_metrics: dict[str, float] = {}
-    budget = cfg.trainer.micro_batch_tokens
     policy.model.train()
     for epoch in range(cfg.trainer.update_epochs):
         order = (

@@ -87,8 +87,11 @@ def test_micro_batches_keep_order_cover_every_row_and_respect_the_budget(lengths
         assert len(group) == 1 or len(group) * (p + r) <= budget
 
 
-@pytest.mark.parametrize("aggregation", losses.AGGREGATIONS)
-def test_micro_batched_update_equals_the_whole_batch_update(setup, aggregation):
+@pytest.mark.parametrize(
+    ("aggregation", "epochs", "minibatches"),
+    [*((a, 1, 1) for a in losses.AGGREGATIONS), ("token_mean", 2, 2)],  # 2 x 2: pi_old recomputed
+)
+def test_micro_batched_update_equals_the_whole_batch_update(setup, aggregation, epochs, minibatches):
     cfg, _, policy, _, batch = setup
     advantages = torch.randn(batch.response_ids.shape[0], generator=torch.Generator().manual_seed(1))
     loss = losses.get("ppo_clip")
@@ -98,8 +101,10 @@ def test_micro_batched_update_equals_the_whole_batch_update(setup, aggregation):
         trial = dataclasses.replace(policy, model=copy.deepcopy(policy.model))
         run_cfg = copy.deepcopy(cfg)
         run_cfg.trainer.micro_batch_tokens = budget
+        run_cfg.trainer.update_epochs, run_cfg.trainer.minibatches = epochs, minibatches
         run_cfg.rollout.max_new_tokens = 8
-        optimizer = torch.optim.SGD(trial.model.parameters(), lr=1.0)  # the weights move by the gradient
+        lr = 1.0 / (epochs * minibatches)  # the weights move by the gradient(s)
+        optimizer = torch.optim.SGD(trial.model.parameters(), lr=lr)
         metrics = update_policy(trial, optimizer, batch, advantages, loss, params, run_cfg, step=1)
         return {k: v.detach().clone() for k, v in trial.model.named_parameters()}, metrics
 
