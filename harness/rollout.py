@@ -25,6 +25,7 @@ sampling weights.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from typing import Protocol
@@ -32,7 +33,7 @@ from typing import Protocol
 import torch
 
 from harness.config import ConfigError, RolloutConfig
-from harness.models import Policy
+from harness.models import DTYPES, Policy
 
 
 @dataclass(frozen=True)
@@ -322,11 +323,14 @@ CPU_PAGE_TOKENS = 32  # the paged engine's KV page on the CPU (on a GPU: transfo
 
 
 class PagedEngine:
-    """transformers' continuous batching (``model.generate_batch``) on the policy module itself.
+    """transformers' continuous batching (``model.generate_batch``).
 
-    Sampling is seeded from torch's RNG at each call. Its log-probs are those of the processed
-    (tempered) distribution it sampled from; for greedy decoding it reports no usable ones, so
-    those are scored by the policy.
+    It decodes on the policy module itself, except under ``model.autocast``: autocast is
+    thread-local and continuous batching decodes in a thread of its own, where it would compute in
+    the master weights' dtype; so it gets a copy of the model in the compute dtype, which ``sync``
+    refreshes after every optimizer step (as vLLM's copy is). Sampling is seeded from torch's RNG
+    at each call. Its log-probs are those of the processed (tempered) distribution it sampled
+    from; for greedy decoding it reports no usable ones, so those are scored by the policy.
     """
 
     name = "paged"
@@ -340,13 +344,16 @@ class PagedEngine:
                 f"(generate_batch, transformers 5), and transformers {transformers.__version__} has none"
             )
         self.policy = policy
+        self.model = policy.model
+        if policy.autocast != "none":
+            self.model = copy.deepcopy(policy.model).requires_grad_(False).to(DTYPES[policy.autocast])
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> Rollout:
         from transformers import GenerationConfig
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
-        tokenizer, model = self.policy.tokenizer, self.policy.model
+        tokenizer, model = self.policy.tokenizer, self.model
         prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         generation = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens,
@@ -366,10 +373,9 @@ class PagedEngine:
         )
         was_training = model.training
         model.eval()
-        with self.policy.compute():
-            results = model.generate_batch(
-                prompt_ids, generation_config=generation, continuous_batching_config=batching
-            )
+        results = model.generate_batch(
+            prompt_ids, generation_config=generation, continuous_batching_config=batching
+        )
         model.train(was_training)
         outputs = list(results.values())  # in input order, each prompt's n samples together
         expected = [ids for ids in prompt_ids for _ in range(n)]
@@ -387,8 +393,10 @@ class PagedEngine:
         )
 
     def sync(self, policy: Policy) -> None:
-        """Nothing to copy: this engine samples from the module being trained."""
+        """Its own copy (under autocast) takes the trainer's weights; otherwise nothing to copy."""
         self.policy = policy
+        if self.model is not policy.model:
+            self.model.load_state_dict(policy.model.state_dict())  # cast to the copy's dtype
 
 
 # -- vllm ---------------------------------------------------------------------------------------

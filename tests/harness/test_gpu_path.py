@@ -217,6 +217,26 @@ def test_paged_engine_samples_with_its_own_logprobs_matching_the_trainer(setup):
     )
 
 
+def test_paged_engine_under_autocast_decodes_in_bf16_on_a_synced_copy(setup):
+    """Continuous batching decodes in its own thread, where autocast (thread-local) does not
+    reach: under model.autocast the engine keeps a bf16 copy, refreshed by sync."""
+    _, _, policy, prompts, _ = setup
+    mixed = dataclasses.replace(policy, model=copy.deepcopy(policy.model), autocast="bfloat16")
+    engine = rollout.PagedEngine(mixed)
+    seen = set()
+    engine.model.lm_head.register_forward_hook(lambda module, args, out: seen.add(out.dtype))
+    torch.manual_seed(0)
+    engine.generate(prompts[:2], 2, SamplingParams(max_new_tokens=4))
+    assert seen == {torch.bfloat16}
+    assert {p.dtype for p in mixed.model.parameters()} == {torch.float32}  # the trainer's stay fp32
+    with torch.no_grad():
+        for p in mixed.model.parameters():
+            p.add_(0.01)
+    engine.sync(mixed)
+    for name, weight in mixed.model.state_dict().items():
+        assert torch.equal(engine.model.state_dict()[name], weight.to(torch.bfloat16)), name
+
+
 def test_assemble_masks_after_eos_flags_truncation_and_scores_missing_logprobs(setup):
     _, _, policy, _, _ = setup
     tok = policy.tokenizer
