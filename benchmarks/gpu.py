@@ -19,7 +19,7 @@ weights know) this measures, through advbench's own code paths:
   memory    peak CUDA memory allocated during each measurement (the process's peak RSS on CPU).
 
 Writes a Markdown table to stdout and, with --results, appends it to that file with the date, the
-device and the command; --json keeps the raw numbers.
+device and the command; --json keeps the raw numbers, --plot draws them (PNG).
 
     python benchmarks/gpu.py                                   # on a GPU: every scale and engine
     python benchmarks/gpu.py --device cpu --scales tiny --engines hf,hf-static,paged \\
@@ -275,6 +275,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak bf16 TFLOP/s")
     parser.add_argument("--results", type=Path, default=None, help="append the table to this Markdown file")
     parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
+    parser.add_argument("--plot", type=Path, default=None, help="draw throughput and MFU into this PNG")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.scales) - set(SCALES)) + sorted(set(args.engines) - set(ENGINES))
     if unknown:
@@ -300,6 +301,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"\n### GPU path benchmark, {datetime.date.today().isoformat()}, {name}\n\n"
                 f"`{command}` (torch {torch.__version__})\n\n{text}\n"
             )
+    if args.plot:
+        from harness.plots import plot_gpu_benchmark
+
+        plot_gpu_benchmark(results, args.engines, args.plot)
     if args.json:
         args.json.write_text(json.dumps({"device": name, "command": command, "results": results}, indent=1))
     return results

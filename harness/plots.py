@@ -171,3 +171,30 @@ def plot_accuracy_diversity(board: Board, out: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save(fig, out)
+
+
+def plot_gpu_benchmark(results: list[dict], engines: Sequence[str], out: Path) -> Path:
+    """benchmarks/gpu.py's results: rollout tokens/s per engine and scale (log scale), and the
+    training step's MFU per scale (its tokens/s where the device's peak is unknown)."""
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    scales = [row["scale"] for row in results]
+    colours = _colours(list(engines))
+    width = 0.8 / max(1, len(engines))
+    for i, engine in enumerate(engines):
+        speeds = [row[engine].get("tokens_per_s", 0.0) for row in results]
+        positions = np.arange(len(scales)) + (i - (len(engines) - 1) / 2) * width
+        left.bar(positions, speeds, width, label=engine, color=colours[engine])
+    left.set_yscale("log")
+    left.set_xticks(np.arange(len(scales)), scales)
+    left.set_ylabel("generated tokens / s")
+    left.set_title("rollout throughput (missing bar: engine unavailable)")
+    left.legend(fontsize=8)
+    with_mfu = all("mfu" in row["train"] for row in results)
+    values = [100 * row["train"]["mfu"] if with_mfu else row["train"]["tokens_per_s"] for row in results]
+    right.bar(scales, values, color="tab:gray")
+    if not with_mfu:
+        right.set_yscale("log")
+    right.set_ylabel("MFU (%)" if with_mfu else "trained tokens / s")
+    right.set_title("training step" + ("" if with_mfu else " (no peak FLOP/s known: no MFU)"))
+    return _save(fig, out)

@@ -29,7 +29,7 @@ def test_the_gpu_benchmark_script_measures_the_tiny_scale_on_the_cpu(gpu_script,
     args = ["--device", "cpu", "--scales", "tiny", "--engines", "hf,hf-static,hf-compiled,paged,vllm",
             "--prompts", "4", "--samples", "2", "--new-tokens", "8", "--repeats", "1",
             "--train-rows", "4", "--train-seq", "32", "--micro-batch-tokens", "64",
-            "--results", str(results_file), "--json", str(raw)]
+            "--results", str(results_file), "--json", str(raw), "--plot", str(tmp_path / "gpu.png")]
     # fmt: on
     (row,) = gpu_script.main(args)
     for engine in ("hf", "hf-static", "paged"):
@@ -40,6 +40,7 @@ def test_the_gpu_benchmark_script_measures_the_tiny_scale_on_the_cpu(gpu_script,
     assert text.startswith("# results\n") and "### GPU path benchmark" in text and "CPU (" in text
     assert "| tiny | 0.4M | float32+none |" in text and "Not measured here: hf-compiled" in text
     assert json.loads(raw.read_text())["results"][0]["scale"] == "tiny"
+    assert (tmp_path / "gpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_unknown_scales_and_engines_are_refused(gpu_script):
