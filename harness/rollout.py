@@ -7,7 +7,7 @@ Three engines sit behind this one interface (``rollout.engine``):
          compile the decode step over it.
   paged  transformers' continuous batching (``generate_batch``: a paged KV cache, requests
          scheduled token by token, finished ones replaced at once). Meant for the GPU; it runs on
-         the CPU too, slowly (its scheduler thread costs seconds per call there).
+         the CPU too, several times slower than hf there (benchmarks/RESULTS.md).
   vllm   vLLM (optional extra ``advbench[vllm]``, CUDA only), colocated in this process; the
          trainer's weights are loaded into it after every optimizer step. It cannot be installed
          on the machines this project is built on: written against vLLM's documented API and
@@ -15,7 +15,7 @@ Three engines sit behind this one interface (``rollout.engine``):
 
 The log-prob recorded for each sampled token is log softmax(logits / temperature) over the full
 vocabulary, the quantity the trainer recomputes, so the PPO ratio compares like with like. ``hf``
-takes it from the logits it sampled with; ``paged`` and ``vllm`` report their own (vLLM with
+records it from the logits it samples with, step by step; ``paged`` and ``vllm`` report their own (vLLM with
 ``logprobs_mode=processed_logprobs``), so the rollout/trainer mismatch metrics measure the engine.
 With top_p < 1 hf records the untruncated tempered log-prob (as verl and TRL do), paged and vllm
 the truncated one. The token entropy of a ``paged`` or ``vllm`` rollout (which neither engine returns)
