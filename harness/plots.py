@@ -38,6 +38,15 @@ def _save(fig: Any, out: Path) -> Path:
     return out
 
 
+def _label_axes(ax: Any, xlabel: str, ylabel: str, title: str, legend_loc: str) -> None:
+    """The leaderboard plots' common finish: axis labels, title, a light grid, a small legend."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc=legend_loc)
+
+
 def _colours(labels: Sequence[str]) -> dict[str, str]:
     cycle = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
     return {label: cycle[i % len(cycle)] for i, label in enumerate(labels)}
@@ -120,11 +129,10 @@ def plot_pass_at_1(board: Board, out: Path, window: int = 3) -> Path:
             steps, mean, low, high = smoothed_mean_curve(runs, window)
             ax.plot(steps, mean, color=colours[label], label=f"{label} ({len(runs)} seeds)")
             ax.fill_between(steps, low, high, color=colours[label], alpha=0.15, lw=0)
-        ax.set_title(f"{stratum[0]} / {stratum[1]}")
-        ax.set_xlabel("training step")
-        ax.set_ylabel(f"eval pass@1 (smoothed over {window} evals)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        _label_axes(
+            ax, "training step", f"eval pass@1 (smoothed over {window} evals)",
+            f"{stratum[0]} / {stratum[1]}", "lower right",
+        )  # fmt: skip
     fig.suptitle("Eval pass@1 during training: mean over seeds, band = min..max")
     return _save(fig, out)
 
@@ -143,11 +151,10 @@ def plot_pass_at_k(board: Board, out: Path) -> Path:
         ax.plot(ks, values.mean(0), "o-", color=colours[label], label=label, ms=4)
         ax.fill_between(ks, values.min(0), values.max(0), color=colours[label], alpha=0.15, lw=0)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("k")
-    ax.set_ylabel("pass@k (unbiased, final eval)")
-    ax.set_title("pass@k after training (mean over runs, band = min..max)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    _label_axes(
+        ax, "k", "pass@k (unbiased, final eval)",
+        "pass@k after training (mean over runs, band = min..max)", "lower right",
+    )  # fmt: skip
     return _save(fig, out)
 
 
@@ -165,11 +172,10 @@ def plot_accuracy_diversity(board: Board, out: Path) -> Path:
         ax.scatter(x, y, color=colours[label], alpha=0.35, s=18)
         ax.scatter(x.mean(), y.mean(), color=colours[label], marker="s", s=60, label=label, edgecolor="black")
     k_max = max(r.k_max for r in board.runs)
-    ax.set_xlabel("final pass@1 (accuracy)")
-    ax.set_ylabel(f"final pass@{k_max} (diversity / coverage)")
-    ax.set_title("Accuracy-diversity plane (dots: seeds, squares: means)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    _label_axes(
+        ax, "final pass@1 (accuracy)", f"final pass@{k_max} (diversity / coverage)",
+        "Accuracy-diversity plane (dots: seeds, squares: means)", "best",
+    )  # fmt: skip
     return _save(fig, out)
 
 

@@ -254,20 +254,18 @@ class Tracker:
 
     def find_suite(self, name: str) -> Any | None:
         """The newest parent run of the suite called ``name``."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{SUITE_TAG}` = '{name}' and tags.`advbench.kind` = 'suite'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        return runs[0] if runs else None
+        return self._newest(f"tags.`{SUITE_TAG}` = '{name}' and tags.`advbench.kind` = 'suite'")
 
     def find_finished(self, cfg: RunConfig | str) -> Any | None:
         """A finished child run with this resolved config (or config hash), if any (the newest)."""
         digest = cfg if isinstance(cfg, str) else config_hash(cfg)
+        return self._newest(f"tags.`{CONFIG_HASH_TAG}` = '{digest}' and attributes.status = 'FINISHED'")
+
+    def _newest(self, filter_string: str) -> Any | None:
+        """The most recently started run of this experiment that matches ``filter_string``."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{digest}' and attributes.status = 'FINISHED'",
+            filter_string=filter_string,
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
