@@ -201,6 +201,12 @@ def decode(tokenizer, response_ids: torch.Tensor, mask: torch.Tensor) -> list[st
     return tokenizer.batch_decode(text_ids, skip_special_tokens=True)
 
 
+def _prompt_token_lists(tokenizer, prompts: list[str], n: int) -> tuple[list[list[int]], list[list[int]]]:
+    """Each prompt's token ids, and the same list with each prompt repeated n times (row i*n+j)."""
+    prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    return prompt_ids, [ids for ids in prompt_ids for _ in range(n)]
+
+
 def _sample_seeds(count: int) -> list[int]:
     """Per-request seeds drawn from torch's RNG, so a seeded step samples the same with any engine."""
     return torch.randint(0, 2**31 - 1, (count,)).tolist()
@@ -354,7 +360,7 @@ class PagedEngine:
         from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         tokenizer, model = self.policy.tokenizer, self.model
-        prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        prompt_ids, expected = _prompt_token_lists(tokenizer, prompts, n)
         generation = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens,
             eos_token_id=tokenizer.eos_token_id,
@@ -378,7 +384,6 @@ class PagedEngine:
         )
         model.train(was_training)
         outputs = list(results.values())  # in input order, each prompt's n samples together
-        expected = [ids for ids in prompt_ids for _ in range(n)]
         if len(outputs) != len(expected) or any(o.error for o in outputs):
             errors = sorted({o.error for o in outputs if o.error})
             raise RuntimeError(
@@ -446,8 +451,7 @@ class VLLMEngine:
 
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> Rollout:
         tokenizer = self.policy.tokenizer
-        prompt_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        expected = [ids for ids in prompt_ids for _ in range(n)]
+        _, expected = _prompt_token_lists(tokenizer, prompts, n)
         params = [
             self.vllm.SamplingParams(
                 n=1,
