@@ -27,6 +27,7 @@ from harness.tracking import metric_history
 
 THRESHOLDS = (0.5, 0.8, 0.9)  # steps-to-threshold fractions of the way from start to R_ref
 BOOTSTRAP_REPS = 5000
+CONFIDENCE = 0.95  # the stats module's interval level, and 1 - the test level of a verdict
 
 
 @dataclass
@@ -160,7 +161,7 @@ class Row:
     entropy: float
     improvement: float | None = None  # P(this > reference) on peak pass@1
     improvement_ci: tuple[float, float] | None = None
-    verdict: str = ""  # vs the reference: better | worse | within noise | reference
+    verdict: str = ""  # vs the reference: better | worse | within noise | too few seeds | reference
     tier: int = 0  # 1 = statistically tied with the best
 
 
@@ -242,6 +243,8 @@ def rank(board: Board, seed: int = 0) -> list[Row]:
         row.improvement_ci = stats.improvement_interval(x, y, rng, BOOTSTRAP_REPS)
         low, high = row.improvement_ci
         row.verdict = "better" if low > 0.5 else "worse" if high < 0.5 else "within noise"
+        if row.verdict != "within noise" and stats.smallest_p_value(x, y) > 1 - CONFIDENCE:
+            row.verdict = "too few seeds"  # the bootstrap over 2 or 3 seeds claims more than they hold
 
     tier, leader = 1, None
     for row in rows:  # a new tier starts where the CI no longer overlaps the tier leader's
@@ -353,7 +356,10 @@ def _notes(board: Board, rows: list[Row]) -> list[str]:
         "'steps to 80%' is the median first step reaching start + 0.8 (R_ref - start), with the runs "
         "that reached it.",
         f"P(> {board.reference}) is the probability that a run of the estimator has a higher peak "
-        f"pass@1 than a run of {board.reference}; 'within noise' when its interval contains 0.5. "
+        f"pass@1 than a run of {board.reference}; 'within noise' when its interval contains 0.5, "
+        "'too few seeds' when it does not but even the most lopsided result of that many seeds "
+        f"could not pass an exact permutation test at the {1 - CONFIDENCE:.0%} level (2 against 2 "
+        "reach p = 1/3 at best). "
         "Estimators share a tier while their peak intervals overlap the tier leader's.",
     ]
     seeds = {row.seeds for row in rows}

@@ -12,6 +12,7 @@ pins an old ``arch``); tests cross-check them against scipy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -88,6 +89,16 @@ def _paired(x_strata: Strata, y_strata: Strata) -> list[tuple[np.ndarray, np.nda
     if len(xs) != len(ys):
         raise ValueError(f"X and Y need the same strata, got {len(xs)} and {len(ys)}")
     return list(zip(xs, ys, strict=True))
+
+
+def smallest_p_value(x_strata: Strata, y_strata: Strata) -> float:
+    """The smallest two-sided p-value an exact stratified permutation test of X against Y can reach
+    with these seed counts, that of every X run above every Y run in every stratum: 2 / prod_s
+    C(n_s + m_s, n_s). Above the test's level no result of the runs, however far apart, tells X
+    from Y (2 seeds against 2: 1/3), while a bootstrap interval of P(X > Y) can still shrink to
+    [1, 1]."""
+    counts = [math.comb(x.size + y.size, x.size) for x, y in _paired(x_strata, y_strata)]
+    return min(1.0, 2 / math.prod(counts))
 
 
 def improvement_interval(

@@ -73,6 +73,15 @@ def test_ranking_orders_by_peak_and_judges_against_the_reference():
         assert row.seeds == 4
 
 
+def test_two_seeds_get_no_verdict_however_far_apart():
+    """The bootstrap interval of P(> ref) is [1, 1] for 2 separated seeds a side; the verdict is not."""
+    runs = [cell("ref", s, 0.3, [0.3, 0.35, 0.4 + 0.01 * s]) for s in range(2)]
+    runs += [cell("strong", s, 0.3, [0.3, 0.5, 0.6 + 0.01 * s]) for s in range(2)]
+    rows = {r.label: r for r in leaderboard.rank(board(runs, labels=("ref", "strong")))}
+    assert rows["strong"].improvement_ci == (1.0, 1.0)
+    assert rows["strong"].verdict == "too few seeds"
+
+
 def test_steps_to_threshold_share_the_suite_best_median_peak():
     b = three_estimators()
     refs = leaderboard.reference_peaks(b)

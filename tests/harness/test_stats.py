@@ -86,3 +86,20 @@ def test_improvement_interval_covers_a_clear_winner_above_one_half():
 def test_degenerate_input_is_refused(bad):
     with pytest.raises(ValueError):
         stats.aggregate(bad)
+
+
+def test_smallest_p_value_is_the_exact_test_of_completely_separated_seeds():
+    """2 / prod C(n+m, n), hand-computed, and scipy's exact Mann-Whitney test on separated samples."""
+    from scipy.stats import mannwhitneyu
+
+    from harness.stats import smallest_p_value
+
+    assert smallest_p_value([np.array([0.5, 0.6])], [np.array([0.1, 0.2])]) == pytest.approx(1 / 3)
+    assert smallest_p_value([np.arange(4.0)], [np.arange(4.0)]) == pytest.approx(2 / 70)  # counts only
+    two_strata = [np.array([1.0, 2.0])] * 2
+    assert smallest_p_value(two_strata, two_strata) == pytest.approx(2 / 36)
+    assert smallest_p_value([np.array([1.0])], [np.array([0.0])]) == 1.0  # 2/2, capped
+    for n, m in [(2, 2), (3, 3), (4, 4), (3, 5)]:
+        x, y = np.arange(n) + 10.0, np.arange(m) * 1.0
+        exact = mannwhitneyu(x, y, alternative="two-sided", method="exact").pvalue
+        assert smallest_p_value([x], [y]) == pytest.approx(exact)
