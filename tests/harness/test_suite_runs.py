@@ -132,14 +132,15 @@ def test_check_passes_against_itself_and_catches_a_flipped_sign(tmp_path, cache_
     baseline = tmp_path / "baseline.json"
 
     def overrides(db):
-        # the default tiny model (its warm start is what RL sharpens), a short budget
-        return [f"cache_dir={cache_dir}", f"tracking.uri=sqlite:///{tmp_path / db}", "trainer.steps=30",
-                "eval.every=5", "trainer.lr=5e-4", "geometry.every=0"]  # fmt: skip
+        # the default tiny model (its shipped warm start is what RL sharpens) on the smoke suite's
+        # budget: 30 steps at lr 5e-4 did not lift pass@1 above the start on every CPU
+        return [f"cache_dir={cache_dir}", f"tracking.uri=sqlite:///{tmp_path / db}", "trainer.steps=60",
+                "eval.every=10", "geometry.every=0"]  # fmt: skip
 
     assert main(["check", str(path), "--baseline", str(baseline), "--update", *overrides("a.db")]) == 0
     stored = json.loads(baseline.read_text())
     assert set(stored["estimators"]) == {"grpo"} and "tolerances" in stored
-    assert stored["estimators"]["grpo"]["gain"] > 0.03  # the reference does learn in 30 steps
+    assert stored["estimators"]["grpo"]["gain"] > 0.03  # the reference does learn in 60 steps
     assert main(["check", str(path), "--baseline", str(baseline), *overrides("a.db")]) == 0
     assert "check passed" in capsys.readouterr().err
 
