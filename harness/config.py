@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import hashlib
 import itertools
 import os
@@ -418,6 +419,12 @@ def _explain(exc: OmegaConfBaseException, schema: Any) -> str:
     return f"config key '{key}': {str(exc).splitlines()[0]}"
 
 
+@functools.cache
+def _schema() -> DictConfig:
+    """RunConfig as an OmegaConf schema, built once: building it took half of a suite's expansion."""
+    return OmegaConf.structured(RunConfig)
+
+
 def _validate_schema(raw: DictConfig) -> RunConfig:
     # A '???' in a config file means "the user must set this". Check before the schema merge:
     # OmegaConf's merge never lets '???' override a value, so the schema default would win silently.
@@ -426,9 +433,8 @@ def _validate_schema(raw: DictConfig) -> RunConfig:
         raise ConfigError(
             f"config key '{missing[0]}' must be set (it is '???' in its config file), e.g. {missing[0]}=..."
         )
-    schema = OmegaConf.structured(RunConfig)
     try:
-        merged = OmegaConf.merge(schema, raw)
+        merged = OmegaConf.merge(_schema(), raw)  # merge copies its first argument
         return OmegaConf.to_object(merged)  # runs each dataclass's __post_init__ checks
     except OmegaConfBaseException as exc:
         cause = exc.__cause__
@@ -562,7 +568,7 @@ def flatten(cfg: RunConfig) -> dict[str, str]:
 
 def config_hash(cfg: RunConfig) -> str:
     """Identity of a run: the resolved config minus where it is tracked and cached and what it is called."""
-    container = OmegaConf.to_container(OmegaConf.structured(cfg))
+    container = dataclasses.asdict(cfg)  # what to_container(structured(cfg)) gives, 3x faster
     for key in ("tracking", "threads", "label", "cache_dir"):
         container.pop(key, None)
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(container)).encode()).hexdigest()[:16]

@@ -143,3 +143,18 @@ def test_a_bad_config_fails_before_any_model_library_is_loaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["2", "False", "False"]
     assert "unknown estimator 'nope'" in out.stderr and "registered estimators: asym_reinforce" in out.stderr
+
+
+def test_config_hash_is_the_one_existing_stores_were_recorded_with():
+    """config_hash reads the dataclasses directly now; a changed hash would make every suite re-run
+    the cells an existing MLflow store already finished, so it must equal the OmegaConf way."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    for cfg in load(["estimator=[grpo,fade]", "task=[arithmetic,countdown]", "loss=dppo"]):
+        container = OmegaConf.to_container(OmegaConf.structured(cfg))
+        for key in ("tracking", "threads", "label", "cache_dir"):
+            container.pop(key)
+        text = OmegaConf.to_yaml(OmegaConf.create(container))
+        assert config_hash(cfg) == hashlib.sha256(text.encode()).hexdigest()[:16]
