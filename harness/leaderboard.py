@@ -27,7 +27,7 @@ from harness.tracking import metric_history
 
 THRESHOLDS = (0.5, 0.8, 0.9)  # steps-to-threshold fractions of the way from start to R_ref
 BOOTSTRAP_REPS = 5000
-CONFIDENCE = 0.95  # the stats module's interval level, and 1 - the test level of a verdict
+CONFIDENCE = 0.95  # every interval's level; a verdict's test is at 1 - CONFIDENCE
 
 
 @dataclass
@@ -207,17 +207,22 @@ def rank(board: Board, seed: int = 0) -> list[Row]:
             Row(
                 label=label,
                 seeds=len(runs),
-                peak=stats.estimate(board.strata_of(label, peak), stats.iqm, rng, BOOTSTRAP_REPS),
+                peak=stats.estimate(board.strata_of(label, peak), stats.iqm, rng, BOOTSTRAP_REPS, CONFIDENCE),
                 peak_mean=stats.aggregate(board.strata_of(label, peak)),
                 gain=stats.estimate(
                     board.strata_of(label, lambda r: peak(r) - r.summary["summary/initial_pass_at_1"]),
                     stats.mean,
                     rng,
                     BOOTSTRAP_REPS,
+                    CONFIDENCE,
                 ),
                 final_pass_at_1=stats.aggregate(board.strata_of(label, lambda r: r.pass_at_k()[1])),
                 final_pass_at_kmax=stats.estimate(
-                    board.strata_of(label, lambda r: r.pass_at_k()[r.k_max]), stats.mean, rng, BOOTSTRAP_REPS
+                    board.strata_of(label, lambda r: r.pass_at_k()[r.k_max]),
+                    stats.mean,
+                    rng,
+                    BOOTSTRAP_REPS,
+                    CONFIDENCE,
                 ),
                 time_to_peak=float(np.median([r.summary["summary/time_to_peak_step"] for r in runs])),
                 thresholds=thresholds,
@@ -240,7 +245,7 @@ def rank(board: Board, seed: int = 0) -> list[Row]:
 
         x, y = peaks(row.label), peaks(reference)
         row.improvement = stats.probability_of_improvement(x, y)
-        row.improvement_ci = stats.improvement_interval(x, y, rng, BOOTSTRAP_REPS)
+        row.improvement_ci = stats.improvement_interval(x, y, rng, BOOTSTRAP_REPS, CONFIDENCE)
         low, high = row.improvement_ci
         row.verdict = "better" if low > 0.5 else "worse" if high < 0.5 else "within noise"
         if row.verdict != "within noise" and stats.smallest_p_value(x, y) > 1 - CONFIDENCE:
@@ -268,17 +273,18 @@ def _fmt_threshold(value: tuple[float | None, int], seeds: int) -> str:
 
 def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     k_max = max(r.k_max for r in board.runs)
+    ci = f"{CONFIDENCE:.0%} CI"
     header = [
         "tier",
         "estimator",
         "seeds",
-        "peak pass@1 IQM [95% CI]",
-        "gain over start [95% CI]",
-        f"final pass@{k_max} [95% CI]",
+        f"peak pass@1 IQM [{ci}]",
+        f"gain over start [{ci}]",
+        f"final pass@{k_max} [{ci}]",
         "final pass@1",
         "time-to-peak (median step)",
         "steps to 80% of R_ref",
-        f"P(> {board.reference}) [95% CI]",
+        f"P(> {board.reference}) [{ci}]",
         f"vs {board.reference}",
         "entropy",
     ]
@@ -349,7 +355,7 @@ def _html_table(header: list[str], table: list[list[str]], cls: str) -> str:
 def _notes(board: Board, rows: list[Row]) -> list[str]:
     notes = [
         "Statistics over seeds (Agarwal et al. 2021): interquartile mean and mean pooled over the suite's "
-        "(task, model) strata; 95% percentile intervals from a stratified bootstrap "
+        f"(task, model) strata; {CONFIDENCE:.0%} percentile intervals from a stratified bootstrap "
         f"({BOOTSTRAP_REPS} resamples of seeds within each stratum).",
         "Peak pass@1 is the peak of the smoothed eval curve; time-to-peak is the first eval within "
         "tolerance of it (DESIGN.md). R_ref is the suite's best median peak per stratum; "
