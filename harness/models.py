@@ -214,14 +214,12 @@ def load_tiny(
 ) -> Path:
     """The cache directory of the warm-started tiny model for this task: cached, else copied from
     the shipped ones (``SHIPPED_WARMSTARTS``) when its key is there, else built."""
-    cache = Path(cache_dir).expanduser() / "models"
-    path = cache / f"tiny-{task.name}-{tiny_cache_key(model_cfg, task.cfg)}"
+    path = Path(cache_dir).expanduser() / "models" / tiny_cache_name(model_cfg, task)
     if (path / "config.json").is_file():
         return path
     shipped = SHIPPED_WARMSTARTS / path.name
     if (shipped / "config.json").is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=cache, prefix=".copying-"))
+        staging = _staging(path)
         shutil.copytree(shipped, staging, dirs_exist_ok=True)
         return _publish(staging, path)
     train = task.prompts("train")
@@ -241,14 +239,24 @@ def load_tiny(
         )
     finally:
         torch.set_num_threads(threads)
-    cache.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=cache, prefix=".building-"))
+    staging = _staging(path)
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     (staging / "warmstart.json").write_text(
         json.dumps({"final_loss": losses[-1] if losses else None, "steps": len(losses)})
     )
     return _publish(staging, path)
+
+
+def tiny_cache_name(model_cfg: ModelConfig, task: Task) -> str:
+    """The folder name of a warm start, in the cache and among the shipped ones."""
+    return f"tiny-{task.name}-{tiny_cache_key(model_cfg, task.cfg)}"
+
+
+def _staging(path: Path) -> Path:
+    """An empty folder beside the cache entry ``path`` to fill before ``_publish`` moves it there."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=path.parent, prefix=".staging-"))
 
 
 def _publish(staging: Path, path: Path) -> Path:

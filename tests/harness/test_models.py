@@ -78,7 +78,7 @@ def test_the_default_warm_start_is_the_shipped_one_copied_not_built(tmp_path, mo
 
     (cfg,) = load([f"cache_dir={tmp_path}"])
     task = tasks.build(cfg.task, cfg.cache_dir)
-    name = f"tiny-{task.name}-{models.tiny_cache_key(cfg.model, task.cfg)}"
+    name = models.tiny_cache_name(cfg.model, task)
     shipped = {p.name for p in models.SHIPPED_WARMSTARTS.iterdir() if p.is_dir()}
     assert shipped == {name}, "rebuild the shipped warm start (README, 'The embedded default')"
 
@@ -91,7 +91,7 @@ def test_the_default_warm_start_is_the_shipped_one_copied_not_built(tmp_path, mo
     assert sorted(p.name for p in path.iterdir()) == sorted(p.name for p in source.iterdir())
     for file in source.iterdir():
         assert (path / file.name).read_bytes() == file.read_bytes()
-    assert not list(path.parent.glob(".copying-*"))  # the staging folder was moved into place
+    assert not list(path.parent.glob(".staging-*"))  # the staging folder was moved into place
 
 
 def test_a_config_with_no_shipped_warm_start_builds_its_own(tmp_path):
