@@ -133,7 +133,7 @@ def test_check_passes_against_itself_and_catches_a_flipped_sign(tmp_path, cache_
 
     def overrides(db):
         # the default tiny model (its shipped warm start is what RL sharpens) on the smoke suite's
-        # budget: 30 steps at lr 5e-4 did not lift pass@1 above the start on every CPU
+        # budget: 30 steps at lr 5e-4 gained only 0.029 from the start built on an AMD EPYC
         return [f"cache_dir={cache_dir}", f"tracking.uri=sqlite:///{tmp_path / db}", "trainer.steps=60",
                 "eval.every=10", "geometry.every=0"]  # fmt: skip
 
