@@ -5,7 +5,8 @@ Maximising E_x[log p(x)] instead of E_x[p(x)] weighs each prompt's policy gradie
     A_i = r_i / p - 1   on groups with p > 0 (p the group's mean reward), 0 otherwise
 
 so hard prompts (small p) that were solved get a large push, and the advantage sums to zero in
-every group.
+every group. The paper's estimator carries an extra 1/N (N the group size), a constant scale that
+the learning rate absorbs; it is left out here, as in shared/ESTIMATORS.md [primary].
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from estimators.group_stats import group_mean
 from estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
 
 
-@register("maxrl", source="arXiv 2602.02710")
+@register("maxrl", source="arXiv 2602.02710 [primary]")
 def maxrl(batch: AdvantageBatch, signals: TrainingSignals | None, params: NoParams) -> torch.Tensor:
     """Gradient of log pass rate: r_i / p - 1 where the group's mean reward p > 0, else 0."""
     p = group_mean(batch.rewards, batch.valid)

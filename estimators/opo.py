@@ -15,7 +15,7 @@ from estimators.group_stats import group_mean
 from estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
 
 
-@register("opo", source="arXiv 2505.23585")
+@register("opo", source="arXiv 2505.23585 [peer]")
 def opo(batch: AdvantageBatch, signals: TrainingSignals | None, params: NoParams) -> torch.Tensor:
     """Length-weighted optimal baseline: r_i - sum_j ell_j r_j / sum_j ell_j over the group."""
     if batch.lengths is None:

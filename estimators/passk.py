@@ -41,7 +41,7 @@ class PassKMaxParams:
     eps: float = 1e-6
 
 
-@register("passk_max", params=PassKMaxParams, source="arXiv 2503.19595 (verl grpo_passk)")
+@register("passk_max", params=PassKMaxParams, source="arXiv 2503.19595 [peer: verl grpo_passk]")
 def passk_max(batch: AdvantageBatch, signals: TrainingSignals | None, params: PassKMaxParams) -> torch.Tensor:
     """Only the best completion of a group gets (r_max - r_second) [/ (std + eps)]; the rest 0."""
     rewards = torch.where(batch.valid, batch.rewards, torch.full_like(batch.rewards, float("-inf")))
@@ -66,7 +66,7 @@ class PassKParams:
             raise ValueError(f"k must be >= 1, got {self.k}")
 
 
-@register("passk_train", params=PassKParams, source="arXiv 2508.10751")
+@register("passk_train", params=PassKParams, source="arXiv 2508.10751 [primary]")
 def passk_train(batch: AdvantageBatch, signals: TrainingSignals | None, params: PassKParams) -> torch.Tensor:
     """Analytic pass@k advantage (Pass@k Training): (1 - R) / sigma on correct, a miss term on wrong."""
     group = group_count(batch.valid).to(torch.float64)
@@ -93,7 +93,7 @@ class PKPOParams:
             raise ValueError(f"pkpo: k must be >= 2 (k = 1 is pass@1: use rloo), got {self.k}")
 
 
-@register("pkpo", params=PKPOParams, source="arXiv 2505.15201")
+@register("pkpo", params=PKPOParams, source="arXiv 2505.15201 [peer]")
 def pkpo(batch: AdvantageBatch, signals: TrainingSignals | None, params: PKPOParams) -> torch.Tensor:
     """PKPO's k-1 leave-one-out max@k weights: mean over k-subsets with i of i's gain in their max."""
     valid = batch.valid

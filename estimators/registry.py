@@ -8,6 +8,17 @@ with ``advantages`` of shape [P, G] (one value per completion, broadcast over it
 [P, G, T] (token-level). Registering it makes it a config choice (``estimator=<name>``), with its
 hyperparameters dataclass exposed as ``estimator_params.<name>.<field>``.
 
+Three optional parts of an entry, each declared at registration:
+
+  state=SomeDataclass   what the estimator carries from step to step (FADE's moving averages).
+                        The caller keeps one instance in ``signals.state`` across steps; the loop
+                        saves it in every checkpoint and restores it on resume, so any stateful
+                        estimator resumes identically without code of its own.
+  trains=fn             ``fn(batch, params) -> [P, G] bool``: which samples enter the update at all.
+                        The others are left out of the loss, its normaliser included, as when the
+                        authors subset the batch (PSR and NSR; MC-GRPO's pivot sample).
+  extra_samples=k       the estimator samples G + k completions per prompt (MC-GRPO's G + 1).
+
 This module imports nothing from ``harness``: the same functions can be handed to another trainer.
 """
 
@@ -26,7 +37,9 @@ import torch
 class AdvantageBatch:
     """What an estimator sees of one training batch: P prompts x G completions.
 
-    rewards:       [P, G] float, the verifier's reward of each completion.
+    rewards:       [P, G] float, the verifier's reward of each completion. The rewards of invalid
+                   completions are ignored (set to 0 here), so a NaN on a missing sample never
+                   reaches a valid sample's advantage, whatever the estimator.
     valid:         [P, G] bool, False for a missing or filtered completion (default: all valid).
     lengths:       [P, G] response lengths in tokens (default: unknown, None).
     response_mask: [P, G, T] bool, token-level, for estimators that ask for it.
@@ -34,6 +47,8 @@ class AdvantageBatch:
     entropy:       [P, G, T] token entropy of the rollout policy.
     greedy_rewards: [P] reward of each prompt's greedy completion (only for estimators that
                    register ``needs=("greedy_rewards",)``, e.g. ReMax: the loop then produces it).
+    ref_logprobs:  [P, G, T] log-probs of the sampled tokens under the frozen reference policy (for
+                   estimators that need ``ref_logprobs``: REINFORCE++'s KL in the reward).
     """
 
     rewards: torch.Tensor
@@ -43,6 +58,7 @@ class AdvantageBatch:
     logprobs: torch.Tensor | None = None
     entropy: torch.Tensor | None = None
     greedy_rewards: torch.Tensor | None = None
+    ref_logprobs: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.rewards.dim() != 2:
@@ -51,6 +67,8 @@ class AdvantageBatch:
         if self.valid is None:
             self.valid = torch.ones_like(self.rewards, dtype=torch.bool)
         self.valid = self.valid.bool()
+        if self.valid.shape == self.rewards.shape:
+            self.rewards = self.rewards.masked_fill(~self.valid, 0.0)
         shape = self.rewards.shape
         for name in ("valid", "lengths"):
             value = getattr(self, name)
@@ -58,7 +76,7 @@ class AdvantageBatch:
                 raise ValueError(
                     f"{name} must have the shape of rewards {tuple(shape)}, got {tuple(value.shape)}"
                 )
-        for name in ("response_mask", "logprobs", "entropy"):
+        for name in ("response_mask", "logprobs", "entropy", "ref_logprobs"):
             value = getattr(self, name)
             if value is not None and (value.dim() != 3 or value.shape[:2] != shape):
                 raise ValueError(
@@ -85,8 +103,12 @@ class TrainingSignals:
     entropy is the rollout policy's mean token entropy on this step's batch; initial_entropy the
     same at step 0. batch_pass_rate is the fraction of correct completions in this batch.
 
-    diagnostics is the way back: an estimator with internal state (FADE's schedule) writes it
-    there, and the loop logs each entry every step as ``estimator/<key>``.
+    diagnostics is the way back: an estimator writes what it wants logged there (FADE's alpha
+    and delta), and the loop logs each entry every step as ``estimator/<key>``.
+
+    state is a stateful estimator's own state (an instance of the dataclass it registered with
+    ``state=``), kept by the caller from one step to the next and checkpointed by the loop. When
+    it is None, the estimator's call starts a fresh one here.
     """
 
     step: int = 0
@@ -96,6 +118,7 @@ class TrainingSignals:
     initial_entropy: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
+    state: Any = None
 
 
 @dataclass
@@ -104,6 +127,7 @@ class NoParams:
 
 
 EstimatorFn = Callable[[AdvantageBatch, "TrainingSignals | None", Any], torch.Tensor]
+TrainsFn = Callable[[AdvantageBatch, Any], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -116,7 +140,11 @@ class Estimator:
     description: str
     source: str
     token_level: bool = False
-    needs: tuple[str, ...] = ()  # optional AdvantageBatch fields the loop must fill in
+    # Optional AdvantageBatch fields the loop must fill in, or a function of the params giving them.
+    needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
+    state: type | None = None  # dataclass of the state it carries across steps (module docstring)
+    trains: TrainsFn | None = None  # which samples enter the update; None: every valid one
+    extra_samples: int = 0  # completions sampled per prompt beyond the group size G
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The hyperparameters dataclass with ``overrides`` applied; unknown names are refused."""
@@ -130,19 +158,43 @@ class Estimator:
             )
         return self.params(**overrides)
 
+    def required(self, **params: Any) -> tuple[str, ...]:
+        """The optional AdvantageBatch fields this estimator reads with these hyperparameters."""
+        return tuple(self.needs(self.make_params(params))) if callable(self.needs) else self.needs
+
+    def new_state(self) -> Any:
+        """A fresh state for a stateful estimator (its step-0 values); None for a stateless one."""
+        return None if self.state is None else self.state()
+
+    def load_state(self, saved: Mapping[str, Any] | None) -> Any:
+        """The state from its ``dataclasses.asdict`` form (as checkpoints hold it)."""
+        return None if self.state is None or saved is None else self.state(**saved)
+
+    def selected(self, batch: AdvantageBatch, **params: Any) -> torch.Tensor:
+        """[P, G] bool: the samples that enter the update (valid, and kept by ``trains``)."""
+        return self._kept(batch, self.make_params(params))
+
+    def _kept(self, batch: AdvantageBatch, params: Any) -> torch.Tensor:
+        return batch.valid if self.trains is None else batch.valid & self.trains(batch, params).bool()
+
     def __call__(
         self, batch: AdvantageBatch, signals: TrainingSignals | None = None, **params: Any
     ) -> torch.Tensor:
-        advantages = self.fn(batch, signals, self.make_params(params))
+        made = self.make_params(params)
+        if self.state is not None:
+            signals = signals if signals is not None else TrainingSignals()
+            if signals.state is None:
+                signals.state = self.new_state()
+        advantages = self.fn(batch, signals, made)
         expected = tuple(batch.rewards.shape)
         if tuple(advantages.shape[:2]) != expected or advantages.dim() not in (2, 3):
             raise ValueError(
                 f"estimator '{self.name}' returned shape {tuple(advantages.shape)}, "
                 f"expected {expected} or {expected + ('T',)}"
             )
-        # Invalid completions carry no gradient, whatever the formula made of them.
-        valid = batch.valid if advantages.dim() == 2 else batch.valid.unsqueeze(-1)
-        return advantages.masked_fill(~valid, 0.0)
+        # Invalid and left-out completions carry no gradient, whatever the formula made of them.
+        kept = self._kept(batch, made)
+        return advantages.masked_fill(~(kept if advantages.dim() == 2 else kept.unsqueeze(-1)), 0.0)
 
 
 _REGISTRY: dict[str, Estimator] = {}
@@ -155,15 +207,23 @@ def register(
     source: str,
     description: str | None = None,
     token_level: bool = False,
-    needs: tuple[str, ...] = (),
+    needs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = (),
+    state: type | None = None,
+    trains: TrainsFn | None = None,
+    extra_samples: int = 0,
 ) -> Callable[[EstimatorFn], EstimatorFn]:
     """Register ``fn(batch, signals, params) -> advantages`` under ``name``.
 
     ``params`` is a dataclass whose fields (with the paper's defaults) become config keys;
-    ``description`` defaults to the first line of the function's docstring.
+    ``description`` defaults to the first line of the function's docstring. ``state``, ``trains``
+    and ``extra_samples`` are described in the module docstring.
     """
     if not dataclasses.is_dataclass(params):
         raise TypeError(f"params of estimator '{name}' must be a dataclass, got {params!r}")
+    if state is not None and not dataclasses.is_dataclass(state):
+        raise TypeError(f"state of estimator '{name}' must be a dataclass, got {state!r}")
+    if extra_samples < 0:
+        raise ValueError(f"extra_samples of estimator '{name}' must be >= 0, got {extra_samples}")
 
     def decorator(fn: EstimatorFn) -> EstimatorFn:
         if name in _REGISTRY:
@@ -176,7 +236,10 @@ def register(
             description=description or (doc.splitlines()[0] if doc else ""),
             source=source,
             token_level=token_level,
-            needs=tuple(needs),
+            needs=needs if callable(needs) else tuple(needs),
+            state=state,
+            trains=trains,
+            extra_samples=extra_samples,
         )
         return fn
 

@@ -13,7 +13,7 @@ import torch
 from estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
 
 
-@register("remax", source="arXiv 2310.10505", needs=("greedy_rewards",))
+@register("remax", source="arXiv 2310.10505 [peer]", needs=("greedy_rewards",))
 def remax(batch: AdvantageBatch, signals: TrainingSignals | None, params: NoParams) -> torch.Tensor:
     """Greedy baseline: r_i minus the reward of the prompt's greedy completion."""
     if batch.greedy_rewards is None:

@@ -27,7 +27,7 @@ class RiskParams:
             raise ValueError("risk_seeking: beta must be nonzero (beta -> 0 is dr_grpo)")
 
 
-@register("risk_seeking", params=RiskParams, source="arXiv 2509.24261")
+@register("risk_seeking", params=RiskParams, source="arXiv 2509.24261 [primary]")
 def risk_seeking(batch: AdvantageBatch, signals: TrainingSignals | None, params: RiskParams) -> torch.Tensor:
     """Exponential-utility advantage: (G softmax(beta r)_i - 1) / beta within each group."""
     logits = torch.where(

@@ -1,9 +1,14 @@
 """The sign axis: how much of the gradient comes from correct (positive) and wrong (negative) samples.
 
-Zhu et al. 2025 (arXiv 2506.01347) split RLVR into positive- and negative-sample reinforcement:
-    psr          A_i = r_i on correct samples, 0 on wrong ones (only pull up what worked)
-    nsr          A_i = -1 on wrong samples, 0 on correct ones (only push down what failed)
+Zhu et al. 2025 (arXiv 2506.01347) [primary] split RLVR into positive- and negative-sample
+reinforcement:
+    psr          A_i = 1 on correct samples; wrong samples are left out of the update
+    nsr          A_i = -1 on wrong samples; correct samples are left out of the update
     w_reinforce  A_i = lambda on correct, -1 on wrong: NSR with a little PSR (lambda = 0.1, Eq. 6)
+The authors subset the batch for PSR and NSR, so the samples of the other sign do not count in the
+loss's token normaliser either: they are declared with ``trains=`` (estimators.registry), and the
+loop drops them from the loss. A zero advantage alone would keep them in the normaliser and shrink
+every step by the share of the other sign.
 Arnal et al. 2025 (Asymmetric REINFORCE, arXiv 2506.20520, Sec. 3):
     asym_reinforce  A_i = r_i - (V - delta), V the group (or batch) mean reward; delta > 0 lowers
                     the baseline and so favours positive samples (the paper's delta V < 0)
@@ -26,16 +31,24 @@ class SignParams:
     correct_at: float = 1.0
 
 
-@register("psr", params=SignParams, source="arXiv 2506.01347")
+def correct(batch: AdvantageBatch, params: SignParams) -> torch.Tensor:
+    return batch.rewards >= params.correct_at
+
+
+def wrong(batch: AdvantageBatch, params: SignParams) -> torch.Tensor:
+    return batch.rewards < params.correct_at
+
+
+@register("psr", params=SignParams, source="arXiv 2506.01347 [primary]", trains=correct)
 def psr(batch: AdvantageBatch, signals: TrainingSignals | None, params: SignParams) -> torch.Tensor:
-    """Positive-sample reinforcement only: A_i = r_i on correct samples, 0 on wrong ones."""
-    return torch.where(batch.rewards >= params.correct_at, batch.rewards, torch.zeros_like(batch.rewards))
+    """Positive-sample reinforcement only: A_i = 1 on correct samples; wrong ones do not train."""
+    return correct(batch, params).float()
 
 
-@register("nsr", params=SignParams, source="arXiv 2506.01347")
+@register("nsr", params=SignParams, source="arXiv 2506.01347 [primary]", trains=wrong)
 def nsr(batch: AdvantageBatch, signals: TrainingSignals | None, params: SignParams) -> torch.Tensor:
-    """Negative-sample reinforcement only: A_i = -1 on wrong samples, 0 on correct ones."""
-    return -(batch.rewards < params.correct_at).float()
+    """Negative-sample reinforcement only: A_i = -1 on wrong samples; correct ones do not train."""
+    return -wrong(batch, params).float()
 
 
 @dataclass
@@ -48,7 +61,7 @@ class WeightedReinforceParams:
             raise ValueError(f"w_reinforce: weight must be >= 0, got {self.weight}")
 
 
-@register("w_reinforce", params=WeightedReinforceParams, source="arXiv 2506.01347")
+@register("w_reinforce", params=WeightedReinforceParams, source="arXiv 2506.01347 [primary]")
 def w_reinforce(
     batch: AdvantageBatch, signals: TrainingSignals | None, params: WeightedReinforceParams
 ) -> torch.Tensor:

@@ -66,7 +66,8 @@ def full_batch(rewards: torch.Tensor, valid: torch.Tensor, seed: int = 0, perm: 
     lengths = torch.randint(1, T + 1, (prompts, group), generator=generator)
     mask = torch.arange(T).expand(prompts, group, T) < lengths.unsqueeze(-1)
     logprobs = -torch.rand(prompts, group, T, generator=generator) * mask
-    greedy = rewards[:, :1].clone() if group else torch.zeros(prompts)
+    # the greedy completion's reward: the first sample's when valid (never an invalid one's NaN)
+    greedy = torch.where(valid[:, :1], rewards[:, :1], 0.0) if group else torch.zeros(prompts)
     fields = {
         "rewards": rewards,
         "valid": valid,

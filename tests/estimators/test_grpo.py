@@ -48,16 +48,35 @@ def test_dr_grpo_is_mean_centred_without_std():
     assert torch.allclose(dr(AdvantageBatch(torch.tensor([[2.0, 4.0]]))), torch.tensor([[-1.0, 1.0]]))
 
 
-def test_mc_grpo_median_with_std_and_mad():
+def test_mc_grpo_as_released_binary_rewards_give_plus_minus_1000():
     mc = estimators.get("mc_grpo")
-    # median of 0,0,1 is 0; unbiased std = sqrt(1/3)
-    std = math.sqrt(1 / 3)
-    assert torch.allclose(
-        mc(AdvantageBatch(torch.tensor([[0.0, 0.0, 1.0]]))), torch.tensor([[0.0, 0.0, 1 / std]]), atol=1e-5
-    )
-    # median of 0,1,2,10 is 1.5; |deviations| 1.5,.5,.5,8.5 have median 1.0
-    out = mc(AdvantageBatch(torch.tensor([[0.0, 1.0, 2.0, 10.0]])), scale="mad")
-    assert torch.allclose(out, torch.tensor([[-1.5, -0.5, 0.5, 8.5]]), atol=1e-5)
+    assert mc.extra_samples == 1  # G + 1 samples
+    # G + 1 = 5: median 0, MAD = median |r - 0| = 0 -> the minority gets +1 / 1e-3
+    batch = AdvantageBatch(torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.0]]))
+    out = mc(batch)
+    assert out[0].tolist() == pytest.approx([0.0, 1000.0, 0.0, 1000.0, 0.0], rel=1e-5)
+    # the pivot (sorted position (5 - 1) // 2 = 2: the third zero by index, sample 4) does not train
+    assert mc.selected(batch).tolist() == [[True, True, True, True, False]]
+
+
+def test_mc_grpo_mad_on_real_rewards_and_the_pivot():
+    mc = estimators.get("mc_grpo")
+    # median of 0,1,2,10,3 is 2; |deviations| 2,1,0,8,1 have median 1 -> (r - 2) / (1 + 1e-3)
+    batch = AdvantageBatch(torch.tensor([[0.0, 1.0, 2.0, 10.0, 3.0]]))
+    expected = torch.tensor([[-2.0, -1.0, 0.0, 8.0, 1.0]]) / 1.001
+    torch.testing.assert_close(mc(batch), expected)
+    assert mc.selected(batch).tolist() == [[True, True, False, True, True]]  # the median sample
+    # invalid samples are never the pivot; 4 valid samples have no median sample: none left out
+    valid = torch.tensor([[True, True, False, True, True]])
+    assert mc.selected(AdvantageBatch(batch.rewards, valid)).tolist() == [[True, True, False, True, True]]
+    valid = torch.tensor([[True, False, False, True, True]])  # 0, 10, 3: the pivot is the 3
+    assert mc.selected(AdvantageBatch(batch.rewards, valid)).tolist() == [[True, False, False, True, False]]
+
+
+def test_mc_grpo_std_variant():
+    out = estimators.get("mc_grpo_std")(AdvantageBatch(torch.tensor([[0.0, 0.0, 1.0]])))
+    # median 0, unbiased std sqrt(1/3); sample 1 is the pivot and gets 0
+    assert out[0].tolist() == pytest.approx([0.0, 0.0, 1 / math.sqrt(1 / 3)], rel=1e-5)
 
 
 def test_f_grpo_focal_weight():

@@ -11,7 +11,12 @@ import estimators
 from estimators import AdvantageBatch, TrainingSignals
 from tests.estimators.properties import T, degenerate_batches, full_batch, group_batches
 
-SIGNALS = TrainingSignals(step=3, total_steps=10, batch_pass_rate=0.4, entropy=0.5, initial_entropy=1.0)
+
+def signals() -> TrainingSignals:
+    """Fresh signals for each call: a stateful estimator (FADE) keeps its state in them."""
+    return TrainingSignals(step=3, total_steps=10, batch_pass_rate=0.4, entropy=0.5, initial_entropy=1.0)
+
+
 # Subtract a per-group baseline that moves with the rewards: invariant to adding a constant.
 SHIFT_INVARIANT = [
     "grpo",
@@ -34,9 +39,34 @@ GROUP_CENTRED = ZERO_SUM_PER_GROUP  # kept for the grpo/rloo relation test below
 @given(data=degenerate_batches())
 def test_finite_on_degenerate_groups(name, data):
     rewards, valid = data
-    advantages = estimators.get(name)(full_batch(rewards, valid), SIGNALS)
+    advantages = estimators.get(name)(full_batch(rewards, valid), signals())
     assert torch.isfinite(advantages).all()
     assert (advantages[~valid] == 0).all()
+
+
+@pytest.mark.parametrize("name", estimators.names())
+@settings(max_examples=40, deadline=None)
+@given(data=group_batches(), seed=st.integers(0, 100))
+def test_nan_reward_on_an_invalid_sample_never_reaches_the_valid_ones(name, data, seed):
+    rewards, valid = data
+    est = estimators.get(name)
+    clean = est(full_batch(rewards, valid, seed), signals())
+    poisoned = est(full_batch(rewards.masked_fill(~valid, float("nan")), valid, seed), signals())
+    assert torch.isfinite(poisoned).all()
+    torch.testing.assert_close(poisoned, clean)
+
+
+@pytest.mark.parametrize("name", estimators.names())
+@settings(max_examples=40, deadline=None)
+@given(data=group_batches(), seed=st.integers(0, 100))
+def test_samples_left_out_of_the_update_get_zero_advantage(name, data, seed):
+    rewards, valid = data
+    est = estimators.get(name)
+    batch = full_batch(rewards, valid, seed)
+    selected = est.selected(batch)
+    assert not (selected & ~valid).any()
+    advantages = est(batch, signals())
+    assert (advantages[~selected] == 0).all()
 
 
 @pytest.mark.parametrize("name", estimators.names())
@@ -46,8 +76,8 @@ def test_permutation_equivariant_within_groups(name, data, seed):
     rewards, valid = data
     est = estimators.get(name)
     perm = torch.randperm(rewards.shape[1], generator=torch.Generator().manual_seed(seed))
-    base = est(full_batch(rewards, valid, seed), SIGNALS)
-    permuted = est(full_batch(rewards, valid, seed, perm=perm), SIGNALS)
+    base = est(full_batch(rewards, valid, seed), signals())
+    permuted = est(full_batch(rewards, valid, seed, perm=perm), signals())
     assert torch.allclose(permuted, base[:, perm], atol=1e-5)
 
 
@@ -58,7 +88,7 @@ def test_finite_on_arbitrary_real_rewards(name, rewards):
     group = len(rewards) if len(rewards) % 2 else len(rewards) // 2 or 1
     batch = torch.tensor(rewards[: (len(rewards) // group) * group]).view(-1, group)
     assert torch.isfinite(
-        estimators.get(name)(full_batch(batch, torch.ones_like(batch, dtype=torch.bool)), SIGNALS)
+        estimators.get(name)(full_batch(batch, torch.ones_like(batch, dtype=torch.bool)), signals())
     ).all()
 
 
@@ -68,7 +98,7 @@ def test_finite_on_arbitrary_real_rewards(name, rewards):
 def test_shape_and_dtype(name, data):
     rewards, valid = data
     est = estimators.get(name)
-    advantages = est(full_batch(rewards, valid), SIGNALS)
+    advantages = est(full_batch(rewards, valid), signals())
     expected = rewards.shape + ((T,) if est.token_level else ())
     assert advantages.shape == expected and advantages.dtype == torch.float32
 

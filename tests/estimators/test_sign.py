@@ -14,7 +14,15 @@ def test_psr_nsr_and_weighted_reinforce():
     assert torch.allclose(estimators.get("w_reinforce")(batch), torch.tensor([[0.1, -1.0, -1.0]]))
     assert torch.allclose(estimators.get("w_reinforce")(batch, weight=0.5), torch.tensor([[0.5, -1.0, -1.0]]))
     # a lower bar for "correct" turns the partial credit into a positive
-    assert torch.allclose(estimators.get("psr")(batch, correct_at=0.05), torch.tensor([[1.0, 0.0, 0.05]]))
+    assert torch.allclose(estimators.get("psr")(batch, correct_at=0.05), torch.tensor([[1.0, 0.0, 1.0]]))
+
+
+def test_psr_and_nsr_leave_the_other_sign_out_of_the_update():
+    batch = AdvantageBatch(REWARDS, valid=torch.tensor([[True, True, False]]))
+    assert estimators.get("psr").selected(batch).tolist() == [[True, False, False]]
+    assert estimators.get("nsr").selected(batch).tolist() == [[False, True, False]]
+    # w_reinforce trains on both signs
+    assert estimators.get("w_reinforce").selected(batch).tolist() == [[True, True, False]]
 
 
 def test_asymmetric_reinforce_group_and_batch_baselines():

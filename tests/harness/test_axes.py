@@ -44,3 +44,36 @@ def test_token_level_advantages():
     advantages[0, 0] = torch.tensor([1.0, -1.0])
     axes = two_axes(advantages, REWARDS, REWARDS >= 1, MASK)
     assert axes["axes/mass_pos"] == 1.0 and axes["axes/mass_neg"] == 1.0 and axes["axes/sign_balance"] == 0.0
+
+
+# shared/ESTIMATORS.md, "Where the gradient mass sits": population masses m_S (positive, per
+# sample) and m_F (negative) for binary rewards with pass rate p, q = 1 - p.
+MASS_TABLE = {
+    "reinforce": ({}, lambda p, q: (p, 0.0)),
+    "dr_grpo": ({}, lambda p, q: (p * q, p * q)),
+    "grpo": ({}, lambda p, q: ((p * q) ** 0.5, (p * q) ** 0.5)),
+    "maxrl": ({}, lambda p, q: (q, q)),
+    "power": ({"alpha": 3.0}, lambda p, q: (p * q**3, p * q**3)),
+    "asym_grpo": ({"delta": 0.4}, lambda p, q: (p * q, p * q / 0.4)),
+    "w_reinforce": ({"weight": 0.1}, lambda p, q: (0.1 * p, q)),
+    "psr": ({}, lambda p, q: (p, 0.0)),
+    "nsr": ({}, lambda p, q: (0.0, q)),
+    "f_grpo": ({"gamma": 2.0}, lambda p, q: ((p * q) ** 0.5 * q**2, (p * q) ** 0.5 * q**2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MASS_TABLE))
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.5, 0.8])
+def test_two_axes_reproduce_the_catalogues_mass_table(name, p):
+    size = 4000  # one large group: the sample std is the population one to 1e-4
+    rewards = (torch.arange(size) < round(p * size)).float().unsqueeze(0)
+    mask = torch.ones(1, size, 1, dtype=torch.bool)
+    params, masses = MASS_TABLE[name]
+    est = estimators.get(name)
+    batch = estimators.AdvantageBatch(rewards, response_mask=mask)
+    advantages = est(batch, **params)
+    axes = two_axes(advantages, rewards, rewards >= 1, mask, valid=est.selected(batch, **params))
+    m_s, m_f = masses(p, 1 - p)
+    assert axes["axes/mass_pos"] / size == pytest.approx(m_s, rel=2e-3, abs=1e-6)
+    assert axes["axes/mass_neg"] / size == pytest.approx(m_f, rel=2e-3, abs=1e-6)
+    assert m_s - m_f == pytest.approx(float(advantages.mean()), abs=1e-3)  # m_S - m_F = E[A]

@@ -21,13 +21,14 @@ CLI = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
 KILLS = 5
 
 
-def overrides(cache_dir, db):
-    # nsr gives every wrong sample A = -1, so the weights move even when the tiny model solves nothing
+def overrides(cache_dir, db, estimator="nsr"):
+    # nsr gives every wrong sample A = -1, so the weights move even when the tiny model solves nothing;
+    # fade carries state (its moving averages), which a resumed run must restore from the checkpoint
     return [
         *FAST,
         f"cache_dir={cache_dir}",
         f"tracking.uri=sqlite:///{db}",
-        "estimator=nsr",
+        f"estimator={estimator}",
         "trainer.steps=16",
         "trainer.checkpoint_every=2",
         "eval.every=4",
@@ -61,17 +62,21 @@ def checkpointed_step(path) -> int:
         return 0
 
 
-def test_sigkill_at_random_points_then_rerun_matches_the_uninterrupted_run(tmp_path, cache_dir):
+@pytest.mark.parametrize("estimator", ["nsr", "fade"])
+def test_sigkill_at_random_points_then_rerun_matches_the_uninterrupted_run(tmp_path, cache_dir, estimator):
     reference_db = tmp_path / "reference.db"
     subprocess.run(
-        [sys.executable, "-c", CLI, "run", *overrides(cache_dir, reference_db)],
+        [sys.executable, "-c", CLI, "run", *overrides(cache_dir, reference_db, estimator)],
         check=True,
         capture_output=True,
         timeout=300,
     )
     reference = finished_history(reference_db)
     assert sorted(s for s, _ in reference["train/reward_mean"]) == list(range(1, 17))
-    (cfg,) = load(overrides(cache_dir, tmp_path / "any.db"))
+    if estimator == "fade":  # its state moves every step, so a state restarted at resume would show
+        p_hat = [value for _, value in reference["estimator/fade_p_hat"]]
+        assert len(set(p_hat)) == len(p_hat)
+    (cfg,) = load(overrides(cache_dir, tmp_path / "any.db", estimator))
     path = checkpoint_path(cfg)
 
     rng = random.Random(0)
@@ -80,7 +85,7 @@ def test_sigkill_at_random_points_then_rerun_matches_the_uninterrupted_run(tmp_p
     for kill, target in enumerate(targets):
         db = tmp_path / f"killed{kill}.db"
         process = subprocess.Popen(
-            [sys.executable, "-c", CLI, "run", *overrides(cache_dir, db)],
+            [sys.executable, "-c", CLI, "run", *overrides(cache_dir, db, estimator)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -91,7 +96,7 @@ def test_sigkill_at_random_points_then_rerun_matches_the_uninterrupted_run(tmp_p
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
         rerun = subprocess.run(
-            [sys.executable, "-c", CLI, "run", *overrides(cache_dir, db)],
+            [sys.executable, "-c", CLI, "run", *overrides(cache_dir, db, estimator)],
             capture_output=True,
             text=True,
             timeout=300,
