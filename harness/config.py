@@ -176,6 +176,9 @@ class TaskConfig:
 ENGINES = ("hf", "paged", "vllm")  # harness/rollout.py builds them
 
 
+ROLLOUT_PRECISIONS = ("model", "float32", "bfloat16")
+
+
 @dataclass
 class RolloutConfig:
     name: str = "hf"
@@ -186,8 +189,17 @@ class RolloutConfig:
     cache: str = "dynamic"  # hf: dynamic | static (a pre-allocated KV cache)
     compile: bool = False  # hf with cache=static on CUDA: compile the decode step
     gpu_memory_utilization: float = 0.3  # vllm: its share of the GPU (weights + KV cache)
+    # The precision the engine samples in: model (as model.autocast), float32 (the weights as they
+    # are) or bfloat16 (autocast). bfloat16 with float32 training is a real training/inference
+    # mismatch on any machine: the trust-region losses then act on what they were written for.
+    autocast: str = "model"
 
     def __post_init__(self) -> None:
+        _require(
+            self.autocast in ROLLOUT_PRECISIONS,
+            "rollout.autocast",
+            f"must be one of {', '.join(ROLLOUT_PRECISIONS)}; got '{self.autocast}'",
+        )
         _require(
             self.engine in ENGINES,
             "rollout.engine",

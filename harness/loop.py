@@ -127,8 +127,12 @@ def update_policy(
     step: int,
     reference: torch.nn.Module | None = None,
     geometry: GeometryProbe | None = None,
+    train_rows: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """update_epochs passes of minibatch optimizer steps on one rollout batch; returns their metrics.
+
+    ``train_rows`` [B] bool: the samples that enter the loss (the estimator's ``selected``); the
+    others count in no normaliser. Default: every row.
 
     PPO's pi_old is the rollout engine's log-probs when the batch gets a single update and TIS is
     off (the first forward then runs on the sampling weights); otherwise the trainer recomputes
@@ -141,7 +145,7 @@ def update_policy(
         advantages.unsqueeze(-1).expand_as(batch.logprobs) if advantages.dim() == 1 else advantages
     )
     collected: dict[str, list[float]] = defaultdict(list)
-    mask_all = batch.response_mask
+    mask_all = batch.response_mask if train_rows is None else batch.response_mask & train_rows.unsqueeze(-1)
     single_update = cfg.trainer.update_epochs * cfg.trainer.minibatches == 1
     budget = cfg.trainer.micro_batch_tokens  # 0: each optimizer step is one forward
     if single_update and not loss_params.tis_cap:
@@ -273,10 +277,16 @@ def train(
         torch.cuda.reset_peak_memory_stats(policy.device)
     estimator = estimators.get(cfg.estimator)
     estimator_params = cfg.estimator_params.get(cfg.estimator, {})
+    needs = estimator.required(**estimator_params)
+    estimator_state = estimator.new_state()  # a stateful estimator's state, carried and checkpointed
     loss = losses.get(cfg.loss["name"])
     loss_params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
-    # A frozen copy of the starting policy, only when a KL to it is asked for.
-    reference = copy.deepcopy(policy.model).requires_grad_(False).eval() if loss_params.kl_coef > 0 else None
+    # A frozen copy of the starting policy, only when a KL to it is asked for (loss or estimator).
+    reference = (
+        copy.deepcopy(policy.model).requires_grad_(False).eval()
+        if loss_params.kl_coef > 0 or "ref_logprobs" in needs
+        else None
+    )
     geo = cfg.geometry
     geometry = (
         GeometryProbe(policy.model, geo.modules, geo.every, geo.top_k, geo.zero_tol) if geo.every else None
@@ -289,7 +299,8 @@ def train(
     sampler = PromptSampler(task.prompts("train"), cfg.seed)
     eval_prompts = task.prompts("eval")
     sampling = SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens)
-    P, G = cfg.trainer.prompts_per_step, cfg.trainer.group_size
+    P = cfg.trainer.prompts_per_step
+    G = cfg.trainer.group_size + estimator.extra_samples  # MC-GRPO samples one more (its pivot)
 
     evals: list[EvalResult] = []
     points: list[EvalPoint] = []
@@ -335,6 +346,7 @@ def train(
                 "points": points,
                 "progress": progress,
                 "initial_entropy": initial_entropy,
+                "estimator_state": dataclasses.asdict(estimator_state) if estimator_state else None,
                 "geometry": geometry.previous if geometry else {},
                 "mlflow_run_id": tracker.run_id if tracker else None,
             },
@@ -351,6 +363,7 @@ def train(
         checkpoint.restore_rng(resume["rng"])
         evals, points, progress = resume["evals"], resume["points"], resume["progress"]
         initial_entropy = resume["initial_entropy"]
+        estimator_state = estimator.load_state(resume.get("estimator_state"))
         if geometry:
             geometry.previous = resume["geometry"]
         first_step = resume["step"] + 1
@@ -362,7 +375,7 @@ def train(
         with timer("rollout"):
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # each step's samples depend on (seed, step) only
             batch = engine.generate([p.text for p in prompts], G, sampling)
-            if "greedy_rewards" in estimator.needs:  # e.g. ReMax's baseline
+            if "greedy_rewards" in needs:  # e.g. ReMax's baseline
                 greedy = engine.generate(
                     [p.text for p in prompts],
                     1,
@@ -375,13 +388,19 @@ def train(
             correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
             check_finite(rewards, "rewards", step, cfg.estimator)
             greedy_rewards = None
-            if "greedy_rewards" in estimator.needs:
+            if "greedy_rewards" in needs:
                 greedy_rewards = torch.tensor([s.reward for s in task.score_batch(prompts, greedy.texts)])
 
         with timer("estimator"):
             mask = batch.response_mask
             rollout_entropy = float(batch.entropy[mask].mean()) if mask.any() else 0.0
             initial_entropy = rollout_entropy if initial_entropy is None else initial_entropy
+            ref_logprobs = None
+            if "ref_logprobs" in needs:  # e.g. REINFORCE++'s KL in the reward
+                with torch.no_grad(), policy.compute():
+                    rows = torch.arange(P * G, device=policy.device)
+                    ref_logprobs = token_logprobs(reference, batch, rows, sampling.temperature)[0]
+                ref_logprobs = ref_logprobs.masked_fill(~mask, 0.0).view(P, G, -1)
             advantage_batch = estimators.AdvantageBatch(
                 rewards=rewards,
                 lengths=batch.lengths.view(P, G),
@@ -389,6 +408,7 @@ def train(
                 logprobs=batch.logprobs.view(P, G, -1),
                 entropy=batch.entropy.view(P, G, -1),
                 greedy_rewards=greedy_rewards,
+                ref_logprobs=ref_logprobs,
             )
             signals = estimators.TrainingSignals(
                 step=step,
@@ -396,14 +416,26 @@ def train(
                 batch_pass_rate=float(correct.mean()),
                 entropy=rollout_entropy,
                 initial_entropy=initial_entropy,
+                state=estimator_state,
             )
             group_advantages = estimator(advantage_batch, signals, **estimator_params)
+            selected = estimator.selected(advantage_batch, **estimator_params)  # the samples that train
             check_finite(group_advantages, "advantages", step, cfg.estimator)
             advantages = group_advantages.reshape(P * G, *group_advantages.shape[2:]).to(policy.device)
 
         with timer("update"):
             update_metrics = update_policy(
-                policy, optimizer, batch, advantages, loss, loss_params, cfg, step, reference, geometry
+                policy,
+                optimizer,
+                batch,
+                advantages,
+                loss,
+                loss_params,
+                cfg,
+                step,
+                reference,
+                geometry,
+                train_rows=selected.reshape(-1).to(policy.device),
             )
             update_metrics["train/lr"] = schedule.get_last_lr()[0]
             schedule.step()  # per rollout batch, so warm-up counts steps whatever the minibatching
@@ -431,6 +463,7 @@ def train(
                     correct.view(P, G).bool(),
                     mask.view(P, G, -1),
                     cfg.loss.get("aggregation", "token_mean"),
+                    valid=selected,
                 ),
                 **{f"estimator/{key}": value for key, value in signals.diagnostics.items()},
             }

@@ -11,9 +11,11 @@ A registered loss maps a ``LossBatch`` (all [B, T]) to per-token losses and its 
     seq_mean_token_mean   mean over sequences of each sequence's token mean (original GRPO)
     seq_sum_const         sum over tokens / (B * max_new_tokens), a constant length (Dr.GRPO, 2503.20783)
 
-Registered surrogates: ppo_clip (clip-higher, dual clip), dppo (divergence trust-region mask),
-gspo (sequence-level ratio), cispo (clipped, detached IS weight), clip_cov and kl_cov (the entropy
-controls of arXiv 2505.22617).
+Registered surrogates: ppo_clip (clip-higher, dual clip), dppo (DPPO's directional Binary-TV /
+Binary-KL mask against the rollout policy mu, with truncated IS), drpo and spo (smooth quadratic
+regularisers toward mu), gspo (sequence-level ratio), cispo (clipped, detached IS weight), clip_cov
+and kl_cov (the entropy controls of arXiv 2505.22617). shared/ESTIMATORS.md has the formulas and
+their sources.
 """
 
 from __future__ import annotations
@@ -135,16 +137,26 @@ def resolve(node: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def aggregate(token_losses: torch.Tensor, mask: torch.Tensor, mode: str, max_len: int) -> torch.Tensor:
-    """Reduce [B, T] token losses over the response mask to a scalar, by ``mode``."""
+    """Reduce [B, T] token losses over the response mask to a scalar, by ``mode``.
+
+    Rows without a response token (samples the estimator leaves out of the update) count in no
+    normaliser: the sequence modes divide by the rows that train, as if the batch held only those.
+    """
     mask = mask.to(token_losses.dtype)
     masked = token_losses * mask
     if mode == "token_mean":
         return masked.sum() / mask.sum().clamp(min=1.0)
+    rows = training_rows(mask)
     if mode == "seq_mean_token_mean":
-        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+        return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).sum() / max(1, rows)
     if mode == "seq_sum_const":
-        return masked.sum() / (token_losses.shape[0] * max_len)
+        return masked.sum() / (max(1, rows) * max_len)
     raise ValueError(f"unknown aggregation '{mode}'; choices: {', '.join(AGGREGATIONS)}")
+
+
+def training_rows(mask: torch.Tensor) -> int:
+    """The rows of a [B, T] response mask that hold a token: the sequences that train."""
+    return int(mask.bool().any(-1).sum())
 
 
 def share(mask: torch.Tensor, whole: torch.Tensor, mode: str) -> float:
@@ -153,7 +165,8 @@ def share(mask: torch.Tensor, whole: torch.Tensor, mode: str) -> float:
     batch's). Summing ``share x aggregate(micro-batch)`` over micro-batches gives ``aggregate(batch)``."""
     if mode == "token_mean":
         return float(mask.sum()) / max(1.0, float(whole.sum()))
-    return mask.shape[0] / whole.shape[0]  # both sequence modes normalise by the number of rows
+    # both sequence modes normalise by the number of rows that train
+    return training_rows(mask) / max(1, training_rows(whole))
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -225,15 +238,23 @@ class PPOClipParams(CommonLossParams):
             raise ValueError(f"dual_clip must be 0 (off) or > 1, got {self.dual_clip}")
 
 
+def clipped_surrogate(
+    batch: LossBatch, clip_low: float, clip_high: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's max(-A r, -A clip(r, 1 - clip_low, 1 + clip_high)), r = pi / pi_old: (token losses,
+    the ratio, where the clip is active)."""
+    ratio = (batch.logprobs - batch.old_logprobs).exp()
+    unclipped = -batch.advantages * ratio
+    clipped = -batch.advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    return torch.maximum(unclipped, clipped), ratio, clipped > unclipped
+
+
 @register("ppo_clip", params=PPOClipParams)
 def ppo_clip(batch: LossBatch, params: PPOClipParams) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate: max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high)), r = pi / pi_old; dual clip."""
-    ratio = (batch.logprobs - batch.old_logprobs).exp()
     advantages = batch.advantages
-    unclipped = -advantages * ratio
-    clipped = -advantages * ratio.clamp(1.0 - params.clip_low, 1.0 + params.clip_high)
-    token_losses = torch.maximum(unclipped, clipped)
-    metrics = {"clip_fraction": masked_mean((clipped > unclipped).float(), batch.mask).item()}
+    token_losses, _, clip_active = clipped_surrogate(batch, params.clip_low, params.clip_high)
+    metrics = {"clip_fraction": masked_mean(clip_active.float(), batch.mask).item()}
     if params.dual_clip:
         bound = -advantages * params.dual_clip
         dual = (advantages < 0) & (token_losses > bound)
@@ -242,59 +263,152 @@ def ppo_clip(batch: LossBatch, params: PPOClipParams) -> tuple[torch.Tensor, dic
     return token_losses, metrics
 
 
-DIVERGENCES = ("abs_log_ratio", "k3", "tv")
+# -- trust regions against the rollout policy mu (training/inference mismatch) ------------------
+
+
+def rollout_anchor(batch: LossBatch, loss: str) -> torch.Tensor:
+    """mu's log-probs of the sampled tokens: the rollout engine's, which these losses anchor to."""
+    if batch.rollout_logprobs is None:
+        raise ValueError(
+            f"loss '{loss}' anchors to the rollout policy and needs the rollout engine's log-probs"
+        )
+    return batch.rollout_logprobs.detach()
+
+
+def clamped_ratio(logprobs: torch.Tensor, anchor: torch.Tensor) -> torch.Tensor:
+    """pi / anchor with the log-ratio clamped to +-20, as verl and the authors' code do."""
+    return (logprobs - anchor).clamp(-20.0, 20.0).exp()
+
+
+DIVERGENCES = ("tv", "kl")
+DPPO_DELTA = {"tv": 0.15, "kl": 0.05}  # the authors' thresholds per divergence
 
 
 @dataclass
 class DPPOParams(CommonLossParams):
-    divergence: str = "k3"  # per-token divergence between pi_old and pi; see token_divergence
-    threshold: float = 0.05
-    level: str = "token"  # token: mask tokens; sequence: mask sequences whose mean divergence is over
+    divergence: str = "tv"  # tv: Binary-TV |pi - mu|; kl: Binary-KL KL(Bern(mu) || Bern(pi))
+    delta_low: float | None = None  # threshold for A <= 0 tokens; default 0.15 (tv) or 0.05 (kl)
+    delta_high: float | None = None  # threshold for A > 0 tokens; same defaults
+    is_cap: float = 20.0  # C: the detached IS weight pi / mu is truncated at C
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be one of {', '.join(DIVERGENCES)}, got '{self.divergence}'")
-        if not self.threshold > 0:
-            raise ValueError(f"threshold must be > 0, got {self.threshold}")
-        if self.level not in ("token", "sequence"):
-            raise ValueError(f"level must be token or sequence, got '{self.level}'")
+        for name in ("delta_low", "delta_high"):
+            if getattr(self, name) is None:
+                setattr(self, name, DPPO_DELTA[self.divergence])
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.is_cap > 0:
+            raise ValueError(f"is_cap must be > 0, got {self.is_cap}")
 
 
-def token_divergence(logprobs: torch.Tensor, old_logprobs: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-token divergence of pi from pi_old, from the sampled token only (no full-vocabulary pass).
-
-    abs_log_ratio  |log pi - log pi_old|
-    k3             r - 1 - log r, r = pi / pi_old: an unbiased, non-negative estimate of KL(pi_old || pi)
-    tv             |r - 1| / 2: the sampled token's share of the total-variation distance
-    """
-    log_ratio = logprobs - old_logprobs
-    if kind == "abs_log_ratio":
-        return log_ratio.abs()
-    if kind == "k3":
-        return log_ratio.exp() - 1.0 - log_ratio
-    return (log_ratio.exp() - 1.0).abs() / 2
+def binary_kl(mu_logprobs: torch.Tensor, logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(Bern(mu) || Bern(pi)) of the sampled token's probability: the token vs everything else."""
+    mu, pi = mu_logprobs.exp(), logprobs.exp()
+    return mu * (mu_logprobs - logprobs) + (1 - mu) * torch.log((1 - mu + 1e-8) / (1 - pi + 1e-8))
 
 
 @register("dppo", params=DPPOParams)
 def dppo(batch: LossBatch, params: DPPOParams) -> tuple[torch.Tensor, dict[str, float]]:
-    """Divergence trust region: -A r where the divergence from pi_old is within threshold, else 0."""
-    ratio = (batch.logprobs - batch.old_logprobs).exp()
+    """DPPO (arXiv 2602.04879): drop tokens that moved past delta from mu in A's direction; IS-weighted PG.
+
+    Binary-TV drops a token with A > 0 when pi - mu > delta_high and one with A <= 0 when
+    pi - mu < -delta_low; Binary-KL drops it when KL(Bern(mu) || Bern(pi)) exceeds the threshold
+    and pi moved in A's direction. A token moving back toward mu is never dropped. The kept tokens
+    get -A min(pi / mu, C) log pi with the weight detached: truncated IS, whose gradient is
+    -A min(r, C) grad log pi. mu is the rollout engine's policy (the authors' choice; a pi_old
+    anchor is their ablation). Source: the authors' verl implementation [primary].
+    """
+    mu_logprobs = rollout_anchor(batch, "dppo")
     with torch.no_grad():
-        divergence = token_divergence(batch.logprobs, batch.old_logprobs, params.divergence)
-        if params.level == "sequence":
-            mask = batch.mask.to(divergence.dtype)
-            per_sequence = (divergence * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(
-                min=1.0
-            )
-            outside = (per_sequence > params.threshold).expand_as(divergence)
+        logprobs = batch.logprobs.detach()
+        ratio = clamped_ratio(logprobs, mu_logprobs)
+        moved = logprobs.exp() - mu_logprobs.exp()  # pi - mu
+        positive = batch.advantages > 0
+        if params.divergence == "tv":
+            divergence = moved.abs()
+            dropped = torch.where(positive, moved > params.delta_high, moved < -params.delta_low)
         else:
-            outside = divergence > params.threshold
-    token_losses = torch.where(outside, torch.zeros_like(ratio), -batch.advantages * ratio)
+            divergence = binary_kl(mu_logprobs, logprobs)
+            dropped = torch.where(
+                positive,
+                (divergence > params.delta_high) & (moved > 0),
+                (divergence > params.delta_low) & (moved < 0),
+            )
+        weight = ratio.clamp(max=params.is_cap) * ~dropped
+    token_losses = -batch.advantages * weight * batch.logprobs
     return token_losses, {
-        "mask_fraction": masked_mean(outside.float(), batch.mask).item(),
+        "mask_fraction": masked_mean(dropped.float(), batch.mask).item(),
         "divergence_mean": masked_mean(divergence, batch.mask).item(),
+        "is_capped_fraction": masked_mean((ratio > params.is_cap).float(), batch.mask).item(),
     }
+
+
+@dataclass
+class QuadraticParams(CommonLossParams):
+    delta: float = 12.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.delta > 0:
+            raise ValueError(f"delta must be > 0, got {self.delta}")
+
+
+@dataclass
+class DRPOParams(QuadraticParams):
+    # The paper's and its code's value. The gradient weight 1 - sign(A) (pi - mu) / delta then moves
+    # only within 1 +- 1/12.5 = 1 +- 0.08 (|pi - mu| <= 1): a light touch, far from DPPO's boundary.
+    delta: float = 12.5
+
+
+@dataclass
+class SPOParams(QuadraticParams):
+    # SPO's epsilon: the ratio at which the weight 1 - sign(A) (r - 1) / eps reaches 0 (PPO's 0.2).
+    delta: float = 0.2
+
+
+def _quadratic_metrics(weight: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    return {
+        "trust_weight_mean": masked_mean(weight, mask).item(),
+        "trust_weight_min": weight[mask.bool()].min().item() if mask.any() else 1.0,
+        # beyond the boundary the weight turns negative: the token is pulled back toward mu
+        "corrective_fraction": masked_mean((weight < 0).float(), mask).item(),
+    }
+
+
+@register("drpo", params=DRPOParams)
+def drpo(batch: LossBatch, params: DRPOParams) -> tuple[torch.Tensor, dict[str, float]]:
+    """DRPO (arXiv 2606.09821): -A r + |A| mu (r - 1)^2 / (2 delta), r = pi / mu, mu detached.
+
+    A smooth quadratic regulariser with DPPO's geometry: the gradient with respect to log pi is
+    -A r (1 - sign(A) (pi - mu) / delta), a weight that fades at DPPO's boundary |pi - mu| = delta
+    in A's direction and turns corrective beyond it. Source: the paper and its code [primary].
+    """
+    mu_logprobs = rollout_anchor(batch, "drpo")
+    ratio = clamped_ratio(batch.logprobs, mu_logprobs)
+    mu = mu_logprobs.exp()
+    penalty = batch.advantages.abs() * mu * (ratio - 1.0) ** 2 / (2.0 * params.delta)
+    with torch.no_grad():
+        weight = 1.0 - torch.sign(batch.advantages) * (batch.logprobs.exp() - mu) / params.delta
+    return -batch.advantages * ratio + penalty, _quadratic_metrics(weight, batch.mask)
+
+
+@register("spo", params=SPOParams)
+def spo(batch: LossBatch, params: SPOParams) -> tuple[torch.Tensor, dict[str, float]]:
+    """SPO (arXiv 2401.16025): -A r + |A| (r - 1)^2 / (2 delta), r = pi / mu: DRPO without the mu factor.
+
+    An advantage-weighted chi-square penalty; the gradient weight is 1 - sign(A) (r - 1) / delta,
+    zero at PPO's clip boundary r = 1 + delta for A > 0. The anchor is mu, as in DRPO (the
+    divergence paper runs SPO through the same code) [primary, via arXiv 2606.09821's code].
+    """
+    mu_logprobs = rollout_anchor(batch, "spo")
+    ratio = clamped_ratio(batch.logprobs, mu_logprobs)
+    penalty = batch.advantages.abs() * (ratio - 1.0) ** 2 / (2.0 * params.delta)
+    with torch.no_grad():
+        weight = 1.0 - torch.sign(batch.advantages) * (ratio - 1.0) / params.delta
+    return -batch.advantages * ratio + penalty, _quadratic_metrics(weight, batch.mask)
 
 
 @dataclass
@@ -352,11 +466,17 @@ class ClipCovParams(CommonLossParams):
     clip_ratio: float = 2e-4  # fraction of tokens whose gradient is detached
     cov_low: float = 1.0  # only tokens with covariance in [cov_low, cov_high] are candidates
     cov_high: float = 5.0
+    clip_low: float = 0.2  # PPO's ratio clip, which Clip-Cov keeps (as verl does)
+    clip_high: float = 0.2
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 < self.clip_ratio <= 1:
             raise ValueError(f"clip_ratio must be in (0, 1], got {self.clip_ratio}")
+        if not (0 < self.clip_low < 1 and self.clip_high > 0):
+            raise ValueError(
+                f"clip_low must be in (0, 1) and clip_high > 0, got {self.clip_low}, {self.clip_high}"
+            )
 
 
 def token_covariance(batch: LossBatch) -> torch.Tensor:
@@ -370,19 +490,26 @@ def token_covariance(batch: LossBatch) -> torch.Tensor:
 
 @register("clip_cov", params=ClipCovParams, whole_batch=True)  # covariance over the batch
 def clip_cov(batch: LossBatch, params: ClipCovParams) -> tuple[torch.Tensor, dict[str, float]]:
-    """Clip-Cov (arXiv 2505.22617): -A r with the gradient of a few high-covariance tokens detached."""
+    """Clip-Cov (arXiv 2505.22617): PPO's clipped surrogate, a few high-covariance tokens detached.
+
+    As verl [peer]: the candidates are tokens the ratio clip has not already clipped, with
+    covariance in [cov_low, cov_high]; the chosen ones get no gradient.
+    """
+    token_losses, _, clip_active = clipped_surrogate(batch, params.clip_low, params.clip_high)
     covariance = token_covariance(batch)
     mask = batch.mask.bool()
-    candidates = mask & (covariance >= params.cov_low) & (covariance <= params.cov_high)
+    candidates = mask & ~clip_active & (covariance >= params.cov_low) & (covariance <= params.cov_high)
     count = int(max(1, round(params.clip_ratio * int(mask.sum())))) if candidates.any() else 0
     # Deterministic choice of the candidates (the paper samples them at random): the largest ones.
     chosen = torch.zeros_like(mask)
     if count:
         flat = torch.where(candidates, covariance, torch.full_like(covariance, float("-inf"))).flatten()
         chosen.view(-1)[flat.topk(min(count, int(candidates.sum()))).indices] = True
-    ratio = (batch.logprobs - batch.old_logprobs).exp()
-    ratio = torch.where(chosen, ratio.detach(), ratio)
-    return -batch.advantages * ratio, {"cov_clip_fraction": masked_mean(chosen.float(), mask).item()}
+    token_losses = torch.where(chosen, token_losses.detach(), token_losses)
+    return token_losses, {
+        "cov_clip_fraction": masked_mean(chosen.float(), mask).item(),
+        "clip_fraction": masked_mean(clip_active.float(), mask).item(),
+    }
 
 
 @dataclass

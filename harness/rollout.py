@@ -18,9 +18,12 @@ vocabulary, the quantity the trainer recomputes, so the PPO ratio compares like 
 records it from the logits it samples with, step by step; ``paged`` and ``vllm`` report their own (vLLM with
 ``logprobs_mode=processed_logprobs``), so the rollout/trainer mismatch metrics measure the engine.
 With top_p < 1 hf records the untruncated tempered log-prob (as verl and TRL do), paged and vllm
-the truncated one. The token entropy of a ``paged`` or ``vllm`` rollout (which neither engine returns)
-comes from one no-grad forward of the policy on the sampled tokens: the trainer's entropy at the
-sampling weights.
+the truncated one. Every engine samples in the precision ``rollout.autocast`` names (default: the
+trainer's own, ``model.autocast``); ``bfloat16`` over float32 weights makes a real rollout/trainer
+mismatch, and the recorded log-probs are those of the precision sampled in (hf records them from
+the bf16-computed logits it samples with). The token entropy of a ``paged`` or ``vllm`` rollout
+(which neither engine returns) comes from one no-grad forward of the policy on the sampled tokens:
+the trainer's entropy at the sampling weights.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import Protocol
 import torch
 
 from harness.config import ConfigError, RolloutConfig
-from harness.models import DTYPES, Policy
+from harness.models import DTYPES, Policy, autocast
 
 
 @dataclass(frozen=True)
@@ -249,18 +252,36 @@ class _StepRecorder:
         return torch.stack(self.logprobs, dim=1), torch.stack(self.entropy, dim=1)
 
 
+def sampling_precision(cfg: RolloutConfig, policy: Policy) -> str:
+    """The autocast dtype the engine samples in, from ``rollout.autocast`` ("none": the weights')."""
+    if cfg.autocast == "model":
+        return policy.autocast
+    if cfg.autocast == "float32":
+        if policy.model.dtype != torch.float32:
+            raise ConfigError(
+                "config key 'rollout.autocast': float32 sampling needs float32 weights, and "
+                f"model.dtype is {str(policy.model.dtype).removeprefix('torch.')}"
+            )
+        return "none"
+    return cfg.autocast
+
+
 class HFEngine:
-    """transformers ``generate`` on the policy module itself (colocated: no weights to copy)."""
+    """transformers ``generate`` on the policy module itself (colocated: no weights to copy),
+    under autocast to ``precision`` ("none": the weights' dtype)."""
 
     name = "hf"
 
-    def __init__(self, policy: Policy, cache: str = "dynamic", compile: bool = False) -> None:
+    def __init__(
+        self, policy: Policy, cache: str = "dynamic", compile: bool = False, precision: str | None = None
+    ) -> None:
         if compile and policy.device.type != "cuda":
             raise EngineUnavailable(
                 "config key 'rollout.compile': compiling the decode step needs CUDA "
                 f"(transformers compiles generate only on GPU); the policy is on {policy.device.type}"
             )
         self.policy = policy
+        self.precision = policy.autocast if precision is None else precision
         self.cache_args: dict = {"disable_compile": not compile}
         if cache == "static":
             self.cache_args["cache_implementation"] = "static"
@@ -290,7 +311,7 @@ class HFEngine:
             sample_args.update(temperature=1.0, top_p=1.0)
         was_training = model.training
         model.eval()
-        with self.policy.compute():
+        with autocast(device, self.precision):
             sequences = model.generate(
                 input_ids=prompt_ids,
                 attention_mask=prompt_mask,
@@ -341,7 +362,7 @@ class PagedEngine:
 
     name = "paged"
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, precision: str | None = None) -> None:
         import transformers
 
         if not hasattr(policy.model, "generate_batch"):
@@ -351,8 +372,9 @@ class PagedEngine:
             )
         self.policy = policy
         self.model = policy.model
-        if policy.autocast != "none":
-            self.model = copy.deepcopy(policy.model).requires_grad_(False).to(DTYPES[policy.autocast])
+        precision = policy.autocast if precision is None else precision
+        if precision != "none":
+            self.model = copy.deepcopy(policy.model).requires_grad_(False).to(DTYPES[precision])
 
     @torch.no_grad()
     def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> Rollout:
@@ -418,7 +440,9 @@ class VLLMEngine:
 
     name = "vllm"
 
-    def __init__(self, policy: Policy, gpu_memory_utilization: float = 0.3) -> None:
+    def __init__(
+        self, policy: Policy, gpu_memory_utilization: float = 0.3, precision: str | None = None
+    ) -> None:
         if policy.device.type != "cuda":
             raise EngineUnavailable(
                 f"config key 'rollout.engine': vllm needs CUDA; the policy is on {policy.device.type}"
@@ -436,12 +460,11 @@ class VLLMEngine:
             ) from exc
         self.vllm = vllm
         self.policy = policy
+        precision = policy.autocast if precision is None else precision
         self.llm = vllm.LLM(
             model=str(policy.path),
             tokenizer=str(policy.path),
-            dtype=policy.autocast
-            if policy.autocast != "none"
-            else str(policy.model.dtype).removeprefix("torch."),
+            dtype=precision if precision != "none" else str(policy.model.dtype).removeprefix("torch."),
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=policy.model.config.max_position_embeddings,
             logprobs_mode="processed_logprobs",
@@ -486,8 +509,9 @@ ENGINES = {"hf": HFEngine, "paged": PagedEngine, "vllm": VLLMEngine}
 
 def build(cfg: RolloutConfig, policy: Policy) -> Engine:
     """The configured engine around ``policy``; EngineUnavailable when it cannot run here."""
+    precision = sampling_precision(cfg, policy)
     if cfg.engine == "hf":
-        return HFEngine(policy, cache=cfg.cache, compile=cfg.compile)
+        return HFEngine(policy, cache=cfg.cache, compile=cfg.compile, precision=precision)
     if cfg.engine == "paged":
-        return PagedEngine(policy)
-    return VLLMEngine(policy, gpu_memory_utilization=cfg.gpu_memory_utilization)
+        return PagedEngine(policy, precision=precision)
+    return VLLMEngine(policy, gpu_memory_utilization=cfg.gpu_memory_utilization, precision=precision)

@@ -9,7 +9,7 @@ A suite file (``suites/*.yaml``)::
     matrix:
       estimator:                     # names, or variants with their own hyperparameters
         - grpo
-        - {name: fade, label: fade-g2, params: {gamma: 2.0}}
+        - {name: power, label: power-a3, params: {alpha: 3.0}}
         - {name: grpo, label: grpo-dppo, overrides: {loss: dppo}}   # any config keys, this variant only
       seed: [0, 1, 2]
       model: [tiny]                  # groups: model, task, loss, rollout (files under configs/)

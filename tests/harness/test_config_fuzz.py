@@ -10,12 +10,12 @@ VALID_KEYS = sorted(flatten(RunConfig()))
 GROUP_KEYS = ["model", "task", "loss", "rollout"]
 ESTIMATOR_KNOBS = [
     "estimator_params.grpo.eps",
-    "estimator_params.fade.rho",
+    "estimator_params.fade.delta_min",
     "estimator_params.f_grpo.gamma",
     "estimator_params.risk_seeking.beta",
     "estimator_params.nope.x",
     "loss.clip_low",
-    "loss.threshold",
+    "loss.delta_high",
     "loss.aggregation",
     "loss.kl_coef",
 ]
@@ -69,9 +69,17 @@ def test_well_formed_keys_with_random_values(pairs):
     [
         ("estimator_params.grpo.eps=0", "eps must be > 0"),
         ("estimator_params.f_grpo.gamma=-0.5", "gamma must be >= 0"),
-        ("estimator_params.fade.rho=1.0", "rho must be in [0, 1)"),
+        ("estimator_params.fade.delta_min=0", "delta_min must be in"),
+        ("estimator_params.fade.delta_min=1.5", "delta_min must be in"),
+        ("estimator_params.fade.alpha_max=0.5", "alpha_max must be >= 1"),
+        ("estimator_params.fade.h_target=0", "h_target must be > 0"),
+        ("estimator_params.fade.ema=-0.1", "ema must be in"),
+        ("estimator_params.power.alpha=0.5", "alpha must be >= 1"),
+        ("estimator_params.asym_grpo.delta=0", "delta must be > 0"),
+        ("loss=drpo loss.delta=0", "delta must be > 0"),
+        ("rollout.autocast=float16", "rollout.autocast"),
         ("estimator_params.risk_seeking.beta=0", "beta must be nonzero"),
-        ("estimator_params.unlikeliness.beta=2", "beta must be in [0, 1]"),
+        ("estimator_params.unlikeliness.rank_penalty=2", "rank_penalty must be in [0, 1]"),
         ("estimator_params.w_reinforce.weight=-1", "weight must be >= 0"),
         ("rollout.temperature=-0.7", "must be > 0"),
         ("eval.temperature=0", "must be > 0"),
@@ -80,5 +88,5 @@ def test_well_formed_keys_with_random_values(pairs):
 def test_hyperparameters_outside_their_domain_are_refused(item, message):
     name = item.split(".")[1] if item.startswith("estimator_params") else "grpo"
     with pytest.raises(ConfigError) as info:
-        load([f"estimator={name}", item])
+        load([f"estimator={name}", *item.split()])
     assert message in str(info.value)

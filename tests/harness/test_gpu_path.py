@@ -24,17 +24,6 @@ from harness.loop import micro_batches, train, update_policy
 from harness.rollout import EngineUnavailable, Rollout, SamplingParams
 
 
-@pytest.fixture(scope="module")
-def setup(cache_dir):
-    (cfg,) = load([f"cache_dir={cache_dir}", "model.warmstart.steps=60", "task.train_size=400"])
-    task = tasks.build(cfg.task, cfg.cache_dir)
-    policy = models.load_policy(cfg.model, task, cfg.cache_dir)
-    prompts = [p.text for p in task.prompts("train")[:8]]
-    torch.manual_seed(0)
-    batch = rollout.HFEngine(policy).generate(prompts, 4, SamplingParams(max_new_tokens=8))
-    return cfg, task, policy, prompts, batch
-
-
 def fake_rollout(prompt_lengths: list[int], response_lengths: list[int]) -> Rollout:
     rows, width = len(prompt_lengths), max(response_lengths)
     prompt_width = max(prompt_lengths)

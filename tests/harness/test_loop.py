@@ -175,7 +175,13 @@ def test_estimator_diagnostics_and_greedy_baselines_reach_the_step_metrics(fast_
     (fade_cfg,) = load([*fast_overrides, "estimator=fade", "trainer.steps=2"])
     seen = []
     train(fade_cfg, on_step=lambda step, metrics: seen.append(metrics))
-    assert {"estimator/fade_phase", "estimator/fade_lambda_neg", "axes/sign_balance"} <= set(seen[-1])
+    assert {
+        "estimator/fade_alpha",
+        "estimator/fade_delta",
+        "estimator/fade_p_hat",
+        "estimator/fade_h_hat",
+    } <= set(seen[-1])
+    assert "axes/sign_balance" in seen[-1]
     (remax_cfg,) = load([*fast_overrides, "estimator=remax", "trainer.steps=1"])
     assert len(train(remax_cfg).evals) == 2  # the loop produced the greedy rewards remax needs
 
@@ -184,6 +190,9 @@ def test_estimator_diagnostics_and_greedy_baselines_reach_the_step_metrics(fast_
     "loss",
     [
         ["loss=dppo"],
+        ["loss=dppo", "loss.divergence=kl"],
+        ["loss=drpo"],
+        ["loss=spo"],
         ["loss=ppo_clip", "loss.tis_cap=2.0", "loss.kl_coef=0.1", "loss.dual_clip=3.0"],
         ["loss=gspo"],
         ["loss=cispo"],

@@ -87,16 +87,19 @@ def test_a_bad_suite_is_refused_with_the_file_and_the_key(tmp_path, text, messag
 
 
 def test_an_unknown_suite_name_lists_the_shipped_ones():
-    with pytest.raises(ConfigError, match="suites: difficulty, gpu-50m, leaderboard-gpu, sign-axis, smoke"):
+    with pytest.raises(
+        ConfigError, match="suites: difficulty, fade-probes, gpu-50m, leaderboard-gpu, sign-axis, smoke"
+    ):
         load_suite("nope")
 
 
 def test_the_shipped_suites_expand():
     sizes = {
         "smoke": (4, 8),
-        "sign-axis": (5, 15),
+        "sign-axis": (6, 18),
         "difficulty": (7, 21),
-        "trust-region": (2, 4),
+        "fade-probes": (6, 12),
+        "trust-region": (4, 12),
         "gpu-50m": (3, 6),
     }
     for name, (estimators, cells) in sizes.items():
@@ -108,14 +111,15 @@ def test_the_shipped_suites_expand():
         60
     }
     trust = load_suite("trust-region")
-    assert [(c.loss["name"], c.seed) for c in trust.cells] == [
-        ("ppo_clip", 0), ("ppo_clip", 1), ("dppo", 0), ("dppo", 1)]  # fmt: skip
+    assert [(c.loss["name"], c.seed) for c in trust.cells][::3] == [
+        ("ppo_clip", 0), ("dppo", 0), ("drpo", 0), ("cispo", 0)]  # fmt: skip
     assert {c.trainer.update_epochs for c in trust.cells} == {4}
-    # the GPU leaderboard needs a local model: refused without one, 23 x 2 x 3 cells with one
+    assert {c.rollout.autocast for c in trust.cells} == {"bfloat16"}  # a real mismatch
+    # the GPU leaderboard needs a local model: refused without one, 26 x 2 x 3 cells with one
     with pytest.raises(ConfigError, match="model.path' must be set"):
         load_suite("leaderboard-gpu")
     gpu = load_suite(SUITE_DIR / "leaderboard-gpu.yaml", ["model.path=/models/qwen"])
-    assert len(gpu.cells) == 138 and {c.model.device for c in gpu.cells} == {"cuda"}
+    assert len(gpu.cells) == 156 and {c.model.device for c in gpu.cells} == {"cuda"}
     # mixed precision: float32 master weights (an lr of 1e-6 is lost in bfloat16 weights), bf16 compute
     assert {(c.model.dtype, c.model.autocast) for c in gpu.cells} == {("float32", "bfloat16")}
     scale = load_suite(
