@@ -42,10 +42,17 @@ def two_axes(
     response_mask: torch.Tensor,
     aggregation: str = "token_mean",
     valid: torch.Tensor | None = None,
+    trains: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Sign and difficulty axes of one batch. advantages [P, G] or [P, G, T]; the rest [P, G] / [P, G, T]."""
+    """Sign and difficulty axes of one batch. advantages [P, G] or [P, G, T]; the rest [P, G] / [P, G, T].
+
+    ``valid`` marks the samples that exist (the pass rates are theirs); ``trains`` those of them that
+    enter the update (the estimator's ``selected``: PSR leaves the wrong ones out), over which the
+    masses and the effective sample size are taken. Both default to every sample.
+    """
     valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid
-    weights = token_weights(response_mask, aggregation) * valid.unsqueeze(-1)
+    trains = valid if trains is None else trains & valid
+    weights = token_weights(response_mask, aggregation) * trains.unsqueeze(-1)
     token_adv = advantages.unsqueeze(-1) if advantages.dim() == 2 else advantages
     contribution = token_adv * weights  # [P, G, T]
     per_group_pos = contribution.clamp(min=0).sum((1, 2))
@@ -74,10 +81,10 @@ def two_axes(
     completion = (
         advantages if advantages.dim() == 2 else (advantages * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     )
-    completion = completion[valid]
+    completion = completion[trains]
     square = float((completion**2).sum())
     out["axes/ess"] = float(completion.abs().sum() ** 2 / square) if square > 0 else 0.0
-    out["axes/ess_fraction"] = out["axes/ess"] / max(1, int(valid.sum()))
+    out["axes/ess_fraction"] = out["axes/ess"] / max(1, int(trains.sum()))
     masked = torch.where(valid, rewards, torch.nan)
     spread = torch.nan_to_num(
         masked.nan_to_num(-torch.inf).amax(1) - masked.nan_to_num(torch.inf).amin(1), nan=0.0

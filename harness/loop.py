@@ -463,7 +463,7 @@ def train(
                     correct.view(P, G).bool(),
                     mask.view(P, G, -1),
                     cfg.loss.get("aggregation", "token_mean"),
-                    valid=selected,
+                    trains=selected,
                 ),
                 **{f"estimator/{key}": value for key, value in signals.diagnostics.items()},
             }

@@ -39,6 +39,16 @@ def test_sign_only_estimators_sit_at_the_ends_and_aggregation_changes_weights():
     assert per_sequence["axes/sign_balance"] == pytest.approx(0.0)
 
 
+def test_samples_left_out_of_the_update_keep_their_groups_pass_rate():
+    batch = estimators.AdvantageBatch(REWARDS)
+    psr = estimators.get("psr")
+    axes = two_axes(psr(batch), REWARDS, REWARDS >= 1, MASK, trains=psr.selected(batch))
+    # PSR's mass: group 0 (p = .5) 2 + 1 tokens, group 1 (p = 1) 2 + 1 + 2 + 1, group 2 (p = .25) 1
+    assert axes["axes/mean_difficulty"] == pytest.approx((3 * 0.5 + 6 * 0.0 + 1 * 0.75) / 10)
+    assert axes["axes/mass_frac_p1"] == pytest.approx(0.6)
+    assert axes["axes/ess_fraction"] == pytest.approx(1.0)  # over the 7 samples that train, all A = 1
+
+
 def test_token_level_advantages():
     advantages = torch.zeros(3, 4, 2)
     advantages[0, 0] = torch.tensor([1.0, -1.0])
@@ -72,7 +82,7 @@ def test_two_axes_reproduce_the_catalogues_mass_table(name, p):
     est = estimators.get(name)
     batch = estimators.AdvantageBatch(rewards, response_mask=mask)
     advantages = est(batch, **params)
-    axes = two_axes(advantages, rewards, rewards >= 1, mask, valid=est.selected(batch, **params))
+    axes = two_axes(advantages, rewards, rewards >= 1, mask, trains=est.selected(batch, **params))
     m_s, m_f = masses(p, 1 - p)
     assert axes["axes/mass_pos"] / size == pytest.approx(m_s, rel=2e-3, abs=1e-6)
     assert axes["axes/mass_neg"] / size == pytest.approx(m_f, rel=2e-3, abs=1e-6)
