@@ -122,6 +122,20 @@ def test_suite_runs_every_cell_once_and_a_rerun_skips_them(suite, tmp_path, caps
     page = (board / "index.html").read_text()
     assert "<h1>Leaderboard: tiny</h1>" in page and page.count('<img src="') == 4
 
+    # benchmarks/suite_metrics.py: the same store, per-label means over seeds of chosen metrics
+    spec = importlib.util.spec_from_file_location("suite_metrics", ROOT / "benchmarks" / "suite_metrics.py")
+    suite_metrics = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite_metrics)
+    capsys.readouterr()
+    args = ["tiny", "--tracking-uri", uri, "--experiment", "tiny", "--train", "axes/sign_balance"]
+    assert suite_metrics.main([*args, "--summary", "summary/peak_pass_at_1"]) == 0
+    table = {line.split("|")[1].strip(): line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert set(table) == {"grpo", "nsr"} and "-1 ± 0" in table["nsr"]  # nsr's mass is all negative
+    grpo_peaks = [
+        c.data.metrics["summary/peak_pass_at_1"] for c in children if c.data.tags["advbench.label"] == "grpo"
+    ]
+    assert f"{np.mean(grpo_peaks):.4g}" in table["grpo"]
+
 
 def test_check_passes_against_itself_and_catches_a_flipped_sign(tmp_path, cache_dir, capsys):
     """The planted regression: GRPO with its advantages negated must fail the check."""
