@@ -249,16 +249,28 @@ def _tracker_for(ref: str, args: argparse.Namespace):
     return name, Tracker(cfg)
 
 
+def _rank(board):
+    """The board's ranking, or None after saying why it cannot be ranked (a run's NaN eval curve)."""
+    from harness import leaderboard
+
+    try:
+        return leaderboard.rank(board)
+    except leaderboard.NonFiniteCurve as exc:
+        console.print(f"[bold red]leaderboard error[/]: {escape(str(exc))}")
+        return None
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness import leaderboard
 
     name, tracker = _tracker_for(args.suite, args)
     try:
         board = leaderboard.collect(tracker, leaderboard.find_suite_run(tracker, name))
-        out = Path(args.out or Path("leaderboards") / name)
-        ranking = leaderboard.rank(board)
-        paths = leaderboard.write(board, out, ranking)
-    except LookupError as exc:
+        ranking = _rank(board)
+        if ranking is None:
+            return 2
+        paths = leaderboard.write(board, Path(args.out or Path("leaderboards") / name), ranking)
+    except LookupError as exc:  # no such suite, or none of its runs finished
         raise ConfigError(str(exc)) from None
     header, rows = leaderboard.ranking_table(board, ranking)
     shown = [i for i, column in enumerate(header) if not column.startswith(("final pass@1", "steps to"))]
@@ -286,7 +298,10 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise ConfigError(str(exc)) from None
     suite, tracker, parent, _, failures = _run_suite(args)
     board = leaderboard.collect(tracker, tracker.client.get_run(parent.run_id))
-    current = leaderboard.summary_json(board, leaderboard.rank(board))["estimators"]
+    ranking = _rank(board)
+    if ranking is None:
+        return 2
+    current = leaderboard.summary_json(board, ranking)["estimators"]
     for cfg, error in failures:
         console.print(f"[red]failed[/] {escape(cfg.run_name)}: {escape(error)}")
     if args.update:

@@ -184,8 +184,39 @@ def _threshold_step(run: CellRun, reference: float, q: float) -> int | None:
     )
 
 
+class NonFiniteCurve(ValueError):
+    """A run's eval curve or summary holds NaN or inf: the board cannot rank it."""
+
+
+def check_finite(board: Board) -> None:
+    """Refuse a board with a non-finite eval pass@1 or peak, naming the run and the steps."""
+    for run in board.runs:
+        bad = ~np.isfinite(np.asarray(run.pass_at_1, dtype=float))
+        peak = run.summary.get("summary/peak_pass_at_1", math.nan)
+        if bad.any() or not math.isfinite(peak):
+            steps = ", ".join(str(int(s)) for s in np.asarray(run.eval_steps)[bad]) or "(the summary's peak)"
+            raise NonFiniteCurve(
+                f"run {run.run_id} ({run.label}, {run.task}/{run.model}, seed {run.seed}) has a non-finite "
+                f"eval pass@1 at step(s) {steps}; the leaderboard cannot rank it: re-run that cell or "
+                "delete its MLflow run"
+            )
+
+
+def missing_strata(board: Board) -> dict[str, list[tuple[str, str]]]:
+    """Per label, the suite's strata (task, model) in which it has no finished run."""
+    return {
+        label: missing
+        for label in board.labels
+        if board.of(label) and (missing := [s for s in board.strata if not board.of(label, s)])
+    }
+
+
 def rank(board: Board, seed: int = 0) -> list[Row]:
-    """Rows ordered by the IQM of peak pass@1, with confidence intervals and the verdict vs the reference."""
+    """Rows ordered by the IQM of peak pass@1, with confidence intervals and the verdict vs the reference.
+
+    A partly finished suite ranks what it has: each row pools the strata it has runs in, and a row
+    that shares no stratum with the reference gets no verdict ("no shared stratum")."""
+    check_finite(board)
     rng = np.random.default_rng(seed)
     refs = reference_peaks(board)
     rows: list[Row] = []
@@ -237,6 +268,9 @@ def rank(board: Board, seed: int = 0) -> list[Row]:
             row.verdict = "reference" if row.label == reference else ""
             continue
         common = [s for s in board.strata if board.of(row.label, s) and board.of(reference, s)]
+        if not common:
+            row.verdict = "no shared stratum"
+            continue
 
         def peaks(label: str, strata=common) -> list[np.ndarray]:
             return [
@@ -378,6 +412,16 @@ def _notes(board: Board, rows: list[Row]) -> list[str]:
         notes.append(
             f"{len(board.missing)} cell(s) have no finished run and are left out: "
             + ", ".join(f"{c['label']}/{c['task']}/{c['model']}/s{c['seed']}" for c in board.missing)
+        )
+    for label, strata in missing_strata(board).items():
+        notes.append(
+            f"{label} has no finished run on {', '.join(f'{t}/{m}' for t, m in strata)}: its row pools only "
+            "the strata it has"
+            + (
+                ", and it is compared with the reference on the strata both have."
+                if label != board.reference
+                else "."
+            )
         )
     return notes
 

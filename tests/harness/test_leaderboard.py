@@ -126,6 +126,34 @@ def test_write_renders_markdown_html_json_and_plots(tmp_path):
     assert markdown.index("| 1 | strong |") < markdown.index("| 2 | ")
 
 
+def test_a_partly_finished_suite_ranks_what_it_has_and_says_what_is_missing(tmp_path):
+    """'strong' finished only on countdown, where the reference has no run: ranked, no verdict."""
+    runs = [cell("ref", s, 0.3, [0.3, 0.35, 0.4 + 0.01 * s]) for s in range(3)]
+    runs += [cell("same", s, 0.3, [0.3, 0.35, 0.4 + 0.01 * s]) for s in range(3)]
+    runs += [cell("same", s, 0.3, [0.3, 0.36, 0.41], task="countdown") for s in range(3)]
+    runs += [cell("strong", s, 0.3, [0.3, 0.5, 0.6], task="countdown") for s in range(3)]
+    b = board(runs)
+    rows = {r.label: r for r in leaderboard.rank(b)}
+    assert rows["strong"].verdict == "no shared stratum" and rows["strong"].improvement is None
+    assert rows["same"].verdict == "within noise"  # compared on arithmetic, the stratum both have
+    assert leaderboard.missing_strata(b) == {
+        "ref": [("countdown", "tiny")],
+        "strong": [("arithmetic", "tiny")],
+    }
+    page = leaderboard.write(b, tmp_path / "board")["html"].read_text()
+    assert "strong has no finished run on arithmetic/tiny" in page
+    assert "ref has no finished run on countdown/tiny" in page
+
+
+def test_a_nan_in_an_eval_curve_is_a_clear_error_naming_the_run():
+    runs = [cell("ref", s, 0.3, [0.3, 0.35, 0.4]) for s in range(2)]
+    runs.append(cell("strong", 1, 0.3, [0.3, float("nan"), 0.6]))
+    with pytest.raises(
+        leaderboard.NonFiniteCurve, match=r"run strong-1 \(strong, arithmetic/tiny, seed 1\).*step\(s\) 10"
+    ):
+        leaderboard.rank(board(runs, labels=("ref", "strong")))
+
+
 def test_an_empty_board_is_an_error(tmp_path):
     with pytest.raises(LookupError, match="no finished runs"):
         leaderboard.write(board([]), tmp_path)

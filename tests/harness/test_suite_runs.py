@@ -173,6 +173,20 @@ def test_check_passes_against_itself_and_catches_a_flipped_sign(tmp_path, cache_
     assert "REGRESSED grpo final_pass_at_1" in flipped.stderr
 
 
+def test_a_nan_in_a_stored_eval_curve_stops_the_leaderboard_with_the_run_named(suite, tmp_path, capsys):
+    path, overrides, db = suite
+    assert main(["suite", str(path), *overrides]) == 0
+    client, _, children = store(db)
+    victim = children[0]
+    client.log_metric(victim.info.run_id, "eval/pass_at_1", float("nan"), step=3)
+    uri = f"sqlite:///{db}"
+    capsys.readouterr()
+    args = ["tiny", "--tracking-uri", uri, "--experiment", "tiny", "--out", str(tmp_path / "board")]
+    assert main(["leaderboard", *args]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"run {victim.info.run_id}" in err and "non-finite eval pass@1 at step(s) 3" in err
+
+
 def test_check_refuses_a_missing_or_broken_baseline(tmp_path, suite):
     path, overrides, _ = suite
     assert main(["check", str(path), "--baseline", str(tmp_path / "none.json"), *overrides]) == 2
