@@ -154,8 +154,6 @@ def _update(state: FADEState, batch: AdvantageBatch, signals: TrainingSignals, p
             state.h_target = params.h_target or params.h_target_ratio * signals.entropy
         else:
             state.h_hat = (1.0 - params.ema) * state.h_hat + params.ema * signals.entropy
-    if params.h_target is not None:
-        state.h_target = params.h_target
 
 
 @register("fade", params=FADEParams, source=SOURCE, state=FADEState)

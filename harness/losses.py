@@ -240,20 +240,20 @@ class PPOClipParams(CommonLossParams):
 
 def clipped_surrogate(
     batch: LossBatch, clip_low: float, clip_high: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's max(-A r, -A clip(r, 1 - clip_low, 1 + clip_high)), r = pi / pi_old: (token losses,
-    the ratio, where the clip is active)."""
+    where the clip is active)."""
     ratio = (batch.logprobs - batch.old_logprobs).exp()
     unclipped = -batch.advantages * ratio
     clipped = -batch.advantages * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
-    return torch.maximum(unclipped, clipped), ratio, clipped > unclipped
+    return torch.maximum(unclipped, clipped), clipped > unclipped
 
 
 @register("ppo_clip", params=PPOClipParams)
 def ppo_clip(batch: LossBatch, params: PPOClipParams) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate: max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high)), r = pi / pi_old; dual clip."""
     advantages = batch.advantages
-    token_losses, _, clip_active = clipped_surrogate(batch, params.clip_low, params.clip_high)
+    token_losses, clip_active = clipped_surrogate(batch, params.clip_low, params.clip_high)
     metrics = {"clip_fraction": masked_mean(clip_active.float(), batch.mask).item()}
     if params.dual_clip:
         bound = -advantages * params.dual_clip
@@ -347,7 +347,9 @@ def dppo(batch: LossBatch, params: DPPOParams) -> tuple[torch.Tensor, dict[str, 
 
 
 @dataclass
-class QuadraticParams(CommonLossParams):
+class DRPOParams(CommonLossParams):
+    # The paper's and its code's value. The gradient weight 1 - sign(A) (pi - mu) / delta then moves
+    # only within 1 +- 1/12.5 = 1 +- 0.08 (|pi - mu| <= 1): a light touch, far from DPPO's boundary.
     delta: float = 12.5
 
     def __post_init__(self) -> None:
@@ -357,20 +359,27 @@ class QuadraticParams(CommonLossParams):
 
 
 @dataclass
-class DRPOParams(QuadraticParams):
-    # The paper's and its code's value. The gradient weight 1 - sign(A) (pi - mu) / delta then moves
-    # only within 1 +- 1/12.5 = 1 +- 0.08 (|pi - mu| <= 1): a light touch, far from DPPO's boundary.
-    delta: float = 12.5
-
-
-@dataclass
-class SPOParams(QuadraticParams):
+class SPOParams(DRPOParams):
     # SPO's epsilon: the ratio at which the weight 1 - sign(A) (r - 1) / eps reaches 0 (PPO's 0.2).
     delta: float = 0.2
 
 
-def _quadratic_metrics(weight: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    return {
+def quadratic_regulariser(
+    batch: LossBatch, delta: float, loss: str, scale_by_mu: bool
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """-A r + |A| s (r - 1)^2 / (2 delta), r = pi / mu, s = mu (DRPO) or 1 (SPO), mu detached.
+
+    The gradient with respect to log pi is -A r w with w = 1 - sign(A) s (r - 1) / delta (for DRPO
+    s (r - 1) = pi - mu); w fades at the boundary in A's direction and turns corrective beyond it.
+    """
+    mu_logprobs = rollout_anchor(batch, loss)
+    ratio = clamped_ratio(batch.logprobs, mu_logprobs)
+    scale = mu_logprobs.exp() if scale_by_mu else 1.0
+    penalty = batch.advantages.abs() * scale * (ratio - 1.0) ** 2 / (2.0 * delta)
+    with torch.no_grad():
+        weight = 1.0 - torch.sign(batch.advantages) * scale * (ratio - 1.0) / delta
+    mask = batch.mask
+    return -batch.advantages * ratio + penalty, {
         "trust_weight_mean": masked_mean(weight, mask).item(),
         "trust_weight_min": weight[mask.bool()].min().item() if mask.any() else 1.0,
         # beyond the boundary the weight turns negative: the token is pulled back toward mu
@@ -386,13 +395,7 @@ def drpo(batch: LossBatch, params: DRPOParams) -> tuple[torch.Tensor, dict[str, 
     -A r (1 - sign(A) (pi - mu) / delta), a weight that fades at DPPO's boundary |pi - mu| = delta
     in A's direction and turns corrective beyond it. Source: the paper and its code [primary].
     """
-    mu_logprobs = rollout_anchor(batch, "drpo")
-    ratio = clamped_ratio(batch.logprobs, mu_logprobs)
-    mu = mu_logprobs.exp()
-    penalty = batch.advantages.abs() * mu * (ratio - 1.0) ** 2 / (2.0 * params.delta)
-    with torch.no_grad():
-        weight = 1.0 - torch.sign(batch.advantages) * (batch.logprobs.exp() - mu) / params.delta
-    return -batch.advantages * ratio + penalty, _quadratic_metrics(weight, batch.mask)
+    return quadratic_regulariser(batch, params.delta, "drpo", scale_by_mu=True)
 
 
 @register("spo", params=SPOParams)
@@ -403,12 +406,7 @@ def spo(batch: LossBatch, params: SPOParams) -> tuple[torch.Tensor, dict[str, fl
     zero at PPO's clip boundary r = 1 + delta for A > 0. The anchor is mu, as in DRPO (the
     divergence paper runs SPO through the same code) [primary, via arXiv 2606.09821's code].
     """
-    mu_logprobs = rollout_anchor(batch, "spo")
-    ratio = clamped_ratio(batch.logprobs, mu_logprobs)
-    penalty = batch.advantages.abs() * (ratio - 1.0) ** 2 / (2.0 * params.delta)
-    with torch.no_grad():
-        weight = 1.0 - torch.sign(batch.advantages) * (ratio - 1.0) / params.delta
-    return -batch.advantages * ratio + penalty, _quadratic_metrics(weight, batch.mask)
+    return quadratic_regulariser(batch, params.delta, "spo", scale_by_mu=False)
 
 
 @dataclass
@@ -495,7 +493,7 @@ def clip_cov(batch: LossBatch, params: ClipCovParams) -> tuple[torch.Tensor, dic
     As verl [peer]: the candidates are tokens the ratio clip has not already clipped, with
     covariance in [cov_low, cov_high]; the chosen ones get no gradient.
     """
-    token_losses, _, clip_active = clipped_surrogate(batch, params.clip_low, params.clip_high)
+    token_losses, clip_active = clipped_surrogate(batch, params.clip_low, params.clip_high)
     covariance = token_covariance(batch)
     mask = batch.mask.bool()
     candidates = mask & ~clip_active & (covariance >= params.cov_low) & (covariance <= params.cov_high)
