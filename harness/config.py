@@ -146,6 +146,9 @@ class TaskConfig:
     question_field: str = "question"  # GSM8K: question/answer; MATH: problem/solution; AIME: problem/answer
     answer_field: str = "answer"
     verifier: str = "math"  # math (math-verify) | exact | a Python function "module:function"
+    # source: code. Distributions the sandboxed programs may import besides the standard library
+    # (e.g. [numpy]); with what they require, they are all a bubblewrap sandbox lets them see.
+    packages: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _require(
@@ -170,6 +173,16 @@ class TaskConfig:
         _require(self.eval_size >= 1, "task.eval_size", f"must be >= 1, got {self.eval_size}")
         _require(
             self.verifier_timeout > 0, "task.verifier_timeout", f"must be > 0, got {self.verifier_timeout}"
+        )
+        _require(
+            all(isinstance(name, str) and name for name in self.packages),
+            "task.packages",
+            f"must be a list of distribution names, e.g. [numpy,sympy]; got {self.packages}",
+        )
+        _require(
+            not self.packages or self.source == "code",
+            "task.packages",
+            f"only a code task runs programs that import packages; this task's source is '{self.source}'",
         )
 
 
@@ -578,11 +591,19 @@ def flatten(cfg: RunConfig) -> dict[str, str]:
     return flat
 
 
+# Keys added after runs were recorded: left out of a run's identity while empty, so a store's
+# finished runs stay found (their configs never had them, and they meant the same).
+ADDED_SINCE_RECORDED_RUNS = (("task", "packages"),)
+
+
 def config_hash(cfg: RunConfig) -> str:
     """Identity of a run: the resolved config minus where it is tracked and cached and what it is called."""
     container = dataclasses.asdict(cfg)  # what to_container(structured(cfg)) gives, 3x faster
     for key in ("tracking", "threads", "label", "cache_dir"):
         container.pop(key, None)
+    for section, key in ADDED_SINCE_RECORDED_RUNS:  # at their default they change no behaviour
+        if not container[section][key]:
+            del container[section][key]
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(container)).encode()).hexdigest()[:16]
 
 

@@ -269,6 +269,9 @@ def train(
     seed_everything(cfg.seed)
 
     task = tasks.build(cfg.task, cfg.cache_dir)
+    if tracker:
+        for key, value in task.tags().items():
+            tracker.set_tag(key, value)
     policy = models.load_policy(cfg.model, task, cfg.cache_dir, on_warmstart)
     if cfg.trainer.gradient_checkpointing:
         models.enable_activation_checkpointing(policy.model)

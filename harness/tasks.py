@@ -22,6 +22,7 @@ import pickle
 import random
 import re
 import signal
+import sys
 import tempfile
 import threading
 import zlib
@@ -98,6 +99,10 @@ class Task:
 
     def _render(self, entry: dict[str, Any]) -> Prompt:
         raise NotImplementedError
+
+    def tags(self) -> dict[str, str]:
+        """What the run should record about how this task scores (an MLflow tag each)."""
+        return {}
 
     def _format(self, fields: dict[str, Any]) -> str:
         """The prompt text: task.template filled with an item's fields; a missing field is a ConfigError."""
@@ -400,7 +405,8 @@ class CodeTask(Task):
 
     A sample scores 1 when its program exits 0 within ``task.verifier_timeout`` seconds and the
     sandbox's limits. One that hangs, crashes or tries to get out scores 0 and counts as failed, not
-    as a verifier error; a sandbox that cannot start is an error.
+    as a verifier error; a sandbox that cannot start is an error. ``task.packages`` names the
+    distributions programs may import besides the standard library.
     """
 
     HUMANEVAL = ("task_id", "prompt", "test", "entry_point")
@@ -408,6 +414,7 @@ class CodeTask(Task):
 
     def __init__(self, cfg: TaskConfig) -> None:
         super().__init__(cfg)
+        self._check_sandbox()
         if cfg.path:
             path = resolve_data_path(cfg.path, "task.path")
             first = read_jsonl(path)[0]
@@ -436,6 +443,27 @@ class CodeTask(Task):
             "eval": [items[i] for i in order[: cfg.eval_size]],
             "train": [items[i] for i in order[cfg.eval_size :]][: cfg.train_size],
         }
+
+    def _check_sandbox(self) -> None:
+        """The sandbox can run programs here and every declared package is installed (before any
+        model is loaded)."""
+        from importlib.metadata import PackageNotFoundError
+
+        from harness import sandbox
+
+        try:
+            self.isolation = sandbox.isolation()
+            sandbox.package_paths(tuple(self.cfg.packages))
+        except sandbox.SandboxUnavailable as exc:
+            raise ConfigError(f"code sandbox: {exc}") from None
+        except PackageNotFoundError as exc:
+            raise ConfigError(
+                f"config key 'task.packages': no distribution '{exc.name}' is installed in this "
+                f"environment ({sys.executable}); install it or leave it out"
+            ) from None
+
+    def tags(self) -> dict[str, str]:
+        return {"advbench.sandbox": self.isolation}
 
     def _render(self, entry: dict[str, Any]) -> Prompt:
         if "question_content" in entry:
@@ -467,13 +495,15 @@ class CodeTask(Task):
     def score(self, prompt: Prompt, completion: str) -> Score:
         from harness.sandbox import run_program
 
-        return self._outcome_score(run_program(self.program(prompt.entry, completion), self._limits()))
+        program = self.program(prompt.entry, completion)
+        return self._outcome_score(run_program(program, self._limits(), tuple(self.cfg.packages)))
 
     def score_batch(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[Score]:
         from harness.sandbox import run_programs
 
         programs = [self.program(p.entry, c) for p, c in zip(prompts, completions, strict=True)]
-        return [self._outcome_score(o) for o in run_programs(programs, self._limits())]
+        outcomes = run_programs(programs, self._limits(), packages=tuple(self.cfg.packages))
+        return [self._outcome_score(o) for o in outcomes]
 
     def _limits(self):
         from harness.sandbox import Limits

