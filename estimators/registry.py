@@ -26,11 +26,68 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+LARGEST_INT = 2**31 - 1  # no count or size a run uses comes near it; a larger one is a typo
+
+
+def typed_value(value: Any, kind: Any, name: str) -> Any:
+    """``value`` as a field of type ``kind`` takes it, or a ValueError in the config's words: numbers
+    from their text (a config's ``nan``, ``1e-3``), finite floats only, whole ints up to LARGEST_INT,
+    true/false for bools; ``X | None`` takes None or an X. Other types pass through (their dataclass
+    checks them)."""
+    options = typing.get_args(kind)
+    if type(None) in options and len(options) == 2:
+        return (
+            None
+            if value is None
+            else typed_value(value, next(o for o in options if o is not type(None)), name)
+        )
+    if kind is float or kind is int:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value) if kind is float else int(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a number, got '{value}'") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+        if kind is float:
+            return float(number)
+        if number != int(number):
+            raise ValueError(f"{name} must be a whole number, got {value}")
+        if abs(number) > LARGEST_INT:
+            raise ValueError(f"{name} must be at most {LARGEST_INT} in size, got {value}")
+        return int(number)
+    if kind is bool and not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise ValueError(f"{name} must be text, got {value!r}")
+    return value
+
+
+def build_params(cls: type, overrides: Mapping[str, Any] | None, owner: str) -> Any:
+    """``cls(**overrides)`` for a hyperparameters dataclass: unknown names refused, each value typed
+    by ``typed_value`` before the dataclass's own checks run. ``owner`` names it in errors
+    ("estimator 'grpo'")."""
+    overrides = dict(overrides or {})
+    known = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise ValueError(
+            f"{owner} has no hyperparameter {', '.join(map(repr, unknown))}; "
+            f"its hyperparameters are: {', '.join(known) or '(none)'}"
+        )
+    kinds = typing.get_type_hints(cls)
+    return cls(**{name: typed_value(value, kinds[name], name) for name, value in overrides.items()})
 
 
 @dataclass
@@ -147,16 +204,8 @@ class Estimator:
     extra_samples: int = 0  # completions sampled per prompt beyond the group size G
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> Any:
-        """The hyperparameters dataclass with ``overrides`` applied; unknown names are refused."""
-        overrides = dict(overrides or {})
-        known = [f.name for f in dataclasses.fields(self.params)]
-        unknown = sorted(set(overrides) - set(known))
-        if unknown:
-            raise ValueError(
-                f"estimator '{self.name}' has no hyperparameter {', '.join(map(repr, unknown))}; "
-                f"its hyperparameters are: {', '.join(known) or '(none)'}"
-            )
-        return self.params(**overrides)
+        """The hyperparameters dataclass with ``overrides`` applied (``build_params``)."""
+        return build_params(self.params, overrides, f"estimator '{self.name}'")
 
     def required(self, **params: Any) -> tuple[str, ...]:
         """The optional AdvantageBatch fields this estimator reads with these hyperparameters."""

@@ -21,6 +21,7 @@ import difflib
 import functools
 import hashlib
 import itertools
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,25 @@ class ConfigError(ValueError):
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"config key '{key}': {message}")
+
+
+# The size of int a config may hold, as estimators.registry.LARGEST_INT (imported there with torch;
+# a test keeps the two equal).
+LARGEST_INT = 2**31 - 1
+
+
+def _check_numbers(node: Any, prefix: str = "") -> None:
+    """Every number in every section finite (no inf or nan learning rate or temperature) and every
+    int of a size a run can use (no 20-digit eval.n); the estimator's and loss's own
+    hyperparameters are typed by their registries."""
+    for item in dataclasses.fields(node):
+        value, key = getattr(node, item.name), f"{prefix}{item.name}"
+        if dataclasses.is_dataclass(value):
+            _check_numbers(value, f"{key}.")
+        elif isinstance(value, float):
+            _require(math.isfinite(value), key, f"must be a finite number, got {value}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            _require(abs(value) <= LARGEST_INT, key, f"must be at most {LARGEST_INT} in size, got {value}")
 
 
 @dataclass
@@ -460,12 +480,14 @@ def _validate_schema(raw: DictConfig) -> RunConfig:
         )
     try:
         merged = OmegaConf.merge(_schema(), raw)  # merge copies its first argument
-        return OmegaConf.to_object(merged)  # runs each dataclass's __post_init__ checks
+        cfg = OmegaConf.to_object(merged)  # runs each dataclass's __post_init__ checks
     except OmegaConfBaseException as exc:
         cause = exc.__cause__
         if isinstance(cause, ConfigError):
             raise cause from None
         raise ConfigError(_explain(exc, RunConfig())) from None
+    _check_numbers(cfg)
+    return cfg
 
 
 def _validate_registries(cfg: RunConfig) -> None:

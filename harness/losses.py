@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from estimators.registry import build_params
+
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_const")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
@@ -122,17 +124,11 @@ def resolve(node: Mapping[str, Any]) -> dict[str, Any]:
     """Check a ``loss`` config node ({name, **params}) and fill in the defaults."""
     node = dict(node)
     loss = get(node.pop("name", None))
-    known = [f.name for f in dataclasses.fields(loss.params)]
-    unknown = sorted(set(node) - set(known))
-    if unknown:
-        raise ValueError(
-            f"loss '{loss.name}' has no hyperparameter {', '.join(map(repr, unknown))}; "
-            f"its hyperparameters are: {', '.join(known)}"
-        )
     try:
-        params = loss.params(**node)
+        params = build_params(loss.params, node, f"loss '{loss.name}'")
     except ValueError as exc:
-        raise ValueError(f"{loss.name}: {exc}") from None
+        message = str(exc)
+        raise ValueError(message if message.startswith("loss '") else f"{loss.name}: {message}") from None
     return {"name": loss.name, **dataclasses.asdict(params)}
 
 

@@ -165,3 +165,10 @@ def test_config_hash_is_the_one_existing_stores_were_recorded_with():
     (plain,) = load(["task=humaneval"])
     with_numpy = dataclasses.replace(plain, task=dataclasses.replace(plain.task, packages=["numpy"]))
     assert config_hash(plain) != config_hash(with_numpy)
+
+
+def test_the_config_and_the_registries_bound_ints_alike():
+    from estimators import registry
+    from harness import config
+
+    assert config.LARGEST_INT == registry.LARGEST_INT

@@ -1,10 +1,12 @@
 """Random keys, types and values thrown at the config loader: a valid config or one clean ConfigError."""
 
+import math
+
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from harness.config import ConfigError, RunConfig, flatten, load
+from harness.config import LARGEST_INT, ConfigError, RunConfig, flatten, load
 
 VALID_KEYS = sorted(flatten(RunConfig()))
 GROUP_KEYS = ["model", "task", "loss", "rollout"]
@@ -49,7 +51,19 @@ def test_random_overrides_give_a_config_or_one_clean_error(items):
         event("clean ConfigError")
         return
     assert runs and all(isinstance(r, RunConfig) for r in runs)
+    for run in runs:  # what is accepted is usable: no inf, nan or overflowing number anywhere
+        numbers = [v for v in flatten(run).values() if _is_number(v)]
+        assert all(math.isfinite(float(n)) for n in numbers), flatten(run)
+        assert all(abs(int(n)) <= LARGEST_INT for n in numbers if n.lstrip("-").isdigit()), flatten(run)
     event("valid config")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("true", "false")
 
 
 @settings(max_examples=150, deadline=None)
@@ -83,6 +97,16 @@ def test_well_formed_keys_with_random_values(pairs):
         ("estimator_params.w_reinforce.weight=-1", "weight must be >= 0"),
         ("rollout.temperature=-0.7", "must be > 0"),
         ("eval.temperature=0", "must be > 0"),
+        # values the schema took before and a run cannot use, and errors that spoke Python
+        ("trainer.lr=inf", "'trainer.lr': must be a finite number, got inf"),
+        ("rollout.temperature=inf", "'rollout.temperature': must be a finite number, got inf"),
+        ("eval.n=99999999999999999999", "'eval.n': must be at most 2147483647 in size"),
+        ("estimator_params.grpo.eps=nan", "'estimator_params.grpo': eps must be a finite number, got nan"),
+        ("estimator_params.grpo.eps=abc", "eps must be a number, got 'abc'"),
+        ("estimator_params.grpo.unbiased_std=3", "unbiased_std must be true or false, got 3"),
+        ("estimator_params.fade.h_target=inf", "h_target must be a finite number, got inf"),
+        ("loss.clip_high=nan", "'loss': ppo_clip: clip_high must be a finite number, got nan"),
+        ("loss.kl_estimator=3", "kl_estimator must be text, got 3"),
     ],
 )
 def test_hyperparameters_outside_their_domain_are_refused(item, message):
