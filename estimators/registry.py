@@ -24,11 +24,16 @@ This module imports nothing from ``harness``: the same functions can be handed t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
+import hashlib
 import inspect
 import math
+import sys
+import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +77,37 @@ def typed_value(value: Any, kind: Any, name: str) -> Any:
     if kind is str and not isinstance(value, str):
         raise ValueError(f"{name} must be text, got {value!r}")
     return value
+
+
+@functools.cache
+def _source_files(module_name: str) -> tuple[str, ...]:
+    """The source files of ``module_name`` and of every module of its own top-level package that it
+    reaches through its globals (the helpers it calls, the contract it is registered under)."""
+    package = module_name.split(".")[0]
+    files: dict[str, str] = {}
+    todo = [sys.modules[module_name]]
+    while todo:
+        module = todo.pop()
+        path = getattr(module, "__file__", None)
+        if not path or module.__name__ in files:
+            continue
+        files[module.__name__] = path
+        for value in vars(module).values():
+            owner = value if isinstance(value, types.ModuleType) else inspect.getmodule(value)
+            if owner is not None and owner.__name__.split(".")[0] == package:
+                todo.append(owner)
+    return tuple(sorted(files.values()))
+
+
+def code_identity(fn: Callable, version: str) -> str:
+    """``version:hash`` of a registered function: its version as its author declares it, and a hash
+    of the source it can depend on (``_source_files``). A run's identity includes it, so a changed
+    estimator or loss is trained again rather than reported from an old run."""
+    digest = hashlib.sha256()
+    for path in _source_files(fn.__module__):
+        with open(path, "rb") as handle:
+            digest.update(handle.read())
+    return f"{version}:{digest.hexdigest()[:12]}"
 
 
 def build_params(cls: type, overrides: Mapping[str, Any] | None, owner: str) -> Any:
@@ -202,6 +238,12 @@ class Estimator:
     state: type | None = None  # dataclass of the state it carries across steps (module docstring)
     trains: TrainsFn | None = None  # which samples enter the update; None: every valid one
     extra_samples: int = 0  # completions sampled per prompt beyond the group size G
+    version: str = "1"  # bumped by its author when what it computes changes on purpose
+
+    @property
+    def identity(self) -> str:
+        """Version and source hash (``code_identity``): part of every run's identity."""
+        return code_identity(self.fn, self.version)
 
     def make_params(self, overrides: Mapping[str, Any] | None = None) -> Any:
         """The hyperparameters dataclass with ``overrides`` applied (``build_params``)."""
@@ -260,12 +302,14 @@ def register(
     state: type | None = None,
     trains: TrainsFn | None = None,
     extra_samples: int = 0,
+    version: str = "1",
 ) -> Callable[[EstimatorFn], EstimatorFn]:
     """Register ``fn(batch, signals, params) -> advantages`` under ``name``.
 
     ``params`` is a dataclass whose fields (with the paper's defaults) become config keys;
     ``description`` defaults to the first line of the function's docstring. ``state``, ``trains``
-    and ``extra_samples`` are described in the module docstring.
+    and ``extra_samples`` are described in the module docstring; ``version`` is the author's own
+    (runs are told apart by it and by a hash of the source, ``code_identity``).
     """
     if not dataclasses.is_dataclass(params):
         raise TypeError(f"params of estimator '{name}' must be a dataclass, got {params!r}")
@@ -289,10 +333,22 @@ def register(
             state=state,
             trains=trains,
             extra_samples=extra_samples,
+            version=version,
         )
         return fn
 
     return decorator
+
+
+@contextlib.contextmanager
+def temporary() -> Iterator[None]:
+    """Estimators registered inside the block are forgotten after it (tests: register, run, forget)."""
+    before = set(_REGISTRY)
+    try:
+        yield
+    finally:
+        for name in set(_REGISTRY) - before:
+            del _REGISTRY[name]
 
 
 def names() -> list[str]:

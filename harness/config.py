@@ -373,6 +373,9 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache_dir: str = "~/.cache/advbench"  # warm-started models and generated eval sets
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    # Set by validation, not read: the estimator's and the loss's code identity (version:source
+    # hash), so the run's identity (config_hash) changes when their code does.
+    code: dict[str, str] = field(default_factory=dict)
 
     @property
     def display_label(self) -> str:
@@ -519,6 +522,10 @@ def _validate_registries(cfg: RunConfig) -> None:
         cfg.loss = losses.resolve(cfg.loss)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"config key 'loss': {exc.args[0] if exc.args else exc}") from None
+    cfg.code = {
+        "estimator": estimators.get(cfg.estimator).identity,
+        "loss": losses.get(cfg.loss["name"]).identity,
+    }
     if cfg.trainer.micro_batch_tokens and losses.get(cfg.loss["name"]).whole_batch:
         raise ConfigError(
             f"config key 'trainer.micro_batch_tokens': loss '{cfg.loss['name']}' selects tokens by "
@@ -619,7 +626,8 @@ ADDED_SINCE_RECORDED_RUNS = (("task", "packages"),)
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """Identity of a run: the resolved config minus where it is tracked and cached and what it is called."""
+    """Identity of a run: the resolved config minus where it is tracked and cached and what it is
+    called; with ``code``, the estimator's and the loss's version and source hash."""
     container = dataclasses.asdict(cfg)  # what to_container(structured(cfg)) gives, 3x faster
     for key in ("tracking", "threads", "label", "cache_dir"):
         container.pop(key, None)

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from estimators.registry import build_params
+from estimators.registry import build_params, code_identity
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_const")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -86,12 +86,20 @@ class PolicyLoss:
     # The token losses of a row depend on the other rows (batch-wide statistics): such a loss cannot
     # be split into micro-batches (trainer.micro_batch_tokens) without changing what it computes.
     whole_batch: bool = False
+    version: str = "1"  # bumped by its author when what it computes changes on purpose
+
+    @property
+    def identity(self) -> str:
+        """Version and source hash (estimators.registry.code_identity): part of every run's identity."""
+        return code_identity(self.fn, self.version)
 
 
 _REGISTRY: dict[str, PolicyLoss] = {}
 
 
-def register(name: str, *, params: type, whole_batch: bool = False) -> Callable[[SurrogateFn], SurrogateFn]:
+def register(
+    name: str, *, params: type, whole_batch: bool = False, version: str = "1"
+) -> Callable[[SurrogateFn], SurrogateFn]:
     """Register ``fn(batch, params) -> (token_losses [B, T], metrics)``; params subclass CommonLossParams."""
     if not issubclass(params, CommonLossParams):
         raise TypeError(f"params of loss '{name}' must subclass CommonLossParams")
@@ -99,7 +107,12 @@ def register(name: str, *, params: type, whole_batch: bool = False) -> Callable[
     def decorator(fn: SurrogateFn) -> SurrogateFn:
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = PolicyLoss(
-            name=name, fn=fn, params=params, description=doc[0] if doc else "", whole_batch=whole_batch
+            name=name,
+            fn=fn,
+            params=params,
+            description=doc[0] if doc else "",
+            whole_batch=whole_batch,
+            version=version,
         )
         return fn
 

@@ -1,6 +1,8 @@
 """`advbench run` and `advbench list` end to end, through MLflow's local SQLite store."""
 
+import importlib
 import json
+import sys
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -73,6 +75,46 @@ def test_rerunning_a_finished_run_does_not_train_or_log_again(fast_overrides, tm
     children = [r for r in runs if r.data.tags.get("advbench.kind") == "run"]
     assert len(children) == 1
     assert len(client.get_metric_history(children[0].info.run_id, "train/reward_mean")) == 4
+
+
+EDITED = '''
+from estimators.grpo import group_normalised
+from estimators.registry import register
+
+SCALE = {scale}
+
+
+@register("test_edited", source="test")
+def edited(batch, signals, params):
+    """GRPO's advantage times SCALE."""
+    return SCALE * group_normalised(batch.rewards, batch.valid, 1e-6, True)
+'''
+
+
+def test_an_edited_estimator_trains_again_instead_of_reporting_the_old_run(
+    fast_overrides, tmp_path, capsys, monkeypatch
+):
+    """A run's identity includes its estimator's code (version and source hash): the same config
+    with the estimator edited is a new run, not the old one found finished."""
+    from estimators import registry
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # an edit within the same second
+    args = ["run", "estimator=test_edited", *fast_overrides]
+    identities = []
+    for scale in ("1.0", "0.25"):
+        (tmp_path / "edited_estimator.py").write_text(EDITED.format(scale=scale))
+        sys.modules.pop("edited_estimator", None)
+        with registry.temporary():
+            importlib.import_module("edited_estimator")
+            identities.append(registry.get("test_edited").identity)
+            assert main(args) == 0 and main(args) == 0
+        assert capsys.readouterr().err.count("not run again") == 1  # the second of each pair
+    client, runs = _runs(f"sqlite:///{tmp_path}/mlflow.db")
+    children = [r for r in runs if r.data.tags.get("advbench.kind") == "run"]
+    assert len(children) == 2 and identities[0] != identities[1]
+    assert sorted(r.data.params["code.estimator"] for r in children) == sorted(identities)
+    assert len({r.data.tags["advbench.config_hash"] for r in children}) == 2
 
 
 def test_list_shows_estimators_losses_tasks_and_models(capsys):
