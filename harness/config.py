@@ -620,20 +620,12 @@ def flatten(cfg: RunConfig) -> dict[str, str]:
     return flat
 
 
-# Keys added after runs were recorded: left out of a run's identity while empty, so a store's
-# finished runs stay found (their configs never had them, and they meant the same).
-ADDED_SINCE_RECORDED_RUNS = (("task", "packages"),)
-
-
 def config_hash(cfg: RunConfig) -> str:
     """Identity of a run: the resolved config minus where it is tracked and cached and what it is
     called; with ``code``, the estimator's and the loss's version and source hash."""
     container = dataclasses.asdict(cfg)  # what to_container(structured(cfg)) gives, 3x faster
     for key in ("tracking", "threads", "label", "cache_dir"):
         container.pop(key, None)
-    for section, key in ADDED_SINCE_RECORDED_RUNS:  # at their default they change no behaviour
-        if not container[section][key]:
-            del container[section][key]
     return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(container)).encode()).hexdigest()[:16]
 
 
