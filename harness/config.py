@@ -15,14 +15,17 @@ hyperparameters). Every failure is a ``ConfigError`` naming the key and the vali
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import difflib
 import functools
 import hashlib
+import importlib.util
 import itertools
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any  # noqa: UP035  OmegaConf resolves these at runtime
@@ -493,18 +496,53 @@ def _validate_schema(raw: DictConfig) -> RunConfig:
     return cfg
 
 
+def declared_names(paths: list[Path]) -> list[str]:
+    """The names these source files register (``@register("name", ...)``), read without importing
+    them: a misspelt estimator or loss is refused before torch is imported."""
+    names = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                for decorator in node.decorator_list:
+                    call = decorator if isinstance(decorator, ast.Call) else None
+                    func = getattr(call, "func", None)
+                    name = getattr(func, "id", None) or getattr(func, "attr", None)
+                    if name == "register" and call.args and isinstance(call.args[0], ast.Constant):
+                        names.add(call.args[0].value)
+    return sorted(names)
+
+
+def _source_files(module: str) -> list[Path]:
+    """A module's file, or every file of a package's folder, found without importing it."""
+    spec = importlib.util.find_spec(module)
+    if spec.submodule_search_locations:
+        return sorted(p for folder in spec.submodule_search_locations for p in Path(folder).glob("*.py"))
+    return [Path(spec.origin)]
+
+
+def _require_known(key: str, kind: str, name: str, known: list[str]) -> None:
+    if name not in known:
+        close = difflib.get_close_matches(str(name), known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(
+            f"config key '{key}': unknown {kind} '{name}'{hint}; registered {kind}s: {', '.join(known)}"
+        )
+
+
 def _validate_registries(cfg: RunConfig) -> None:
-    """Estimator and loss names and their hyperparameters (imports torch through the registries)."""
+    """Estimator and loss names and their hyperparameters (imports torch through the registries).
+
+    In a fresh process nothing can have registered at run time yet, so the names are checked first
+    against what the registries' files declare, before torch is imported."""
+    if "estimators.registry" not in sys.modules:
+        _require_known("estimator", "estimator", cfg.estimator, declared_names(_source_files("estimators")))
+    if "harness.losses" not in sys.modules:
+        _require_known("loss", "loss", cfg.loss.get("name"), declared_names(_source_files("harness.losses")))
+
     import estimators
     from harness import losses
 
-    if cfg.estimator not in estimators.names():
-        close = difflib.get_close_matches(cfg.estimator, estimators.names(), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(
-            f"config key 'estimator': unknown estimator '{cfg.estimator}'{hint}; "
-            f"registered estimators: {', '.join(estimators.names())}"
-        )
+    _require_known("estimator", "estimator", cfg.estimator, estimators.names())
     unused = sorted(set(cfg.estimator_params) - set(estimators.names()))
     if unused:
         raise ConfigError(
