@@ -209,7 +209,6 @@ class TrainingSignals:
     batch_pass_rate: float | None = None
     entropy: float | None = None
     initial_entropy: float | None = None
-    extra: dict[str, float] = field(default_factory=dict)
     diagnostics: dict[str, float] = field(default_factory=dict)
     state: Any = None
 

@@ -91,8 +91,9 @@ def compare(baseline: dict[str, Any], current: dict[str, dict[str, float]]) -> l
     return findings
 
 
-def failed(findings: list[Finding]) -> bool:
-    return any(f.status in ("regressed", "missing") for f in findings)
+def failures(findings: list[Finding]) -> list[Finding]:
+    """The findings that fail the check: a regression beyond tolerance, or a result gone missing."""
+    return [f for f in findings if f.status in ("regressed", "missing")]
 
 
 def write_baseline(

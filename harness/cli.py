@@ -328,7 +328,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             f"[{style[f.status]}]{f.status}[/]" if style[f.status] else f.status,
         )
     _results_console().print(table)
-    bad = [f for f in findings if f.status in ("regressed", "missing")]
+    bad = check.failures(findings)
     for f in bad:
         change = "no result" if f.current is None else f"{f.baseline:.3f} -> {f.current:.3f} ({f.delta:+.3f})"
         console.print(

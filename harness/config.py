@@ -35,7 +35,6 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 CONFIG_DIR = Path(os.environ.get("ADVBENCH_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
 GROUPS = ("model", "task", "loss", "rollout")
-SWEEP_KEYS = ("estimator", "seed", *GROUPS)
 
 
 class ConfigError(ValueError):

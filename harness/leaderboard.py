@@ -44,7 +44,6 @@ class CellRun:
     pass_at_1: np.ndarray  # the raw eval curve
     sign_balance: np.ndarray
     mean_difficulty: np.ndarray
-    total_steps: int
 
     @property
     def stratum(self) -> tuple[str, str]:
@@ -129,7 +128,6 @@ def collect(tracker: Any, parent: Any) -> Board:
                 pass_at_1=pass_at_1,
                 sign_balance=balance,
                 mean_difficulty=difficulty,
-                total_steps=int(found.data.params.get("trainer.steps", steps[-1] if len(steps) else 0)),
             )
         )
     return Board(

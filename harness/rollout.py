@@ -504,9 +504,6 @@ class VLLMEngine:
         self.llm.apply_model(lambda model: model.load_weights(weights=weights.items()))
 
 
-ENGINES = {"hf": HFEngine, "paged": PagedEngine, "vllm": VLLMEngine}
-
-
 def build(cfg: RolloutConfig, policy: Policy) -> Engine:
     """The configured engine around ``policy``; EngineUnavailable when it cannot run here."""
     precision = sampling_precision(cfg, policy)

@@ -40,7 +40,6 @@ def cell(label, seed, start, curve, task="arithmetic", k8=0.8):
         pass_at_1=curve,
         sign_balance=np.linspace(-0.2, 0.2, 12),
         mean_difficulty=np.linspace(0.6, 0.4, 12),
-        total_steps=int(steps[-1]),
     )
 
 
