@@ -235,8 +235,8 @@ def _record_mismatch(
         delta = (trainer - rollout)[mask]
         collected["logprob_mismatch_mean"].append(delta.abs().mean().item() if delta.numel() else 0.0)
         collected["logprob_mismatch_max"].append(delta.abs().max().item() if delta.numel() else 0.0)
-        # k3 estimate of KL(rollout || trainer) from rollout samples: r - 1 - log r, r = trainer / rollout
-        collected["mismatch_kl_k3"].append((delta.exp() - 1 - delta).mean().item() if delta.numel() else 0.0)
+        # KL(rollout || trainer) from the rollout's samples: r = trainer / rollout
+        collected["mismatch_kl_k3"].append(losses.k3(delta).mean().item() if delta.numel() else 0.0)
 
 
 @dataclass

@@ -183,6 +183,12 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def k3(log_ratio: torch.Tensor) -> torch.Tensor:
+    """Schulman's (2020) k3 estimate of KL(p || q) per sample x ~ p, from log r = log q(x) - log p(x):
+    r - 1 - log r (unbiased, never negative)."""
+    return log_ratio.exp() - 1.0 - log_ratio
+
+
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
     """Per-token estimate of KL(pi || pi_ref) from samples of pi (Schulman 2020): k1, k2 or k3."""
     log_ratio = logprobs - ref_logprobs  # log pi / pi_ref
@@ -190,7 +196,7 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: st
         return log_ratio
     if estimator == "k2":
         return 0.5 * log_ratio**2
-    return (-log_ratio).exp() - 1.0 + log_ratio  # k3: r - 1 - log r with r = pi_ref / pi
+    return k3(-log_ratio)  # r = pi_ref / pi
 
 
 def policy_loss(
@@ -221,8 +227,7 @@ def policy_loss(
         ratio = log_ratio.exp()
         metrics.setdefault("ratio_mean", masked_mean(ratio, mask).item())
         metrics.setdefault("ratio_max", ratio[mask].max().item() if mask.any() else 1.0)
-        # k3 estimator of KL(pi_old || pi): E_old[(r - 1) - log r]
-        metrics.setdefault("kl_k3", masked_mean(ratio - 1.0 - log_ratio, mask).item())
+        metrics.setdefault("kl_k3", masked_mean(k3(log_ratio), mask).item())  # KL(pi_old || pi)
     return aggregate(token_losses, mask, params.aggregation, batch.max_len), metrics
 
 

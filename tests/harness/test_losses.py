@@ -216,3 +216,11 @@ def test_aggregation_modes():
     assert aggregate(token_losses, mask, "seq_sum_const", 5).item() == pytest.approx(10 / (2 * 5))
     with pytest.raises(ValueError, match="unknown aggregation"):
         aggregate(token_losses, mask, "sum", 3)
+
+
+def test_k3_is_an_unbiased_never_negative_estimate_of_kl():
+    p = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    q = torch.tensor([0.2, 0.2, 0.6], dtype=torch.float64)
+    per_sample = losses.k3(q.log() - p.log())  # x ~ p
+    assert (per_sample >= 0).all()
+    assert torch.allclose((p * per_sample).sum(), (p * (p / q).log()).sum())  # E_p[k3] = KL(p || q)
