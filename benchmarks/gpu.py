@@ -43,10 +43,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import losses, models, rollout  # noqa: E402
-from harness.config import load  # noqa: E402
-from harness.loop import peak_memory_gib, update_policy  # noqa: E402
-from harness.rollout import EngineUnavailable, Rollout, SamplingParams  # noqa: E402
+from advbench.harness import losses, models, rollout  # noqa: E402
+from advbench.harness.config import load  # noqa: E402
+from advbench.harness.loop import peak_memory_gib, update_policy  # noqa: E402
+from advbench.harness.rollout import EngineUnavailable, Rollout, SamplingParams  # noqa: E402
 
 SCALES = ("tiny", "10m", "50m", "200m")
 ENGINES = ("hf", "hf-static", "hf-compiled", "paged", "vllm")
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"`{command}` (torch {torch.__version__})\n\n{text}\n"
             )
     if args.plot:
-        from harness.plots import plot_gpu_benchmark
+        from advbench.harness.plots import plot_gpu_benchmark
 
         plot_gpu_benchmark(results, args.engines, args.plot)
     if args.json:

@@ -14,9 +14,9 @@ import argparse
 import dataclasses
 import sys
 
-import estimators
-from estimators.registry import _REGISTRY
-from harness.cli import main
+from advbench import estimators
+from advbench.estimators.registry import _REGISTRY
+from advbench.harness.cli import main
 
 
 def flip(name: str) -> None:

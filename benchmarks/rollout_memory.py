@@ -29,7 +29,7 @@ def measure(variant: str) -> dict:
     sys.path.insert(0, str(ROOT))
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from harness.rollout import _StepRecorder, logprobs_and_entropy
+    from advbench.harness.rollout import _StepRecorder, logprobs_and_entropy
 
     torch.manual_seed(0)
     config = Qwen2Config(

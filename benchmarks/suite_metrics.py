@@ -16,9 +16,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from harness.cli import _tracker_for
-from harness.leaderboard import collect, find_suite_run
-from harness.tracking import metric_history
+from advbench.harness.cli import _tracker_for
+from advbench.harness.leaderboard import collect, find_suite_run
+from advbench.harness.tracking import metric_history
 
 
 def column(values: list[float]) -> str:

@@ -7,7 +7,7 @@ which registers them all: a new family is a new file, nothing else to edit.
 import importlib
 import pkgutil
 
-from estimators.registry import (
+from advbench.estimators.registry import (
     AdvantageBatch,
     Estimator,
     NoParams,

@@ -49,8 +49,8 @@ from dataclasses import dataclass
 
 import torch
 
-from estimators.group_stats import group_mean
-from estimators.registry import AdvantageBatch, TrainingSignals, register
+from advbench.estimators.group_stats import group_mean
+from advbench.estimators.registry import AdvantageBatch, TrainingSignals, register
 
 SOURCE = "arXiv 2607.01490 [secondary]"
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from estimators.group_stats import group_mean, group_median, group_std
-from estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
+from advbench.estimators.group_stats import group_mean, group_median, group_std
+from advbench.estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
 
 
 @dataclass

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from estimators.group_stats import group_mean
-from estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
+from advbench.estimators.group_stats import group_mean
+from advbench.estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
 
 
 @register("maxrl", source="arXiv 2602.02710 [primary]")

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from estimators.group_stats import group_count, group_std
-from estimators.registry import AdvantageBatch, TrainingSignals, register
+from advbench.estimators.group_stats import group_count, group_std
+from advbench.estimators.registry import AdvantageBatch, TrainingSignals, register
 
 
 def comb(n: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:

@@ -81,9 +81,10 @@ def typed_value(value: Any, kind: Any, name: str) -> Any:
 
 @functools.cache
 def _source_files(module_name: str) -> tuple[str, ...]:
-    """The source files of ``module_name`` and of every module of its own top-level package that it
-    reaches through its globals (the helpers it calls, the contract it is registered under)."""
-    package = module_name.split(".")[0]
+    """The source files of ``module_name`` and of every module of its own top-level package or of
+    advbench that it reaches through its globals (the helpers it calls, the contract it is
+    registered under): a plugin's estimator changes identity with advbench's helpers too."""
+    packages = {module_name.split(".")[0], "advbench"}
     files: dict[str, str] = {}
     todo = [sys.modules[module_name]]
     while todo:
@@ -94,7 +95,7 @@ def _source_files(module_name: str) -> tuple[str, ...]:
         files[module.__name__] = path
         for value in vars(module).values():
             owner = value if isinstance(value, types.ModuleType) else inspect.getmodule(value)
-            if owner is not None and owner.__name__.split(".")[0] == package:
+            if owner is not None and owner.__name__.split(".")[0] in packages:
                 todo.append(owner)
     return tuple(sorted(files.values()))
 

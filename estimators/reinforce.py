@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
+from advbench.estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
 
 
 @register("reinforce", source="Williams 1992, doi:10.1007/BF00992696")

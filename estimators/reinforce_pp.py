@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from estimators.group_stats import group_mean, token_weights, whiten_tokens
-from estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
+from advbench.estimators.group_stats import group_mean, token_weights, whiten_tokens
+from advbench.estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
 
 
 @dataclass

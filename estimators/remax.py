@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
+from advbench.estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
 
 
 @register("remax", source="arXiv 2310.10505 [peer]", needs=("greedy_rewards",))

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from estimators.group_stats import group_count
-from estimators.registry import AdvantageBatch, TrainingSignals, register
+from advbench.estimators.group_stats import group_count
+from advbench.estimators.registry import AdvantageBatch, TrainingSignals, register
 
 
 @dataclass

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from estimators.group_stats import group_count, group_mean
-from estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
+from advbench.estimators.group_stats import group_count, group_mean
+from advbench.estimators.registry import AdvantageBatch, NoParams, TrainingSignals, register
 
 
 @register("rloo", source="arXiv 2402.14740")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from estimators.grpo import group_normalised
-from estimators.registry import AdvantageBatch, TrainingSignals, register
+from advbench.estimators.grpo import group_normalised
+from advbench.estimators.registry import AdvantageBatch, TrainingSignals, register
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.config import RunConfig, config_hash
+from advbench.harness.config import RunConfig, config_hash
 
 
 def checkpoint_path(cfg: RunConfig) -> Path:

@@ -32,8 +32,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from harness.config import ConfigError, RunConfig, group_choices, load
-from harness.runner import CellOutcome, cell_lock, check_devices, quiet_libraries
+from advbench.harness.config import ConfigError, RunConfig, group_choices, load
+from advbench.harness.runner import CellOutcome, cell_lock, check_devices, quiet_libraries
 
 console = Console(stderr=True, soft_wrap=True)  # progress and messages
 
@@ -45,7 +45,7 @@ def _results_console() -> Console:
 
 
 def _summary_row(cfg: RunConfig, summary: dict[str, float], status: str) -> list[str]:
-    from harness.metrics import final_pass_at_k
+    from advbench.harness.metrics import final_pass_at_k
 
     final = final_pass_at_k(summary)
     final_k = max(final)
@@ -99,7 +99,7 @@ def _progress() -> Progress:
 
 def _run_here(progress: Progress, cfg: RunConfig, tracker, parent) -> CellOutcome:
     """One cell in this process, with a progress bar of its steps."""
-    from harness.runner import run_cell
+    from advbench.harness.runner import run_cell
 
     bar = progress.add_task(cfg.run_name, total=cfg.trainer.steps, info="")
 
@@ -128,7 +128,7 @@ def _run_cells(
     failures: list[tuple[RunConfig, str]] = []
     with _progress() as progress:
         if ray_address is not None:
-            from harness.runner import run_cells_ray
+            from advbench.harness.runner import run_cells_ray
 
             bar = progress.add_task(f"{len(cells)} cells on Ray", total=len(cells), info="")
 
@@ -166,7 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs = load(args.overrides, args.config)  # validated before anything heavy is imported
     quiet_libraries()
     check_devices(runs)
-    from harness.tracking import Tracker
+    from advbench.harness.tracking import Tracker
 
     tracker = Tracker(runs[0].tracking)
     name = args.name or f"run-{datetime.now():%Y%m%d-%H%M%S}"
@@ -189,13 +189,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _run_suite(args: argparse.Namespace):
     """Expand, record and run a suite; its outcomes and failures."""
-    from harness.suites import load_suite
+    from advbench.harness.suites import load_suite
 
     suite = load_suite(args.suite, args.overrides)
     quiet_libraries()
     if args.ray is None:
         check_devices(suite.cells)
-    from harness.tracking import Tracker
+    from advbench.harness.tracking import Tracker
 
     tracker = Tracker(suite.cells[0].tracking)
     command = " ".join(["advbench", *sys.argv[1:]])
@@ -231,27 +231,27 @@ def cmd_suite(args: argparse.Namespace) -> int:
 
 def _tracker_for(ref: str, args: argparse.Namespace):
     """The tracking store of a suite: its file's, or the --tracking-uri / --experiment given."""
-    from harness.config import TrackingConfig
-    from harness.suites import SUITE_DIR
+    from advbench.harness.config import TrackingConfig
+    from advbench.harness.suites import suite_file
 
     name, cfg = ref, TrackingConfig()
-    path = Path(ref) if Path(ref).is_file() else SUITE_DIR / f"{ref}.yaml"
-    if path.is_file():
-        from harness.suites import load_suite
+    path = suite_file(ref)
+    if path is not None:
+        from advbench.harness.suites import load_suite
 
         suite = load_suite(path, args.overrides)
         name, cfg = suite.name, suite.cells[0].tracking
     cfg.uri = args.tracking_uri or cfg.uri
     cfg.experiment = args.experiment or cfg.experiment
     quiet_libraries()
-    from harness.tracking import Tracker
+    from advbench.harness.tracking import Tracker
 
     return name, Tracker(cfg)
 
 
 def _rank(board):
     """The board's ranking, or None after saying why it cannot be ranked (a run's NaN eval curve)."""
-    from harness import leaderboard
+    from advbench.harness import leaderboard
 
     try:
         return leaderboard.rank(board)
@@ -261,7 +261,7 @@ def _rank(board):
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness import leaderboard
+    from advbench.harness import leaderboard
 
     name, tracker = _tracker_for(args.suite, args)
     try:
@@ -287,7 +287,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from harness import check, leaderboard
+    from advbench.harness import check, leaderboard
 
     baseline_path = Path(args.baseline)
     old = None
@@ -345,8 +345,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    import estimators
-    from harness import losses
+    from advbench import estimators
+    from advbench.harness import losses
 
     table = Table(title="advbench registry", show_lines=False)
     table.add_column("kind")
@@ -360,15 +360,16 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_row("loss", name, escape(losses.get(name).description), "")
     from omegaconf import OmegaConf
 
-    from harness.config import CONFIG_DIR
+    from advbench.harness.config import find_config
 
     for group in ("task", "model", "rollout"):
         for name in group_choices(group):
-            text = (CONFIG_DIR / group / f"{name}.yaml").read_text()
+            path = find_config(group, name)
+            text = path.read_text()
             first_comment = next(
                 (line.lstrip("# ") for line in text.splitlines() if line.startswith("#")), ""
             )
-            node = OmegaConf.load(CONFIG_DIR / group / f"{name}.yaml")
+            node = OmegaConf.load(path)
             detail = node.get("dataset", "") if group == "task" else ""
             table.add_row(group, name, escape(first_comment), escape(str(detail)))
     _results_console().print(table)
@@ -378,7 +379,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_axes(args: argparse.Namespace) -> int:
     from mlflow.tracking import MlflowClient
 
-    from harness.plots import plot_axes, resolve_runs
+    from advbench.harness.plots import plot_axes, resolve_runs
 
     client = MlflowClient(tracking_uri=args.tracking_uri)
     experiment = client.get_experiment_by_name(args.experiment)

@@ -33,7 +33,41 @@ from typing import Any  # noqa: UP035  OmegaConf resolves these at runtime
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-CONFIG_DIR = Path(os.environ.get("ADVBENCH_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
+
+def package_folder(name: str) -> Path:
+    """The folder of one of the project's data packages (advbench.configs, advbench.suites): the
+    repository's folder in a checkout, site-packages/advbench/... once installed from a wheel."""
+    spec = importlib.util.find_spec(name)
+    return next(Path(p) for p in spec.submodule_search_locations if Path(p).is_dir())
+
+
+def search_path(own: str | os.PathLike[str] | None, folder: str, package: str) -> list[Path]:
+    """Where named files are looked for, first match wins: ``own`` (an environment variable's
+    folder), the working directory's ``folder`` (a user's own configs or suites), the package's."""
+    found = [Path(own)] if own else []
+    found += [Path.cwd() / folder, package_folder(package)]
+    unique: list[Path] = []
+    for path in found:
+        if path.is_dir() and all(path.resolve() != u.resolve() for u in unique):
+            unique.append(path)
+    return unique
+
+
+CONFIG_DIR = package_folder("advbench.configs")  # the shipped configs
+
+
+def config_dirs() -> list[Path]:
+    """ADVBENCH_CONFIG_DIR, ./configs, then the shipped configs (``search_path``)."""
+    return search_path(os.environ.get("ADVBENCH_CONFIG_DIR"), "configs", "advbench.configs")
+
+
+def find_config(group: str, name: str) -> Path | None:
+    """The first ``<group>/<name>.yaml`` along ``config_dirs()``; None when there is none."""
+    return next(
+        (d / group / f"{name}.yaml" for d in config_dirs() if (d / group / f"{name}.yaml").is_file()), None
+    )
+
+
 GROUPS = ("model", "task", "loss", "rollout")
 
 
@@ -393,7 +427,7 @@ class RunConfig:
 
 
 def group_choices(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    return sorted({p.stem for d in config_dirs() for p in (d / group).glob("*.yaml")})
 
 
 def load_yaml(path: Path) -> DictConfig:
@@ -409,12 +443,14 @@ def load_yaml(path: Path) -> DictConfig:
 
 
 def _load_group(group: str, choice: Any) -> DictConfig:
-    if not isinstance(choice, str) or not (CONFIG_DIR / group / f"{choice}.yaml").is_file():
+    path = find_config(group, choice) if isinstance(choice, str) else None
+    if path is None:
+        folders = ", ".join(str(d / group) for d in config_dirs())
         raise ConfigError(
             f"config key '{group}': unknown {group} '{choice}'; choices: {', '.join(group_choices(group))} "
-            f"(files in {CONFIG_DIR / group})"
+            f"(files in {folders})"
         )
-    node = load_yaml(CONFIG_DIR / group / f"{choice}.yaml")
+    node = load_yaml(path)
     node.name = choice
     return node
 
@@ -533,13 +569,17 @@ def _validate_registries(cfg: RunConfig) -> None:
 
     In a fresh process nothing can have registered at run time yet, so the names are checked first
     against what the registries' files declare, before torch is imported."""
-    if "estimators.registry" not in sys.modules:
-        _require_known("estimator", "estimator", cfg.estimator, declared_names(_source_files("estimators")))
-    if "harness.losses" not in sys.modules:
-        _require_known("loss", "loss", cfg.loss.get("name"), declared_names(_source_files("harness.losses")))
+    if "advbench.estimators.registry" not in sys.modules:
+        _require_known(
+            "estimator", "estimator", cfg.estimator, declared_names(_source_files("advbench.estimators"))
+        )
+    if "advbench.harness.losses" not in sys.modules:
+        _require_known(
+            "loss", "loss", cfg.loss.get("name"), declared_names(_source_files("advbench.harness.losses"))
+        )
 
-    import estimators
-    from harness import losses
+    from advbench import estimators
+    from advbench.harness import losses
 
     _require_known("estimator", "estimator", cfg.estimator, estimators.names())
     unused = sorted(set(cfg.estimator_params) - set(estimators.names()))
@@ -590,7 +630,7 @@ def load(
 
 
 def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | None) -> list[RunConfig]:
-    base = load_yaml(CONFIG_DIR / "base.yaml")
+    base = load_yaml(CONFIG_DIR / "base.yaml")  # the shipped defaults; a user file overrides them (-c)
     if isinstance(config_file, DictConfig):
         user = copy.deepcopy(config_file)  # load pops keys from it
     else:

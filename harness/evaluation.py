@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from harness.config import EvalConfig
-from harness.metrics import (
+from advbench.harness.config import EvalConfig
+from advbench.harness.metrics import (
     distinct_correct_answers,
     distinct_n,
     k_values,
@@ -23,8 +23,8 @@ from harness.metrics import (
     pass_at_k_curve,
     time_to_peak,
 )
-from harness.rollout import Engine, SamplingParams
-from harness.tasks import Prompt, Task
+from advbench.harness.rollout import Engine, SamplingParams
+from advbench.harness.tasks import Prompt, Task
 
 
 @dataclass

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from harness import stats
-from harness.metrics import final_pass_at_k, smooth, steps_to_threshold
-from harness.tracking import metric_history
+from advbench.harness import stats
+from advbench.harness.metrics import final_pass_at_k, smooth, steps_to_threshold
+from advbench.harness.tracking import metric_history
 
 THRESHOLDS = (0.5, 0.8, 0.9)  # steps-to-threshold fractions of the way from start to R_ref
 BOOTSTRAP_REPS = 5000
@@ -429,7 +429,7 @@ def write(board: Board, out: Path, rows: list[Row] | None = None) -> dict[str, P
 
     ``rows``: the board's ranking when the caller has it already (``rank`` bootstraps; once is enough).
     """
-    from harness import plots
+    from advbench.harness import plots
 
     if not board.runs:
         raise LookupError(f"suite '{board.suite}' has no finished runs yet")

@@ -22,14 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-import estimators
-from harness import checkpoint, losses, models, rollout, tasks
-from harness.axes import two_axes
-from harness.config import RunConfig
-from harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
-from harness.geometry import GeometryProbe
-from harness.rollout import Rollout, SamplingParams, token_logprobs
-from harness.tracking import RunTracker
+from advbench import estimators
+from advbench.harness import checkpoint, losses, models, rollout, tasks
+from advbench.harness.axes import two_axes
+from advbench.harness.config import RunConfig
+from advbench.harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
+from advbench.harness.geometry import GeometryProbe
+from advbench.harness.rollout import Rollout, SamplingParams, token_logprobs
+from advbench.harness.tracking import RunTracker
 
 
 class NonFiniteError(RuntimeError):

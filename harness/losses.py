@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from estimators.registry import build_params, code_identity
+from advbench.estimators.registry import build_params, code_identity
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_const")
 KL_ESTIMATORS = ("k1", "k2", "k3")

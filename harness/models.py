@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from harness.config import ConfigError, ModelConfig, TaskConfig
-from harness.tasks import Prompt, Task
+from advbench.harness.config import ConfigError, ModelConfig, TaskConfig
+from advbench.harness.tasks import Prompt, Task
 
 PAD, EOS = "<pad>", "<eos>"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -190,7 +190,7 @@ def tiny_cache_key(model_cfg: ModelConfig, task_cfg: TaskConfig) -> str:
     for key in ("name", "path", "device"):
         shape.pop(key)
     task = OmegaConf.to_container(OmegaConf.structured(task_cfg))
-    for key in ("name", "verifier_timeout"):
+    for key in ("name", "verifier_timeout", "packages"):  # how samples are scored, not the weights
         task.pop(key)
     payload = json.dumps(
         {

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.metrics import smooth
-from harness.tracking import metric_history
+from advbench.harness.metrics import smooth
+from advbench.harness.tracking import metric_history
 
 if TYPE_CHECKING:
-    from harness.leaderboard import Board
+    from advbench.harness.leaderboard import Board
 
 
 def _pyplot():
@@ -115,7 +115,7 @@ def plot_axes_groups(groups: dict[str, list[Any]], out: Path, window: int = 5) -
 
 def plot_pass_at_1(board: Board, out: Path, window: int = 3) -> Path:
     """Smoothed eval pass@1 per estimator and stratum: the mean over seeds, a band from min to max."""
-    from harness.leaderboard import smoothed_mean_curve
+    from advbench.harness.leaderboard import smoothed_mean_curve
 
     plt = _pyplot()
     strata = board.strata

@@ -35,8 +35,8 @@ from typing import Protocol
 
 import torch
 
-from harness.config import ConfigError, RolloutConfig
-from harness.models import DTYPES, Policy, autocast
+from advbench.harness.config import ConfigError, RolloutConfig
+from advbench.harness.models import DTYPES, Policy, autocast
 
 
 @dataclass(frozen=True)

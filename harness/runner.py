@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from harness.config import ConfigError, RunConfig, config_hash
+from advbench.harness.config import ConfigError, RunConfig, config_hash
 
 
 @dataclass
@@ -62,8 +62,8 @@ def run_cell(
     say: Callable[[str], None] = print,
 ) -> CellOutcome:
     """Run ``cfg`` to the end (or report it finished) and return its summary."""
-    from harness import checkpoint
-    from harness.loop import train
+    from advbench.harness import checkpoint
+    from advbench.harness.loop import train
 
     with cell_lock(cfg):
         done = tracker.find_finished(cfg)
@@ -98,7 +98,7 @@ def check_devices(cells: Sequence[RunConfig]) -> None:
     """Before anything starts here, the devices the cells ask for must exist on this machine (a
     ConfigError naming model.device otherwise). Not for Ray: its workers may have GPUs this
     machine lacks."""
-    from harness.models import resolve_device
+    from advbench.harness.models import resolve_device
 
     for device in sorted({cell.model.device for cell in cells}):
         resolve_device(device)
@@ -118,7 +118,7 @@ def absolute_tracking(cfg: RunConfig) -> RunConfig:
 def _remote_cell(cfg: RunConfig, parent_run_id: str) -> CellOutcome:
     """A Ray task: run one cell into the shared tracking store under the suite's parent run."""
     quiet_libraries()
-    from harness.tracking import RunTracker, Tracker
+    from advbench.harness.tracking import RunTracker, Tracker
 
     tracker = Tracker(cfg.tracking)
     return run_cell(cfg, tracker, RunTracker(tracker.client, parent_run_id), say=lambda _: None)

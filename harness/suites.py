@@ -26,15 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from harness.config import GROUPS, ConfigError, RunConfig, config_hash, load, load_yaml
+from advbench.harness.config import GROUPS, ConfigError, RunConfig, config_hash, load, load_yaml, search_path
 
-SUITE_DIR = Path(__file__).resolve().parent.parent / "suites"
 SUITE_KEYS = ("name", "description", "base", "reference", "matrix", "overrides")
 MATRIX_KEYS = ("estimator", "seed", *GROUPS)
 
@@ -83,16 +83,26 @@ class Suite:
         ]
 
 
+def suite_dirs() -> list[Path]:
+    """ADVBENCH_SUITE_DIR, ./suites, then the shipped suites (config.search_path)."""
+    return search_path(os.environ.get("ADVBENCH_SUITE_DIR"), "suites", "advbench.suites")
+
+
+def suite_file(ref: str | Path) -> Path | None:
+    """A suite file path, or the first ``<ref>.yaml`` along ``suite_dirs()``; None if neither."""
+    if Path(ref).is_file():
+        return Path(ref)
+    return next((d / f"{ref}.yaml" for d in suite_dirs() if (d / f"{ref}.yaml").is_file()), None)
+
+
 def resolve_path(ref: str | Path) -> Path:
-    """A suite file path, or the name of one under suites/ (``smoke`` -> suites/smoke.yaml)."""
-    path = Path(ref)
-    if path.is_file():
+    """A suite file path, or the name of one (``smoke`` -> suites/smoke.yaml); a clear error if none."""
+    path = suite_file(ref)
+    if path is not None:
         return path
-    named = SUITE_DIR / f"{ref}.yaml"
-    if named.is_file():
-        return named
-    choices = ", ".join(sorted(p.stem for p in SUITE_DIR.glob("*.yaml")))
-    raise ConfigError(f"no suite file '{ref}' (and no suites/{ref}.yaml); suites: {choices}")
+    choices = ", ".join(sorted({p.stem for d in suite_dirs() for p in d.glob("*.yaml")}))
+    folders = ", ".join(map(str, suite_dirs()))
+    raise ConfigError(f"no suite file '{ref}' (nor {ref}.yaml in {folders}); suites: {choices}")
 
 
 def _mapping(value: Any, what: str, where: str) -> dict[str, Any]:

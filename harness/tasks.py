@@ -33,7 +33,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from harness.config import ConfigError, TaskConfig
+from advbench.harness.config import ConfigError, TaskConfig
 
 CORRECT = 1.0  # the score of a correct completion
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -449,7 +449,7 @@ class CodeTask(Task):
         model is loaded)."""
         from importlib.metadata import PackageNotFoundError
 
-        from harness import sandbox
+        from advbench.harness import sandbox
 
         try:
             self.isolation = sandbox.isolation()
@@ -493,20 +493,20 @@ class CodeTask(Task):
         return Score(reward=float(outcome.passed), correct=outcome.passed, rejected=rejected)
 
     def score(self, prompt: Prompt, completion: str) -> Score:
-        from harness.sandbox import run_program
+        from advbench.harness.sandbox import run_program
 
         program = self.program(prompt.entry, completion)
         return self._outcome_score(run_program(program, self._limits(), tuple(self.cfg.packages)))
 
     def score_batch(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[Score]:
-        from harness.sandbox import run_programs
+        from advbench.harness.sandbox import run_programs
 
         programs = [self.program(p.entry, c) for p, c in zip(prompts, completions, strict=True)]
         outcomes = run_programs(programs, self._limits(), packages=tuple(self.cfg.packages))
         return [self._outcome_score(o) for o in outcomes]
 
     def _limits(self):
-        from harness.sandbox import Limits
+        from advbench.harness.sandbox import Limits
 
         return Limits(seconds=self.cfg.verifier_timeout)
 

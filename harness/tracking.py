@@ -20,10 +20,10 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from harness.config import RunConfig, TrackingConfig, config_hash, flatten, to_yaml
+from advbench.harness.config import RunConfig, TrackingConfig, config_hash, flatten, to_yaml
 
 if TYPE_CHECKING:
-    from harness.suites import Suite
+    from advbench.harness.suites import Suite
 
 CONFIG_HASH_TAG = "advbench.config_hash"
 SUITE_TAG = "advbench.suite"
@@ -71,7 +71,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     import urllib.error
     import urllib.request
 
-    from harness.config import ConfigError
+    from advbench.harness.config import ConfigError
 
     scheme = urlparse(uri).scheme
     if scheme in ("http", "https"):

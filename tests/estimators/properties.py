@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from hypothesis import strategies as st
 
-from estimators import AdvantageBatch
+from advbench.estimators import AdvantageBatch
 
 T = 5  # response tokens in the generated batches
 

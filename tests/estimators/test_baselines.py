@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-import estimators
-from estimators import AdvantageBatch
+from advbench import estimators
+from advbench.estimators import AdvantageBatch
 
 
 def test_gpg_scales_by_batch_over_informative_samples():

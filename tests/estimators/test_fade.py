@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-import estimators
-from estimators.fade import FADEParams, FADEState, fade_alpha, fade_delta
+from advbench import estimators
+from advbench.estimators.fade import FADEParams, FADEState, fade_alpha, fade_delta
 
 # group 0: p = 1/4, group 1: p = 3/4, group 2: all wrong (no signal)
 REWARDS = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]])

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-import estimators
-from estimators import AdvantageBatch
+from advbench import estimators
+from advbench.estimators import AdvantageBatch
 from tests.estimators.properties import degenerate_batches, group_batches  # noqa: F401
 
 grpo = estimators.get("grpo")

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-import estimators
-from estimators import AdvantageBatch
-from estimators.passk import comb
+from advbench import estimators
+from advbench.estimators import AdvantageBatch
+from advbench.estimators.passk import comb
 
 
 def test_comb():

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import estimators
-from estimators import AdvantageBatch, TrainingSignals
+from advbench import estimators
+from advbench.estimators import AdvantageBatch, TrainingSignals
 from tests.estimators.properties import T, degenerate_batches, full_batch, group_batches
 
 

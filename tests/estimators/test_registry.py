@@ -3,9 +3,9 @@ import dataclasses
 import pytest
 import torch
 
-import estimators
-from estimators import AdvantageBatch, TrainingSignals
-from estimators.registry import _REGISTRY
+from advbench import estimators
+from advbench.estimators import AdvantageBatch, TrainingSignals
+from advbench.estimators.registry import _REGISTRY
 
 
 def test_first_entries_are_registered_with_description_and_source():

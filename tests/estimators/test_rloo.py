@@ -1,7 +1,7 @@
 import torch
 
-import estimators
-from estimators import AdvantageBatch
+from advbench import estimators
+from advbench.estimators import AdvantageBatch
 
 rloo = estimators.get("rloo")
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-import estimators
-from estimators import AdvantageBatch
+from advbench import estimators
+from advbench.estimators import AdvantageBatch
 
 REWARDS = torch.tensor([[1.0, 0.0, 0.05]])  # correct, wrong, partial credit (still wrong)
 

@@ -2,8 +2,8 @@
 
 import torch
 
-import estimators
-from estimators import AdvantageBatch
+from advbench import estimators
+from advbench.estimators import AdvantageBatch
 
 
 def _mask(lengths, width):

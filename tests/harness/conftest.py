@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import models, rollout, tasks
-from harness.config import load
-from harness.rollout import SamplingParams
+from advbench.harness import models, rollout, tasks
+from advbench.harness.config import load
+from advbench.harness.rollout import SamplingParams
 
 
 @pytest.fixture(scope="module")

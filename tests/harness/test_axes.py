@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-import estimators
-from harness.axes import two_axes
+from advbench import estimators
+from advbench.harness.axes import two_axes
 
 REWARDS = torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0]])
 # completions 0 and 2 have two tokens, 1 and 3 one

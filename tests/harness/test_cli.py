@@ -7,7 +7,7 @@ import sys
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.cli import main
+from advbench.harness.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -78,8 +78,8 @@ def test_rerunning_a_finished_run_does_not_train_or_log_again(fast_overrides, tm
 
 
 EDITED = '''
-from estimators.grpo import group_normalised
-from estimators.registry import register
+from advbench.estimators.grpo import group_normalised
+from advbench.estimators.registry import register
 
 SCALE = {scale}
 
@@ -96,7 +96,7 @@ def test_an_edited_estimator_trains_again_instead_of_reporting_the_old_run(
 ):
     """A run's identity includes its estimator's code (version and source hash): the same config
     with the estimator edited is a new run, not the old one found finished."""
-    from estimators import registry
+    from advbench.estimators import registry
 
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(sys, "dont_write_bytecode", True)  # an edit within the same second

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from harness.config import ConfigError, config_hash, flatten, load, to_yaml
+from advbench.harness.config import ConfigError, config_hash, flatten, load, to_yaml
 
 
 def test_defaults_resolve_to_one_run_with_every_knob():
@@ -137,7 +137,7 @@ def test_a_bad_config_fails_before_any_model_library_is_loaded():
     # registries' names are read from their files); its wall time is measured in tests/benchmarks.
     code = textwrap.dedent("""
         import sys
-        from harness.cli import main
+        from advbench.harness.cli import main
         rc = main(["run", "estimator=nope"])
         print(rc, "torch" in sys.modules, "transformers" in sys.modules, "mlflow" in sys.modules)
     """)
@@ -167,16 +167,34 @@ def test_config_hash_is_the_one_existing_stores_were_recorded_with():
 
 
 def test_the_names_read_from_the_files_are_the_registered_ones():
-    import estimators
-    from harness import losses
-    from harness.config import _source_files, declared_names
+    from advbench import estimators
+    from advbench.harness import losses
+    from advbench.harness.config import _source_files, declared_names
 
-    assert declared_names(_source_files("estimators")) == estimators.names()
-    assert declared_names(_source_files("harness.losses")) == losses.names()
+    assert declared_names(_source_files("advbench.estimators")) == estimators.names()
+    assert declared_names(_source_files("advbench.harness.losses")) == losses.names()
 
 
 def test_the_config_and_the_registries_bound_ints_alike():
-    from estimators import registry
-    from harness import config
+    from advbench.estimators import registry
+    from advbench.harness import config
 
     assert config.LARGEST_INT == registry.LARGEST_INT
+
+
+def test_a_users_own_config_and_suite_folders_are_searched_first(tmp_path, monkeypatch):
+    from advbench.harness.config import CONFIG_DIR, group_choices
+    from advbench.harness.suites import load_suite
+
+    (tmp_path / "configs" / "task").mkdir(parents=True)
+    (tmp_path / "configs" / "task" / "mine.yaml").write_text("dataset: chain_sum\neval_size: 12\n")
+    (tmp_path / "suites").mkdir()
+    shipped = (CONFIG_DIR.parent / "suites" / "smoke.yaml").read_text()
+    (tmp_path / "suites" / "mine.yaml").write_text(shipped.replace("name: smoke", "name: mine"))
+    monkeypatch.chdir(tmp_path)
+    assert {"mine", "arithmetic"} <= set(group_choices("task"))  # the user's beside the shipped
+    (cfg,) = load(["task=mine"])
+    assert (cfg.task.name, cfg.task.dataset, cfg.task.eval_size) == ("mine", "chain_sum", 12)
+    assert load_suite("mine").name == "mine" and load_suite("smoke").name == "smoke"
+    with pytest.raises(ConfigError, match=f"unknown task 'yours'.*files in {tmp_path}/configs/task"):
+        load(["task=yours"])

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from harness.config import LARGEST_INT, ConfigError, RunConfig, flatten, load
+from advbench.harness.config import LARGEST_INT, ConfigError, RunConfig, flatten, load
 
 VALID_KEYS = sorted(flatten(RunConfig()))
 GROUP_KEYS = ["model", "task", "loss", "rollout"]

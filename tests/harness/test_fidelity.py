@@ -9,11 +9,11 @@ import dataclasses
 import pytest
 import torch
 
-import estimators
-from harness import losses, models, rollout
-from harness.config import load
-from harness.loop import train, update_policy
-from harness.rollout import Rollout, SamplingParams
+from advbench import estimators
+from advbench.harness import losses, models, rollout
+from advbench.harness.config import load
+from advbench.harness.loop import train, update_policy
+from advbench.harness.rollout import Rollout, SamplingParams
 
 
 def rows_of(batch: Rollout, rows: torch.Tensor) -> Rollout:
@@ -116,7 +116,7 @@ def test_rollout_autocast_makes_the_mismatch_metrics_show_it(fast_overrides):
 
 
 def test_float32_sampling_needs_float32_weights(setup):
-    from harness.config import ConfigError
+    from advbench.harness.config import ConfigError
 
     _, _, policy, _, _ = setup
     half = dataclasses.replace(policy, model=copy.deepcopy(policy.model).to(torch.bfloat16))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from harness.geometry import (
+from advbench.harness.geometry import (
     GeometryProbe,
     cosine,
     effective_rank,

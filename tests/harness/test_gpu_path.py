@@ -18,10 +18,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import losses, models, rollout, tasks
-from harness.config import ConfigError, load
-from harness.loop import micro_batches, train, update_policy
-from harness.rollout import EngineUnavailable, Rollout, SamplingParams
+from advbench.harness import losses, models, rollout, tasks
+from advbench.harness.config import ConfigError, load
+from advbench.harness.loop import micro_batches, train, update_policy
+from advbench.harness.rollout import EngineUnavailable, Rollout, SamplingParams
 
 
 def fake_rollout(prompt_lengths: list[int], response_lengths: list[int]) -> Rollout:
@@ -305,7 +305,7 @@ def test_built_in_scales_have_their_size(scale, low, high):
 
 @needs_no_cuda
 def test_run_and_suite_on_gpu_scales_stop_before_tracking_without_cuda(fast_overrides, tmp_path, capsys):
-    from harness.cli import main
+    from advbench.harness.cli import main
 
     assert main(["run", "model=50m", *fast_overrides]) == 2
     assert main(["suite", "gpu-50m", *fast_overrides[-2:]]) == 2

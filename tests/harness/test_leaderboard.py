@@ -7,14 +7,14 @@ import subprocess
 import numpy as np
 import pytest
 
-from harness import leaderboard
-from harness.leaderboard import Board, CellRun
+from advbench.harness import leaderboard
+from advbench.harness.leaderboard import Board, CellRun
 
 
 def cell(label, seed, start, curve, task="arithmetic", k8=0.8):
     """A finished run whose eval pass@1 at steps 0, 10, ... is ``curve``."""
     curve = np.array(curve, dtype=float)
-    from harness.metrics import smooth
+    from advbench.harness.metrics import smooth
 
     smoothed = smooth(curve, 3)
     peak = int(np.argmax(smoothed))

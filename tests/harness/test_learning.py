@@ -8,8 +8,8 @@ learning-regression gate until `advbench check` (issue 5) judges learning with s
 import numpy as np
 import pytest
 
-from harness.config import load
-from harness.loop import train
+from advbench.harness.config import load
+from advbench.harness.loop import train
 
 pytestmark = pytest.mark.slow
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import estimators
-from harness.config import load
-from harness.loop import NonFiniteError, PromptSampler, check_finite, machine_dependent, train
+from advbench import estimators
+from advbench.harness.config import load
+from advbench.harness.loop import NonFiniteError, PromptSampler, check_finite, machine_dependent, train
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def test_a_run_records_evals_and_a_summary(fast_overrides):
     assert summary["summary/time_to_peak_step"] in (0, 2, 4)
     assert summary["summary/final_pass_at_4"] == result.evals[-1].pass_at_k[4]
     # diversity of each prompt's samples, recomputed here from what the eval logged
-    from harness.metrics import distinct_correct_answers, mean_pairwise_similarity, pass_at_k_area
+    from advbench.harness.metrics import distinct_correct_answers, mean_pairwise_similarity, pass_at_k_area
 
     last, n = result.evals[-1], cfg.eval.n
     metrics = last.metrics()
@@ -68,7 +68,7 @@ def test_a_run_records_evals_and_a_summary(fast_overrides):
 
 
 def test_the_warm_start_is_shared_across_estimators_and_seeds(fast_overrides):
-    from harness.models import tiny_cache_key
+    from advbench.harness.models import tiny_cache_key
 
     runs = load([*fast_overrides, "estimator=[grpo,reinforce_batch]", "seed=[0,5]", "trainer.steps=1"])
     assert len({tiny_cache_key(cfg.model, cfg.task) for cfg in runs}) == 1  # one cached warm start
@@ -100,7 +100,7 @@ def test_non_finite_values_stop_the_run_naming_step_tensor_and_estimator(fast_ov
         ):
             train(cfg)
     finally:
-        from estimators.registry import _REGISTRY
+        from advbench.estimators.registry import _REGISTRY
 
         _REGISTRY.pop("test_nan")
 
@@ -131,15 +131,15 @@ def test_a_token_level_estimator_trains_through_the_loop(fast_overrides):
         assert seen["shape"][:2] == (cfg.trainer.prompts_per_step, cfg.trainer.group_size)
         assert len(result.evals) == 2
     finally:
-        from estimators.registry import _REGISTRY
+        from advbench.estimators.registry import _REGISTRY
 
         _REGISTRY.pop("test_token_level_loop")
 
 
 def test_a_local_checkpoint_loads_through_model_path(fast_overrides, tmp_path):
     # Any local HF causal LM directory: here one the test writes, with the task's tokenizer.
-    from harness import tasks
-    from harness.models import build_tiny, fit_tokenizer
+    from advbench.harness import tasks
+    from advbench.harness.models import build_tiny, fit_tokenizer
 
     (cfg,) = load(fast_overrides)
     task = tasks.build(cfg.task, cfg.cache_dir)
@@ -162,7 +162,7 @@ def test_a_local_checkpoint_loads_through_model_path(fast_overrides, tmp_path):
 
 
 def test_model_local_needs_a_path_and_a_checkpoint(fast_overrides, tmp_path):
-    from harness.config import ConfigError
+    from advbench.harness.config import ConfigError
 
     with pytest.raises(ConfigError, match="model.path"):
         load([*fast_overrides, "model=local"])
@@ -232,7 +232,7 @@ def test_gradient_geometry_is_logged_on_its_interval(fast_overrides):
 
 
 def test_a_nan_stops_the_run_and_leaves_the_last_good_checkpoint(fast_overrides):
-    from harness import checkpoint
+    from advbench.harness import checkpoint
 
     @estimators.register("test_nan_at_3", source="test")
     def nan_at_step_3(batch, signals, params):
@@ -250,7 +250,7 @@ def test_a_nan_stops_the_run_and_leaves_the_last_good_checkpoint(fast_overrides)
         with pytest.raises(NonFiniteError, match="step 3: advantages"):  # it loads and resumes at step 3
             train(cfg, resume=state)
     finally:
-        from estimators.registry import _REGISTRY
+        from advbench.estimators.registry import _REGISTRY
 
         _REGISTRY.pop("test_nan_at_3")
         checkpoint.remove(cfg)

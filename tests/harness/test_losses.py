@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from harness import losses
-from harness.losses import LossBatch, aggregate, get, policy_loss, resolve
+from advbench.harness import losses
+from advbench.harness.losses import LossBatch, aggregate, get, policy_loss, resolve
 
 ONE = torch.ones(1, 4, dtype=torch.bool)
 

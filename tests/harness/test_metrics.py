@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.metrics import (
+from advbench.harness.metrics import (
     distinct_correct_answers,
     distinct_n,
     k_values,

@@ -1,8 +1,8 @@
 import pytest
 from transformers import AutoTokenizer
 
-from harness.config import ModelConfig
-from harness.models import build_tiny, fit_tokenizer
+from advbench.harness.config import ModelConfig
+from advbench.harness.models import build_tiny, fit_tokenizer
 
 TEXTS = ["12 + 3 - 45=", "18:[3, 4, 5]=3*4+5", "<answer>7</answer>\n"]
 
@@ -47,8 +47,8 @@ def test_the_warm_start_does_not_depend_on_the_runners_thread_count(tmp_path, mo
     """Built with 1 thread or with 2, the cached weights are the same (pinned=False shows why it matters)."""
     import torch
 
-    from harness import models, tasks
-    from harness.config import load
+    from advbench.harness import models, tasks
+    from advbench.harness.config import load
 
     weights = []
     for threads in (1, 2):
@@ -73,8 +73,8 @@ def test_the_warm_start_does_not_depend_on_the_runners_thread_count(tmp_path, mo
 def test_the_default_warm_start_is_the_shipped_one_copied_not_built(tmp_path, monkeypatch):
     """The default config finds its shipped warm start (so a config change that moves its key fails
     here, not as a baseline mismatch on another CPU), nothing stale ships, and the copy is exact."""
-    from harness import models, tasks
-    from harness.config import load
+    from advbench.harness import models, tasks
+    from advbench.harness.config import load
 
     (cfg,) = load([f"cache_dir={tmp_path}"])
     task = tasks.build(cfg.task, cfg.cache_dir)
@@ -95,8 +95,8 @@ def test_the_default_warm_start_is_the_shipped_one_copied_not_built(tmp_path, mo
 
 
 def test_a_config_with_no_shipped_warm_start_builds_its_own(tmp_path):
-    from harness import models, tasks
-    from harness.config import load
+    from advbench.harness import models, tasks
+    from advbench.harness.config import load
 
     (cfg,) = load([f"cache_dir={tmp_path}", "model.warmstart.steps=3"])
     task = tasks.build(cfg.task, cfg.cache_dir)

@@ -10,14 +10,14 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from harness.checkpoint import checkpoint_path
-from harness.config import load
-from harness.loop import machine_dependent
+from advbench.harness.checkpoint import checkpoint_path
+from advbench.harness.config import load
+from advbench.harness.loop import machine_dependent
 from tests.conftest import FAST
 
 pytestmark = pytest.mark.slow
 
-CLI = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from advbench.harness.cli import main; sys.exit(main(sys.argv[1:]))"
 KILLS = 5
 
 

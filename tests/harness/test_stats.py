@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from harness import stats
+from advbench.harness import stats
 
 scores = st.lists(st.floats(0, 1, allow_nan=False), min_size=1, max_size=12).map(np.array)
 
@@ -92,7 +92,7 @@ def test_smallest_p_value_is_the_exact_test_of_completely_separated_seeds():
     """2 / prod C(n+m, n), hand-computed, and scipy's exact Mann-Whitney test on separated samples."""
     from scipy.stats import mannwhitneyu
 
-    from harness.stats import smallest_p_value
+    from advbench.harness.stats import smallest_p_value
 
     assert smallest_p_value([np.array([0.5, 0.6])], [np.array([0.1, 0.2])]) == pytest.approx(1 / 3)
     assert smallest_p_value([np.arange(4.0)], [np.arange(4.0)]) == pytest.approx(2 / 70)  # counts only

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.cli import main
+from advbench.harness.cli import main
 from tests.conftest import FAST
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = "import sys; from harness.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; from advbench.harness.cli import main; sys.exit(main(sys.argv[1:]))"
 SUITE = """
 name: tiny
 reference: grpo

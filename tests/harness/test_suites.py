@@ -2,8 +2,8 @@
 
 import pytest
 
-from harness.config import ConfigError, config_hash
-from harness.suites import SUITE_DIR, load_suite
+from advbench.harness.config import ConfigError, config_hash
+from advbench.harness.suites import load_suite
 
 
 def write(tmp_path, text: str, name: str = "s.yaml"):
@@ -118,7 +118,7 @@ def test_the_shipped_suites_expand():
     # the GPU leaderboard needs a local model: refused without one, 26 x 2 x 3 cells with one
     with pytest.raises(ConfigError, match="model.path' must be set"):
         load_suite("leaderboard-gpu")
-    gpu = load_suite(SUITE_DIR / "leaderboard-gpu.yaml", ["model.path=/models/qwen"])
+    gpu = load_suite("leaderboard-gpu", ["model.path=/models/qwen"])
     assert len(gpu.cells) == 156 and {c.model.device for c in gpu.cells} == {"cuda"}
     # mixed precision: float32 master weights (an lr of 1e-6 is lost in bfloat16 weights), bf16 compute
     assert {(c.model.dtype, c.model.autocast) for c in gpu.cells} == {("float32", "bfloat16")}

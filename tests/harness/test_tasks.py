@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.config import ConfigError, TaskConfig, load
-from harness.tasks import ReasoningGymTask
+from advbench.harness.config import ConfigError, TaskConfig, load
+from advbench.harness.tasks import ReasoningGymTask
 
 PARAMS = {
     "min_terms": 2,
@@ -122,8 +122,8 @@ def test_a_hanging_or_broken_verifier_costs_a_zero_within_its_time_limit(tmp_pat
 
 
 def test_a_run_whose_verifier_hangs_on_some_samples_finishes_and_counts_them(fast_overrides, monkeypatch):
-    from harness.loop import train
-    from harness.tasks import ReasoningGymTask as Task
+    from advbench.harness.loop import train
+    from advbench.harness.tasks import ReasoningGymTask as Task
 
     real = Task.score
     calls = {"n": 0, "hung": 0}
@@ -163,7 +163,7 @@ SAMPLE = "tests/data/gsm8k_sample.jsonl"
 
 
 def jsonl_task(tmp_path, **overrides):
-    from harness.tasks import JsonlTask
+    from advbench.harness.tasks import JsonlTask
 
     cfg = {"name": "t", "source": "jsonl", "path": SAMPLE, "eval_size": 8, "train_size": 100, **overrides}
     return JsonlTask(TaskConfig(**cfg))
@@ -242,7 +242,7 @@ def test_random_lines_load_or_name_the_first_bad_one(tmp_path_factory, kinds):
     lines = [good % (i, i) if kind == "good" else " ".join(kind.splitlines()) for i, kind in enumerate(kinds)]
     path = tmp_path_factory.mktemp("jsonl") / "random.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    from harness.tasks import read_jsonl
+    from advbench.harness.tasks import read_jsonl
 
     def bad(line):
         if not line.strip():
@@ -263,7 +263,7 @@ def test_random_lines_load_or_name_the_first_bad_one(tmp_path_factory, kinds):
 
 
 def test_every_task_config_loads(tmp_path):
-    from harness.config import group_choices
+    from advbench.harness.config import group_choices
 
     for name in group_choices("task"):
         extra = [f"task.path={SAMPLE}"] if name in ("gsm8k", "math", "aime") else []
@@ -272,7 +272,7 @@ def test_every_task_config_loads(tmp_path):
 
 
 def test_a_run_on_a_jsonl_task(fast_overrides):
-    from harness.loop import train
+    from advbench.harness.loop import train
 
     (cfg,) = load([*fast_overrides, "task=gsm8k_sample", "rollout.max_new_tokens=4"])
     result = train(cfg)

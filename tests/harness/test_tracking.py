@@ -9,11 +9,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.tracking import MlflowClient
 
-from harness import tracking
-from harness.cli import main
-from harness.config import ConfigError, TrackingConfig
-from harness.loop import machine_dependent
-from harness.tracking import RunTracker, Tracker
+from advbench.harness import tracking
+from advbench.harness.cli import main
+from advbench.harness.config import ConfigError, TrackingConfig
+from advbench.harness.loop import machine_dependent
+from advbench.harness.tracking import RunTracker, Tracker
 
 
 def test_a_refused_tracking_server_fails_at_once_naming_the_uri():

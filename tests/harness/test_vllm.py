@@ -15,9 +15,9 @@ vllm = pytest.importorskip("vllm", reason="vllm is an optional extra: pip instal
 if not torch.cuda.is_available():
     pytest.skip("vllm needs CUDA", allow_module_level=True)
 
-from harness import models, rollout, tasks  # noqa: E402
-from harness.config import load  # noqa: E402
-from harness.rollout import SamplingParams  # noqa: E402
+from advbench.harness import models, rollout, tasks  # noqa: E402
+from advbench.harness.config import load  # noqa: E402
+from advbench.harness.rollout import SamplingParams  # noqa: E402
 
 
 @pytest.fixture(scope="module")
