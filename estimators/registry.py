@@ -341,14 +341,19 @@ def register(
 
 
 @contextlib.contextmanager
-def temporary() -> Iterator[None]:
-    """Estimators registered inside the block are forgotten after it (tests: register, run, forget)."""
-    before = set(_REGISTRY)
+def forgetting(table: dict[str, Any]) -> Iterator[None]:
+    """Entries added to the registry ``table`` inside the block are removed after it."""
+    before = set(table)
     try:
         yield
     finally:
-        for name in set(_REGISTRY) - before:
-            del _REGISTRY[name]
+        for name in set(table) - before:
+            del table[name]
+
+
+def temporary() -> contextlib.AbstractContextManager[None]:
+    """Estimators registered inside the block are forgotten after it (tests: register, run, forget)."""
+    return forgetting(_REGISTRY)
 
 
 def names() -> list[str]:

@@ -346,7 +346,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from advbench import estimators
-    from advbench.harness import losses
+    from advbench.harness import losses, plugins
+
+    plugins.load(args.plugin)
 
     table = Table(title="advbench registry", show_lines=False)
     table.add_column("kind")
@@ -397,6 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate the configured run(s)")
     run.add_argument("-c", "--config", help="a YAML file merged over configs/base.yaml")
     run.add_argument("--name", help="name of the MLflow parent run")
+    add_plugin_argument(run)
     run.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. estimator=rloo trainer.steps=200"
     )
@@ -419,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
             "or on a new local one when no address is given",
         )
         p.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
+        add_plugin_argument(p)
 
     suite = sub.add_parser("suite", help="run every cell of a suite (skips finished, resumes died)")
     add_suite_arguments(suite)
@@ -435,8 +439,20 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--update", action="store_true", help="write the current results as the baseline")
     chk.set_defaults(func=cmd_check)
     lst = sub.add_parser("list", help="list registered estimators, losses, tasks and models")
+    add_plugin_argument(lst)
     lst.set_defaults(func=cmd_list)
     return parser
+
+
+def add_plugin_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_PATH",
+        help="a module (name or .py path) that registers estimators or losses (README, 'Plugins'); "
+        "repeatable; installed plugins load without it",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -448,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    if getattr(args, "plugin", None) and args.command != "list":  # travels with every run's config
+        args.overrides = [*args.overrides, "plugins=[" + ",".join(repr(p) for p in args.plugin) + "]"]
     if getattr(args, "ray", None) and "=" in args.ray:  # `--ray key=value`: the item is an override
         args.overrides, args.ray = [args.ray, *args.overrides], "local"
     start = time.perf_counter()

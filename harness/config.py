@@ -26,6 +26,7 @@ import itertools
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any  # noqa: UP035  OmegaConf resolves these at runtime
@@ -41,11 +42,14 @@ def package_folder(name: str) -> Path:
     return next(Path(p) for p in spec.submodule_search_locations if Path(p).is_dir())
 
 
-def search_path(own: str | os.PathLike[str] | None, folder: str, package: str) -> list[Path]:
+def search_path(
+    own: str | os.PathLike[str] | None, folder: str, package: str, plugins: Sequence[str] = ()
+) -> list[Path]:
     """Where named files are looked for, first match wins: ``own`` (an environment variable's
-    folder), the working directory's ``folder`` (a user's own configs or suites), the package's."""
+    folder), the working directory's ``folder`` (a user's own configs or suites), the folders of
+    the ``plugins`` packages, the package's."""
     found = [Path(own)] if own else []
-    found += [Path.cwd() / folder, package_folder(package)]
+    found += [Path.cwd() / folder, *map(package_folder, plugins), package_folder(package)]
     unique: list[Path] = []
     for path in found:
         if path.is_dir() and all(path.resolve() != u.resolve() for u in unique):
@@ -57,8 +61,12 @@ CONFIG_DIR = package_folder("advbench.configs")  # the shipped configs
 
 
 def config_dirs() -> list[Path]:
-    """ADVBENCH_CONFIG_DIR, ./configs, then the shipped configs (``search_path``)."""
-    return search_path(os.environ.get("ADVBENCH_CONFIG_DIR"), "configs", "advbench.configs")
+    """ADVBENCH_CONFIG_DIR, ./configs, installed plugins' config groups, then the shipped configs."""
+    from advbench.harness.plugins import config_packages
+
+    return search_path(
+        os.environ.get("ADVBENCH_CONFIG_DIR"), "configs", "advbench.configs", config_packages()
+    )
 
 
 def find_config(group: str, name: str) -> Path | None:
@@ -412,6 +420,9 @@ class RunConfig:
     # Set by validation, not read: the estimator's and the loss's code identity (version:source
     # hash), so the run's identity (config_hash) changes when their code does.
     code: dict[str, str] = field(default_factory=dict)
+    # Modules (names or .py paths) that register estimators and losses, besides installed plugins
+    # (harness/plugins.py); loaded before validation and in every worker that trains the run.
+    plugins: list[str] = field(default_factory=list)
 
     @property
     def display_label(self) -> str:
@@ -568,15 +579,17 @@ def _validate_registries(cfg: RunConfig) -> None:
     """Estimator and loss names and their hyperparameters (imports torch through the registries).
 
     In a fresh process nothing can have registered at run time yet, so the names are checked first
-    against what the registries' files declare, before torch is imported."""
+    against what the registries' and the plugins' files declare, before torch is imported."""
+    from advbench.harness import plugins
+
+    extra = plugins.source_files(cfg.plugins)
     if "advbench.estimators.registry" not in sys.modules:
-        _require_known(
-            "estimator", "estimator", cfg.estimator, declared_names(_source_files("advbench.estimators"))
-        )
+        known = declared_names([*_source_files("advbench.estimators"), *extra])
+        _require_known("estimator", "estimator", cfg.estimator, known)
     if "advbench.harness.losses" not in sys.modules:
-        _require_known(
-            "loss", "loss", cfg.loss.get("name"), declared_names(_source_files("advbench.harness.losses"))
-        )
+        known = declared_names([*_source_files("advbench.harness.losses"), *extra])
+        _require_known("loss", "loss", cfg.loss.get("name"), known)
+    plugins.load(cfg.plugins)
 
     from advbench import estimators
     from advbench.harness import losses

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from advbench import estimators
-from advbench.harness import checkpoint, losses, models, rollout, tasks
+from advbench.harness import checkpoint, losses, models, plugins, rollout, tasks
 from advbench.harness.axes import two_axes
 from advbench.harness.config import RunConfig
 from advbench.harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
@@ -268,6 +268,7 @@ def train(
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(cfg.seed)
 
+    plugins.load(cfg.plugins)  # a worker process trains a plugin's estimator too
     task = tasks.build(cfg.task, cfg.cache_dir)
     if tracker:
         for key, value in task.tags().items():

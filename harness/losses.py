@@ -20,6 +20,7 @@ their sources.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 from collections.abc import Callable, Mapping
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from advbench.estimators.registry import build_params, code_identity
+from advbench.estimators.registry import build_params, code_identity, forgetting
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_const")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -117,6 +118,11 @@ def register(
         return fn
 
     return decorator
+
+
+def temporary() -> contextlib.AbstractContextManager[None]:
+    """Losses registered inside the block are forgotten after it (tests: register, run, forget)."""
+    return forgetting(_REGISTRY)
 
 
 def names() -> list[str]:

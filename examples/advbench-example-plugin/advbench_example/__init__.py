@@ -1,0 +1,1 @@
+"""An example advbench plugin (README, "Plugins"): see plugin.py and configs/."""
