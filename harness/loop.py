@@ -1,9 +1,12 @@
 """The training-and-evaluation loop: one run of one estimator, top to bottom.
 
-each step:  prompts -> rollout engine (G completions each, with log-probs)
-            -> verifier -> rewards [P, G] -> estimator -> advantages
-            -> policy loss -> optimizer step -> step metrics
-every eval.every steps (and before the first, after the last): eval on held-out prompts
+build_run: the run's objects, once (task, warm-started policy, engine, estimator, loss, optimizer)
+run_eval(0), then each step (train_step):
+            prompts -> rollout engine (G completions each, with log-probs) -> verifier
+            -> rewards [P, G] (sample_and_score) -> estimator -> advantages (estimate)
+            -> policy loss -> optimizer step (update_policy) -> step metrics
+every eval.every steps (and after the last): run_eval on held-out prompts
+every trainer.checkpoint_every steps: RunState.save (RunState.restore resumes from it)
 at the end: summary (peak pass@1, time-to-peak, final pass@k) -> MLflow
 """
 
@@ -17,7 +20,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -116,6 +120,12 @@ def micro_batches(batch: Rollout, rows: torch.Tensor, budget: int) -> list[torch
     return groups
 
 
+def step_seed(seed: int, step: int) -> int:
+    """The seed of one step's randomness (its samples, its minibatch order): a function of the run's
+    seed and the step only, so a resumed run draws what an uninterrupted one does."""
+    return seed * 1_000_003 + step
+
+
 def update_policy(
     policy: models.Policy,
     optimizer: torch.optim.Optimizer,
@@ -139,29 +149,20 @@ def update_policy(
     pi_old for the whole batch first, and the rollout log-probs serve TIS and the mismatch metrics.
     """
     num_rows = batch.response_ids.shape[0]
-    temperature = cfg.rollout.temperature
     # Broadcast [B] outcome advantages over tokens; [B, T] token-level ones are used as they are.
     token_advantages = (
         advantages.unsqueeze(-1).expand_as(batch.logprobs) if advantages.dim() == 1 else advantages
     )
     collected: dict[str, list[float]] = defaultdict(list)
     mask_all = batch.response_mask if train_rows is None else batch.response_mask & train_rows.unsqueeze(-1)
-    single_update = cfg.trainer.update_epochs * cfg.trainer.minibatches == 1
-    budget = cfg.trainer.micro_batch_tokens  # 0: each optimizer step is one forward
-    if single_update and not loss_params.tis_cap:
+    on_sampling_weights = cfg.trainer.update_epochs * cfg.trainer.minibatches == 1 and not loss_params.tis_cap
+    if on_sampling_weights:
         old_logprobs = batch.logprobs
     else:
-        with torch.no_grad(), policy.compute():
-            old_logprobs = torch.cat(
-                [
-                    token_logprobs(policy.model, batch, micro, temperature, trim=bool(budget))[0]
-                    for rows in torch.arange(num_rows, device=policy.device).chunk(cfg.trainer.minibatches)
-                    for micro in micro_batches(batch, rows, budget)
-                ]
-            )
+        old_logprobs = _trainer_logprobs(policy, batch, cfg)
         _record_mismatch(collected, old_logprobs, batch.logprobs, mask_all)
 
-    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+    generator = torch.Generator().manual_seed(step_seed(cfg.seed, step))
     geometry_metrics: dict[str, float] = {}
     policy.model.train()
     for epoch in range(cfg.trainer.update_epochs):
@@ -176,40 +177,18 @@ def update_policy(
             step_loss = 0.0
             # Micro-batches accumulate gradients; each one's loss is weighted by its share of the
             # optimizer step's normaliser, so the sum is the loss of all its rows (losses.share).
-            for micro in micro_batches(batch, rows, budget):
-                mask = mask_all[micro]
-                with policy.compute():
-                    logprobs, entropy = token_logprobs(
-                        policy.model, batch, micro, temperature, trim=bool(budget)
-                    )
-                    ref_logprobs = None
-                    if reference is not None:
-                        with torch.no_grad():
-                            ref_logprobs = token_logprobs(
-                                reference, batch, micro, temperature, trim=bool(budget)
-                            )[0]
-                loss_batch = losses.LossBatch(
-                    logprobs=logprobs,
-                    old_logprobs=old_logprobs[micro],
-                    advantages=token_advantages[micro],
-                    mask=mask,
-                    max_len=cfg.rollout.max_new_tokens,
-                    rollout_logprobs=batch.logprobs[micro],
-                    ref_logprobs=ref_logprobs,
-                    entropy=entropy,
+            for micro in micro_batches(batch, rows, cfg.trainer.micro_batch_tokens):
+                loss_batch = _loss_batch(
+                    policy, reference, batch, micro, mask_all[micro], cfg, old_logprobs, token_advantages
                 )
-                loss_value, metrics = losses.policy_loss(loss, loss_batch, loss_params)
-                check_finite(loss_value.detach(), "loss", step, cfg.estimator)
-                if budget:
-                    loss_value = loss_value * losses.share(mask, mask_all[rows], loss_params.aggregation)
-                loss_value.backward()
-                step_loss += loss_value.item()
-                for key, value in metrics.items():
-                    collected[key].append(value)
+                step_loss += _backward(loss, loss_batch, loss_params, mask_all[rows], cfg, step, collected)
                 if epoch == 0:
-                    collected["policy_entropy"].append(entropy.detach()[mask].mean().item())
-                    if single_update and not loss_params.tis_cap:  # this forward ran on the sampling weights
-                        _record_mismatch(collected, logprobs.detach(), batch.logprobs[micro], mask)
+                    entropy, mask = loss_batch.entropy.detach(), loss_batch.mask
+                    collected["policy_entropy"].append(entropy[mask].mean().item())
+                    if on_sampling_weights:  # this forward ran on the sampling weights
+                        _record_mismatch(
+                            collected, loss_batch.logprobs.detach(), loss_batch.rollout_logprobs, mask
+                        )
             if geometry is not None and epoch == 0 and len(collected["loss"]) == 0:
                 geometry_metrics = geometry.observe(step)  # this step's first gradient, before clipping
             grad_norm = torch.nn.utils.clip_grad_norm_(policy.model.parameters(), cfg.trainer.max_grad_norm)
@@ -225,6 +204,72 @@ def update_policy(
         },
         **geometry_metrics,
     }
+
+
+def _trainer_logprobs(policy: models.Policy, batch: Rollout, cfg: RunConfig) -> torch.Tensor:
+    """pi_old as the trainer computes it, for every row, before the batch's first update."""
+    budget = cfg.trainer.micro_batch_tokens
+    num_rows = batch.response_ids.shape[0]
+    with torch.no_grad(), policy.compute():
+        return torch.cat(
+            [
+                token_logprobs(policy.model, batch, micro, cfg.rollout.temperature, trim=bool(budget))[0]
+                for rows in torch.arange(num_rows, device=policy.device).chunk(cfg.trainer.minibatches)
+                for micro in micro_batches(batch, rows, budget)
+            ]
+        )
+
+
+def _loss_batch(
+    policy: models.Policy,
+    reference: torch.nn.Module | None,
+    batch: Rollout,
+    micro: torch.Tensor,
+    mask: torch.Tensor,
+    cfg: RunConfig,
+    old_logprobs: torch.Tensor,
+    token_advantages: torch.Tensor,
+) -> losses.LossBatch:
+    """The rows ``micro`` as the loss sees them (tokens in ``mask``): the current policy's log-probs
+    and entropy (with gradient), pi_old, the rollout's and the reference's log-probs, the advantages."""
+    trim, temperature = bool(cfg.trainer.micro_batch_tokens), cfg.rollout.temperature
+    with policy.compute():
+        logprobs, entropy = token_logprobs(policy.model, batch, micro, temperature, trim=trim)
+        ref_logprobs = None
+        if reference is not None:
+            with torch.no_grad():
+                ref_logprobs = token_logprobs(reference, batch, micro, temperature, trim=trim)[0]
+    return losses.LossBatch(
+        logprobs=logprobs,
+        old_logprobs=old_logprobs[micro],
+        advantages=token_advantages[micro],
+        mask=mask,
+        max_len=cfg.rollout.max_new_tokens,
+        rollout_logprobs=batch.logprobs[micro],
+        ref_logprobs=ref_logprobs,
+        entropy=entropy,
+    )
+
+
+def _backward(
+    loss: losses.PolicyLoss,
+    loss_batch: losses.LossBatch,
+    loss_params: losses.CommonLossParams,
+    step_mask: torch.Tensor,
+    cfg: RunConfig,
+    step: int,
+    collected: dict[str, list[float]],
+) -> float:
+    """The loss of one micro-batch, its gradient accumulated (weighted by its share of the optimizer
+    step's normaliser when the step is split); returns its value and collects its metrics."""
+    loss_value, metrics = losses.policy_loss(loss, loss_batch, loss_params)
+    check_finite(loss_value.detach(), "loss", step, cfg.estimator)
+    if cfg.trainer.micro_batch_tokens:
+        loss_value = loss_value * losses.share(loss_batch.mask, step_mask, loss_params.aggregation)
+    loss_value.backward()
+    for key, value in metrics.items():
+        collected[key].append(value)
+    return loss_value.item()
 
 
 def _record_mismatch(
@@ -252,6 +297,297 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@dataclass
+class Run:
+    """A run's objects, built once from its config (``build_run``)."""
+
+    cfg: RunConfig
+    task: tasks.Task
+    policy: models.Policy
+    engine: rollout.Engine
+    estimator: estimators.Estimator
+    estimator_params: dict[str, Any]
+    needs: tuple[str, ...]  # the optional estimator inputs the loop must produce
+    loss: losses.PolicyLoss
+    loss_params: losses.CommonLossParams
+    reference: torch.nn.Module | None  # the frozen starting policy, when a KL to it is asked for
+    geometry: GeometryProbe | None
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    sampler: PromptSampler
+    eval_prompts: list[tasks.Prompt]
+    sampling: SamplingParams
+    prompts: int  # P per step
+    samples: int  # completions per prompt: G, plus the estimator's extra ones
+
+
+def build_run(cfg: RunConfig, tracker: RunTracker | None, on_warmstart: Callable | None) -> Run:
+    """Task, policy (warm-started), engine, estimator, loss, optimizer, samplers: in this order, as
+    the random streams are drawn."""
+    plugins.load(cfg.plugins)  # a worker process trains a plugin's estimator too
+    task = tasks.build(cfg.task, cfg.cache_dir)
+    if tracker:
+        for key, value in task.tags().items():
+            tracker.set_tag(key, value)
+    policy = models.load_policy(cfg.model, task, cfg.cache_dir, on_warmstart)
+    if cfg.trainer.gradient_checkpointing:
+        models.enable_activation_checkpointing(policy.model)
+    engine = rollout.build(cfg.rollout, policy)
+    if policy.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(policy.device)
+    estimator = estimators.get(cfg.estimator)
+    estimator_params = cfg.estimator_params.get(cfg.estimator, {})
+    needs = estimator.required(**estimator_params)
+    loss = losses.get(cfg.loss["name"])
+    loss_params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
+    reference = (
+        copy.deepcopy(policy.model).requires_grad_(False).eval()
+        if loss_params.kl_coef > 0 or "ref_logprobs" in needs
+        else None
+    )
+    geo = cfg.geometry
+    geometry = (
+        GeometryProbe(policy.model, geo.modules, geo.every, geo.top_k, geo.zero_tol) if geo.every else None
+    )
+    optimizer = torch.optim.AdamW(
+        policy.model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
+    )
+    warmup = max(1, cfg.trainer.warmup_steps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda update: min(1.0, (update + 1) / warmup))
+    return Run(
+        cfg=cfg,
+        task=task,
+        policy=policy,
+        engine=engine,
+        estimator=estimator,
+        estimator_params=estimator_params,
+        needs=needs,
+        loss=loss,
+        loss_params=loss_params,
+        reference=reference,
+        geometry=geometry,
+        optimizer=optimizer,
+        schedule=schedule,
+        sampler=PromptSampler(task.prompts("train"), cfg.seed),
+        eval_prompts=task.prompts("eval"),
+        sampling=SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens),
+        prompts=cfg.trainer.prompts_per_step,
+        samples=cfg.trainer.group_size + estimator.extra_samples,  # MC-GRPO samples its pivot too
+    )
+
+
+@dataclass
+class RunState:
+    """Where a run stands after ``step``: with its objects' own states, what a checkpoint holds."""
+
+    step: int = 0
+    evals: list[EvalResult] = field(default_factory=list)
+    points: list[EvalPoint] = field(default_factory=list)
+    progress: EvalPoint = field(default_factory=lambda: EvalPoint(step=0, rollouts=0, tokens=0, seconds=0.0))
+    initial_entropy: float | None = None
+    estimator_state: Any = None  # a stateful estimator's state, carried from step to step
+
+    def save(self, run: Run, tracker: RunTracker | None) -> None:
+        """Checkpoint the run after ``self.step`` (MLflow flushed first, so it holds what was seen)."""
+        if tracker:
+            tracker.flush()
+        checkpoint.save(
+            run.cfg,
+            {
+                "step": self.step,
+                "model": run.policy.model.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "schedule": run.schedule.state_dict(),
+                "sampler": run.sampler.state(),
+                "rng": checkpoint.rng_state(),
+                "evals": [dataclasses.replace(r, samples=[]) for r in self.evals],  # samples: in MLflow
+                "points": self.points,
+                "progress": self.progress,
+                "initial_entropy": self.initial_entropy,
+                "estimator_state": dataclasses.asdict(self.estimator_state) if self.estimator_state else None,
+                "geometry": run.geometry.previous if run.geometry else {},
+                "mlflow_run_id": tracker.run_id if tracker else None,
+            },
+        )
+
+    @classmethod
+    def restore(cls, run: Run, saved: dict) -> RunState:
+        """The state a checkpoint holds, its objects' states loaded back into ``run``."""
+        run.policy.model.load_state_dict(saved["model"])
+        run.optimizer.load_state_dict(saved["optimizer"])
+        run.schedule.load_state_dict(saved["schedule"])
+        run.sampler.restore(saved["sampler"])
+        checkpoint.restore_rng(saved["rng"])
+        if run.geometry:
+            run.geometry.previous = saved["geometry"]
+        return cls(
+            step=saved["step"],
+            evals=saved["evals"],
+            points=saved["points"],
+            progress=saved["progress"],
+            initial_entropy=saved["initial_entropy"],
+            estimator_state=run.estimator.load_state(saved.get("estimator_state")),
+        )
+
+
+def run_eval(run: Run, state: RunState, tracker: RunTracker | None, step: int) -> None:
+    """Evaluate on the held-out prompts; the result, and the training progress at it, join the state."""
+    cfg = run.cfg
+    result = evaluate(
+        run.engine, run.task, run.eval_prompts, cfg.eval, cfg.rollout.max_new_tokens, step, seed=cfg.seed
+    )
+    state.evals.append(result)
+    state.points.append(EvalPoint(**vars(state.progress)))
+    if tracker:
+        tracker.log_metrics(result.metrics(), step)
+        tracker.log_jsonl(result.samples, f"eval_samples/step_{step:06d}.jsonl")
+        counts = {"n": cfg.eval.n, "prompts": [p.text for p in run.eval_prompts]}
+        counts["correct"] = {str(r.step): r.correct for r in state.evals}
+        tracker.log_text(json.dumps(counts), "eval_correct_counts.json")
+
+
+@dataclass
+class Scored:
+    """One step's rollout as the verifier scored it."""
+
+    batch: Rollout
+    scores: list[tasks.Score]
+    rewards: torch.Tensor  # [P, G]
+    correct: torch.Tensor  # [P * G]
+    greedy_rewards: torch.Tensor | None  # [P], when the estimator needs them (ReMax)
+
+
+def sample_and_score(run: Run, step: int, prompts: list[tasks.Prompt], timer: PhaseTimer) -> Scored:
+    """G completions per prompt (and a greedy one, when the estimator needs it), scored."""
+    texts, G = [p.text for p in prompts], run.samples
+    with timer("rollout"):
+        torch.manual_seed(step_seed(run.cfg.seed, step))  # each step's samples depend on (seed, step) only
+        batch = run.engine.generate(texts, G, run.sampling)
+        if "greedy_rewards" in run.needs:
+            greedy_sampling = SamplingParams(max_new_tokens=run.sampling.max_new_tokens, greedy=True)
+            greedy = run.engine.generate(texts, 1, greedy_sampling)
+    with timer("scoring"):
+        scores = run.task.score_batch([prompts[i // G] for i in range(len(batch.texts))], batch.texts)
+        rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32).view(len(prompts), G)
+        check_finite(rewards, "rewards", step, run.cfg.estimator)
+        greedy_rewards = None
+        if "greedy_rewards" in run.needs:
+            greedy_rewards = torch.tensor([s.reward for s in run.task.score_batch(prompts, greedy.texts)])
+    correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
+    return Scored(batch, scores, rewards, correct, greedy_rewards)
+
+
+@dataclass
+class Estimated:
+    """The estimator's output for one step."""
+
+    advantages: torch.Tensor  # [P, G] or [P, G, T]
+    selected: torch.Tensor  # [P, G] bool: the samples that train
+    signals: estimators.TrainingSignals
+    entropy: float  # the rollout's mean token entropy
+
+
+def estimate(run: Run, state: RunState, step: int, scored: Scored) -> Estimated:
+    """The estimator's advantages for one scored rollout (its state carried in ``state``)."""
+    P, G, batch = run.prompts, run.samples, scored.batch
+    mask = batch.response_mask
+    entropy = float(batch.entropy[mask].mean()) if mask.any() else 0.0
+    state.initial_entropy = entropy if state.initial_entropy is None else state.initial_entropy
+    ref_logprobs = None
+    if "ref_logprobs" in run.needs:  # e.g. REINFORCE++'s KL in the reward
+        with torch.no_grad(), run.policy.compute():
+            rows = torch.arange(P * G, device=run.policy.device)
+            ref_logprobs = token_logprobs(run.reference, batch, rows, run.sampling.temperature)[0]
+        ref_logprobs = ref_logprobs.masked_fill(~mask, 0.0).view(P, G, -1)
+    advantage_batch = estimators.AdvantageBatch(
+        rewards=scored.rewards,
+        lengths=batch.lengths.view(P, G),
+        response_mask=mask.view(P, G, -1),
+        logprobs=batch.logprobs.view(P, G, -1),
+        entropy=batch.entropy.view(P, G, -1),
+        greedy_rewards=scored.greedy_rewards,
+        ref_logprobs=ref_logprobs,
+    )
+    signals = estimators.TrainingSignals(
+        step=step,
+        total_steps=run.cfg.trainer.steps,
+        batch_pass_rate=float(scored.correct.mean()),
+        entropy=entropy,
+        initial_entropy=state.initial_entropy,
+        state=state.estimator_state,
+    )
+    advantages = run.estimator(advantage_batch, signals, **run.estimator_params)
+    selected = run.estimator.selected(advantage_batch, **run.estimator_params)
+    check_finite(advantages, "advantages", step, run.cfg.estimator)
+    return Estimated(advantages, selected, signals, entropy)
+
+
+def train_step(run: Run, state: RunState, tracker: RunTracker | None, step: int) -> dict[str, float]:
+    """One step: sample, score, estimate, update; returns its metrics (logged when ``tracker``)."""
+    P, G, cfg = run.prompts, run.samples, run.cfg
+    timer, start = PhaseTimer(), time.perf_counter()
+    scored = sample_and_score(run, step, run.sampler.next(P), timer)
+    batch = scored.batch
+    with timer("estimator"):
+        estimated = estimate(run, state, step, scored)
+        advantages = estimated.advantages.reshape(P * G, *estimated.advantages.shape[2:]).to(
+            run.policy.device
+        )
+    with timer("update"):
+        rows = estimated.selected.reshape(-1).to(run.policy.device)
+        update_metrics = update_policy(
+            run.policy,
+            run.optimizer,
+            batch,
+            advantages,
+            run.loss,
+            run.loss_params,
+            cfg,
+            step,
+            run.reference,
+            run.geometry,
+            train_rows=rows,
+        )
+        update_metrics["train/lr"] = run.schedule.get_last_lr()[0]
+        run.schedule.step()  # per rollout batch, so warm-up counts steps whatever the minibatching
+        run.engine.sync(run.policy)
+    with timer("logging"):
+        lengths = batch.lengths.float()
+        progress = state.progress
+        progress.step, progress.rollouts = step, progress.rollouts + P * G
+        progress.tokens += int(lengths.sum())
+        progress.seconds += time.perf_counter() - start
+        metrics = {
+            "train/reward_mean": float(scored.rewards.mean()),
+            "train/pass_rate": float(scored.correct.mean()),
+            "train/entropy": estimated.entropy,
+            "train/response_length": float(lengths.mean()),
+            "train/truncated_fraction": float(batch.truncated.float().mean()),
+            "train/advantage_abs_mean": float(advantages.abs().mean()),
+            "train/verifier_errors": float(sum(s.error for s in scored.scores)),
+            "train/rejected_samples": float(sum(s.rejected for s in scored.scores)),
+            "train/generated_tokens": float(progress.tokens),
+            **update_metrics,
+            **two_axes(
+                estimated.advantages,
+                scored.rewards,
+                scored.correct.view(P, G).bool(),
+                batch.response_mask.view(P, G, -1),
+                cfg.loss.get("aggregation", "token_mean"),
+                trains=estimated.selected,
+            ),
+            **{f"estimator/{key}": value for key, value in estimated.signals.diagnostics.items()},
+        }
+        if tracker:
+            tracker.log_metrics(metrics, step)
+    machine = {f"time/{phase}": seconds for phase, seconds in timer.seconds.items()}
+    machine["time/step"] = time.perf_counter() - start
+    machine["system/peak_memory_gib"] = peak_memory_gib(run.policy.device)
+    if tracker:
+        tracker.log_metrics(machine, step)
+    return {**metrics, **machine}
+
+
 def train(
     cfg: RunConfig,
     tracker: RunTracker | None = None,
@@ -267,232 +603,31 @@ def train(
         torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(cfg.seed)
-
-    plugins.load(cfg.plugins)  # a worker process trains a plugin's estimator too
-    task = tasks.build(cfg.task, cfg.cache_dir)
-    if tracker:
-        for key, value in task.tags().items():
-            tracker.set_tag(key, value)
-    policy = models.load_policy(cfg.model, task, cfg.cache_dir, on_warmstart)
-    if cfg.trainer.gradient_checkpointing:
-        models.enable_activation_checkpointing(policy.model)
-    engine = rollout.build(cfg.rollout, policy)
-    if policy.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(policy.device)
-    estimator = estimators.get(cfg.estimator)
-    estimator_params = cfg.estimator_params.get(cfg.estimator, {})
-    needs = estimator.required(**estimator_params)
-    estimator_state = estimator.new_state()  # a stateful estimator's state, carried and checkpointed
-    loss = losses.get(cfg.loss["name"])
-    loss_params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
-    # A frozen copy of the starting policy, only when a KL to it is asked for (loss or estimator).
-    reference = (
-        copy.deepcopy(policy.model).requires_grad_(False).eval()
-        if loss_params.kl_coef > 0 or "ref_logprobs" in needs
-        else None
-    )
-    geo = cfg.geometry
-    geometry = (
-        GeometryProbe(policy.model, geo.modules, geo.every, geo.top_k, geo.zero_tol) if geo.every else None
-    )
-    optimizer = torch.optim.AdamW(
-        policy.model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
-    )
-    warmup = max(1, cfg.trainer.warmup_steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda update: min(1.0, (update + 1) / warmup))
-    sampler = PromptSampler(task.prompts("train"), cfg.seed)
-    eval_prompts = task.prompts("eval")
-    sampling = SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens)
-    P = cfg.trainer.prompts_per_step
-    G = cfg.trainer.group_size + estimator.extra_samples  # MC-GRPO samples one more (its pivot)
-
-    evals: list[EvalResult] = []
-    points: list[EvalPoint] = []
-    progress = EvalPoint(step=0, rollouts=0, tokens=0, seconds=0.0)
-    initial_entropy: float | None = None
+    run = build_run(cfg, tracker, on_warmstart)
     every = cfg.trainer.checkpoint_every
     if tracker and every:
         tracker.auto_flush = False  # flush with each checkpoint, so MLflow holds what it has seen
-
-    def run_eval(step: int) -> None:
-        result = evaluate(
-            engine, task, eval_prompts, cfg.eval, cfg.rollout.max_new_tokens, step, seed=cfg.seed
-        )
-        evals.append(result)
-        points.append(EvalPoint(**vars(progress)))
-        if tracker:
-            tracker.log_metrics(result.metrics(), step)
-            tracker.log_jsonl(result.samples, f"eval_samples/step_{step:06d}.jsonl")
-            tracker.log_text(
-                json.dumps(
-                    {
-                        "n": cfg.eval.n,
-                        "prompts": [p.text for p in eval_prompts],
-                        "correct": {str(r.step): r.correct for r in evals},
-                    }
-                ),
-                "eval_correct_counts.json",
-            )
-
-    def save_checkpoint(step: int) -> None:
-        if tracker:
-            tracker.flush()
-        checkpoint.save(
-            cfg,
-            {
-                "step": step,
-                "model": policy.model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "sampler": sampler.state(),
-                "rng": checkpoint.rng_state(),
-                "evals": [dataclasses.replace(r, samples=[]) for r in evals],  # samples are in MLflow
-                "points": points,
-                "progress": progress,
-                "initial_entropy": initial_entropy,
-                "estimator_state": dataclasses.asdict(estimator_state) if estimator_state else None,
-                "geometry": geometry.previous if geometry else {},
-                "mlflow_run_id": tracker.run_id if tracker else None,
-            },
-        )
-
     if resume is None:
-        run_eval(0)
-        first_step = 1
+        state = RunState(estimator_state=run.estimator.new_state())
+        run_eval(run, state, tracker, 0)
     else:
-        policy.model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        schedule.load_state_dict(resume["schedule"])
-        sampler.restore(resume["sampler"])
-        checkpoint.restore_rng(resume["rng"])
-        evals, points, progress = resume["evals"], resume["points"], resume["progress"]
-        initial_entropy = resume["initial_entropy"]
-        estimator_state = estimator.load_state(resume.get("estimator_state"))
-        if geometry:
-            geometry.previous = resume["geometry"]
-        first_step = resume["step"] + 1
-    for step in range(first_step, cfg.trainer.steps + 1):
-        timer = PhaseTimer()
-        step_start = time.perf_counter()
+        state = RunState.restore(run, resume)
 
-        prompts = sampler.next(P)
-        with timer("rollout"):
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # each step's samples depend on (seed, step) only
-            batch = engine.generate([p.text for p in prompts], G, sampling)
-            if "greedy_rewards" in needs:  # e.g. ReMax's baseline
-                greedy = engine.generate(
-                    [p.text for p in prompts],
-                    1,
-                    SamplingParams(max_new_tokens=sampling.max_new_tokens, greedy=True),
-                )
-
-        with timer("scoring"):
-            scores = task.score_batch([prompts[i // G] for i in range(len(batch.texts))], batch.texts)
-            rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32).view(P, G)
-            correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
-            check_finite(rewards, "rewards", step, cfg.estimator)
-            greedy_rewards = None
-            if "greedy_rewards" in needs:
-                greedy_rewards = torch.tensor([s.reward for s in task.score_batch(prompts, greedy.texts)])
-
-        with timer("estimator"):
-            mask = batch.response_mask
-            rollout_entropy = float(batch.entropy[mask].mean()) if mask.any() else 0.0
-            initial_entropy = rollout_entropy if initial_entropy is None else initial_entropy
-            ref_logprobs = None
-            if "ref_logprobs" in needs:  # e.g. REINFORCE++'s KL in the reward
-                with torch.no_grad(), policy.compute():
-                    rows = torch.arange(P * G, device=policy.device)
-                    ref_logprobs = token_logprobs(reference, batch, rows, sampling.temperature)[0]
-                ref_logprobs = ref_logprobs.masked_fill(~mask, 0.0).view(P, G, -1)
-            advantage_batch = estimators.AdvantageBatch(
-                rewards=rewards,
-                lengths=batch.lengths.view(P, G),
-                response_mask=mask.view(P, G, -1),
-                logprobs=batch.logprobs.view(P, G, -1),
-                entropy=batch.entropy.view(P, G, -1),
-                greedy_rewards=greedy_rewards,
-                ref_logprobs=ref_logprobs,
-            )
-            signals = estimators.TrainingSignals(
-                step=step,
-                total_steps=cfg.trainer.steps,
-                batch_pass_rate=float(correct.mean()),
-                entropy=rollout_entropy,
-                initial_entropy=initial_entropy,
-                state=estimator_state,
-            )
-            group_advantages = estimator(advantage_batch, signals, **estimator_params)
-            selected = estimator.selected(advantage_batch, **estimator_params)  # the samples that train
-            check_finite(group_advantages, "advantages", step, cfg.estimator)
-            advantages = group_advantages.reshape(P * G, *group_advantages.shape[2:]).to(policy.device)
-
-        with timer("update"):
-            update_metrics = update_policy(
-                policy,
-                optimizer,
-                batch,
-                advantages,
-                loss,
-                loss_params,
-                cfg,
-                step,
-                reference,
-                geometry,
-                train_rows=selected.reshape(-1).to(policy.device),
-            )
-            update_metrics["train/lr"] = schedule.get_last_lr()[0]
-            schedule.step()  # per rollout batch, so warm-up counts steps whatever the minibatching
-            engine.sync(policy)
-
-        with timer("logging"):
-            lengths = batch.lengths.float()
-            progress.step, progress.rollouts = step, progress.rollouts + P * G
-            progress.tokens += int(lengths.sum())
-            progress.seconds += time.perf_counter() - step_start
-            metrics = {
-                "train/reward_mean": float(rewards.mean()),
-                "train/pass_rate": float(correct.mean()),
-                "train/entropy": rollout_entropy,
-                "train/response_length": float(lengths.mean()),
-                "train/truncated_fraction": float(batch.truncated.float().mean()),
-                "train/advantage_abs_mean": float(advantages.abs().mean()),
-                "train/verifier_errors": float(sum(s.error for s in scores)),
-                "train/rejected_samples": float(sum(s.rejected for s in scores)),
-                "train/generated_tokens": float(progress.tokens),
-                **update_metrics,
-                **two_axes(
-                    group_advantages,
-                    rewards,
-                    correct.view(P, G).bool(),
-                    mask.view(P, G, -1),
-                    cfg.loss.get("aggregation", "token_mean"),
-                    trains=selected,
-                ),
-                **{f"estimator/{key}": value for key, value in signals.diagnostics.items()},
-            }
-            if tracker:
-                tracker.log_metrics(metrics, step)
-
-        metrics.update({f"time/{phase}": seconds for phase, seconds in timer.seconds.items()})
-        metrics["time/step"] = time.perf_counter() - step_start
-        metrics["system/peak_memory_gib"] = peak_memory_gib(policy.device)
-        if tracker:
-            tracker.log_metrics(
-                {k: v for k, v in metrics.items() if k.startswith(("time/", "system/"))}, step
-            )
+    for step in range(state.step + 1, cfg.trainer.steps + 1):
+        metrics = train_step(run, state, tracker, step)
+        state.step = step
         if step % cfg.eval.every == 0 or step == cfg.trainer.steps:
-            run_eval(step)
-            metrics.update(evals[-1].metrics())
+            run_eval(run, state, tracker, step)
+            metrics.update(state.evals[-1].metrics())
         if every and step % every == 0 and step < cfg.trainer.steps:
-            save_checkpoint(step)
+            state.save(run, tracker)
         if on_step:
             on_step(step, metrics)
 
-    summary = summarize(evals, points, cfg.eval)
-    summary["summary/peak_memory_gib"] = peak_memory_gib(policy.device)
+    summary = summarize(state.evals, state.points, cfg.eval)
+    summary["summary/peak_memory_gib"] = peak_memory_gib(run.policy.device)
     if tracker:
         tracker.log_metrics(summary, cfg.trainer.steps)
         tracker.flush()
     checkpoint.remove(cfg)
-    return RunResult(cfg=cfg, evals=evals, summary=summary)
+    return RunResult(cfg=cfg, evals=state.evals, summary=summary)
