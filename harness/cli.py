@@ -261,7 +261,7 @@ def _rank(board):
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from advbench.harness import leaderboard
+    from advbench.harness import leaderboard, report
 
     name, tracker = _tracker_for(args.suite, args)
     try:
@@ -269,10 +269,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         ranking = _rank(board)
         if ranking is None:
             return 2
-        paths = leaderboard.write(board, Path(args.out or Path("leaderboards") / name), ranking)
+        paths = report.write(board, Path(args.out or Path("leaderboards") / name), ranking)
     except LookupError as exc:  # no such suite, or none of its runs finished
         raise ConfigError(str(exc)) from None
-    header, rows = leaderboard.ranking_table(board, ranking)
+    header, rows = report.ranking_table(board, ranking)
     shown = [i for i, column in enumerate(header) if not column.startswith(("final pass@1", "steps to"))]
     table = Table(title=f"advbench leaderboard: {name} ({len(board.runs)} runs; all columns in the HTML)")
     for i in shown:

@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from advbench.harness import leaderboard
+from advbench.harness import leaderboard, report
 from advbench.harness.leaderboard import Board, CellRun
 
 
@@ -108,7 +108,7 @@ def test_strata_are_kept_apart():
 def test_write_renders_markdown_html_json_and_plots(tmp_path):
     b = three_estimators()
     b.missing = [{"label": "same", "task": "arithmetic", "model": "tiny", "seed": 9}]
-    paths = leaderboard.write(b, tmp_path / "board")
+    paths = report.write(b, tmp_path / "board")
     page = paths["html"].read_text()
     for label in ("ref", "strong", "same"):
         assert f"<td>{label}</td>" in page
@@ -139,7 +139,7 @@ def test_a_partly_finished_suite_ranks_what_it_has_and_says_what_is_missing(tmp_
         "ref": [("countdown", "tiny")],
         "strong": [("arithmetic", "tiny")],
     }
-    page = leaderboard.write(b, tmp_path / "board")["html"].read_text()
+    page = report.write(b, tmp_path / "board")["html"].read_text()
     assert "strong has no finished run on arithmetic/tiny" in page
     assert "ref has no finished run on countdown/tiny" in page
 
@@ -155,7 +155,7 @@ def test_a_nan_in_an_eval_curve_is_a_clear_error_naming_the_run():
 
 def test_an_empty_board_is_an_error(tmp_path):
     with pytest.raises(LookupError, match="no finished runs"):
-        leaderboard.write(board([]), tmp_path)
+        report.write(board([]), tmp_path)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -164,7 +164,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (apt install chromium)")
 def test_the_page_renders_in_headless_chromium(tmp_path):
     """Chromium loads the page and its four plots: the rendered DOM has them all with their sizes."""
-    paths = leaderboard.write(three_estimators(), tmp_path / "board")
+    paths = report.write(three_estimators(), tmp_path / "board")
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
