@@ -34,6 +34,8 @@ from typing import Any  # noqa: UP035  OmegaConf resolves these at runtime
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from advbench.harness.errors import ConfigError
+
 
 def package_folder(name: str) -> Path:
     """The folder of one of the project's data packages (advbench.configs, advbench.suites): the
@@ -77,10 +79,6 @@ def find_config(group: str, name: str) -> Path | None:
 
 
 GROUPS = ("model", "task", "loss", "rollout")
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and the valid choices."""
 
 
 def _require(condition: bool, key: str, message: str) -> None:

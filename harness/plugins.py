@@ -26,7 +26,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
-from advbench.harness.config import ConfigError
+from advbench.harness.errors import ConfigError
 
 PLUGIN_GROUP = "advbench.plugins"  # entry points: modules that register estimators and losses
 CONFIG_GROUP = "advbench.configs"  # entry points: packages holding config groups (task/, model/...)
