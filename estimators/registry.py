@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import functools
 import hashlib
 import inspect
@@ -288,7 +289,44 @@ class Estimator:
         return advantages.masked_fill(~(kept if advantages.dim() == 2 else kept.unsqueeze(-1)), 0.0)
 
 
-_REGISTRY: dict[str, Estimator] = {}
+class Registry(dict):
+    """Name -> entry, for every kind of plug-in (estimators here, policy losses in
+    harness/losses): one shape, one error for an unknown name, one way to register for a while."""
+
+    def __init__(self, kind: str, plural: str) -> None:
+        super().__init__()
+        self.kind, self.plural = kind, plural
+
+    def add(self, name: str, entry: Any) -> None:
+        if name in self:
+            raise ValueError(f"{self.kind} '{name}' is registered twice")
+        self[name] = entry
+
+    def names(self) -> list[str]:
+        return sorted(self)
+
+    def entry(self, name: str) -> Any:
+        """The entry registered as ``name``; a KeyError naming the closest name and the choices."""
+        if name in self:
+            return self[name]
+        close = difflib.get_close_matches(str(name), self.names(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise KeyError(
+            f"unknown {self.kind} '{name}'{hint}; registered {self.plural}: {', '.join(self.names())}"
+        )
+
+    @contextlib.contextmanager
+    def temporary(self) -> Iterator[None]:
+        """Entries added inside the block are removed after it (tests: register, run, forget)."""
+        before = set(self)
+        try:
+            yield
+        finally:
+            for name in set(self) - before:
+                del self[name]
+
+
+_REGISTRY: Registry = Registry("estimator", "estimators")
 
 
 def register(
@@ -319,51 +357,38 @@ def register(
         raise ValueError(f"extra_samples of estimator '{name}' must be >= 0, got {extra_samples}")
 
     def decorator(fn: EstimatorFn) -> EstimatorFn:
-        if name in _REGISTRY:
-            raise ValueError(f"estimator '{name}' is registered twice")
         doc = inspect.getdoc(fn) or ""
-        _REGISTRY[name] = Estimator(
-            name=name,
-            fn=fn,
-            params=params,
-            description=description or (doc.splitlines()[0] if doc else ""),
-            source=source,
-            token_level=token_level,
-            needs=needs if callable(needs) else tuple(needs),
-            state=state,
-            trains=trains,
-            extra_samples=extra_samples,
-            version=version,
+        _REGISTRY.add(
+            name,
+            Estimator(
+                name=name,
+                fn=fn,
+                params=params,
+                description=description or (doc.splitlines()[0] if doc else ""),
+                source=source,
+                token_level=token_level,
+                needs=needs if callable(needs) else tuple(needs),
+                state=state,
+                trains=trains,
+                extra_samples=extra_samples,
+                version=version,
+            ),
         )
         return fn
 
     return decorator
 
 
-@contextlib.contextmanager
-def forgetting(table: dict[str, Any]) -> Iterator[None]:
-    """Entries added to the registry ``table`` inside the block are removed after it."""
-    before = set(table)
-    try:
-        yield
-    finally:
-        for name in set(table) - before:
-            del table[name]
-
-
 def temporary() -> contextlib.AbstractContextManager[None]:
     """Estimators registered inside the block are forgotten after it (tests: register, run, forget)."""
-    return forgetting(_REGISTRY)
+    return _REGISTRY.temporary()
 
 
 def names() -> list[str]:
     """The registered estimator names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get(name: str) -> Estimator:
     """The estimator registered as ``name``; a clear error naming the valid choices otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown estimator '{name}'; registered estimators: {', '.join(names())}") from None
+    return _REGISTRY.entry(name)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from advbench.estimators.registry import build_params, code_identity, forgetting
+from advbench.estimators.registry import Registry, build_params, code_identity
 
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_sum_const")
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -78,7 +77,7 @@ class PolicyLoss:
         return code_identity(self.fn, self.version)
 
 
-_REGISTRY: dict[str, PolicyLoss] = {}
+_REGISTRY: Registry = Registry("loss", "losses")
 
 
 def register(
@@ -90,7 +89,7 @@ def register(
 
     def decorator(fn: SurrogateFn) -> SurrogateFn:
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = PolicyLoss(
+        loss = PolicyLoss(
             name=name,
             fn=fn,
             params=params,
@@ -98,6 +97,7 @@ def register(
             whole_batch=whole_batch,
             version=version,
         )
+        _REGISTRY.add(name, loss)
         return fn
 
     return decorator
@@ -105,21 +105,17 @@ def register(
 
 def temporary() -> contextlib.AbstractContextManager[None]:
     """Losses registered inside the block are forgotten after it (tests: register, run, forget)."""
-    return forgetting(_REGISTRY)
+    return _REGISTRY.temporary()
 
 
 def names() -> list[str]:
     """The registered policy losses, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get(name: str) -> PolicyLoss:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = difflib.get_close_matches(str(name), names(), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise KeyError(f"unknown loss '{name}'{hint}; registered losses: {', '.join(names())}") from None
+    """The loss registered as ``name``; a clear error naming the valid choices otherwise."""
+    return _REGISTRY.entry(name)
 
 
 def resolve(node: Mapping[str, Any]) -> dict[str, Any]:
