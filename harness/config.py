@@ -26,10 +26,10 @@ import itertools
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any  # noqa: UP035  OmegaConf resolves these at runtime
+from typing import Any, ClassVar  # noqa: UP035  OmegaConf resolves these at runtime
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
@@ -91,89 +91,111 @@ def _require(condition: bool, key: str, message: str) -> None:
 LARGEST_INT = 2**31 - 1
 
 
-def _check_numbers(node: Any, prefix: str = "") -> None:
-    """Every number in every section finite (no inf or nan learning rate or temperature) and every
-    int of a size a run can use (no 20-digit eval.n); the estimator's and loss's own
-    hyperparameters are typed by their registries."""
-    for item in dataclasses.fields(node):
-        value, key = getattr(node, item.name), f"{prefix}{item.name}"
-        if dataclasses.is_dataclass(value):
-            _check_numbers(value, f"{key}.")
-        elif isinstance(value, float):
+def choice(*choices: str) -> Any:
+    """A field whose value must be one of ``choices``; the first is its default."""
+    return field(default=choices[0], metadata={"choices": choices})
+
+
+def bounded(
+    default: float,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A number field with its domain: ``ge`` / ``gt`` below, ``le`` / ``lt`` above."""
+    return field(default=default, metadata={"bounds": (ge, gt, le, lt)})
+
+
+def _domain(bounds: tuple[float | None, ...]) -> tuple[Callable[[float], bool], str]:
+    """A bounds tuple as a test and its words: ">= 1", "> 0", "in (0, 1]", "in [0, 1)"."""
+    ge, gt, le, lt = bounds
+    low = (
+        (ge, "[", lambda v: v >= ge)
+        if ge is not None
+        else (gt, "(", lambda v: v > gt)
+        if gt is not None
+        else None
+    )
+    high = (
+        (le, "]", lambda v: v <= le)
+        if le is not None
+        else (lt, ")", lambda v: v < lt)
+        if lt is not None
+        else None
+    )
+    tests = [side[2] for side in (low, high) if side]
+    if low and high:
+        words = f"in {low[1]}{low[0]}, {high[0]}{high[1]}"
+    else:
+        side = low or high
+        words = f"{'>' if side is low else '<'}{'=' if side[1] in '[]' else ''} {side[0]}"
+    return (lambda v: all(test(v) for test in tests)), words
+
+
+class Checked:
+    """A config section whose fields declare their domain (``choice``, ``bounded``): checked when it
+    is built, with every number finite and every int of a size a run can use. ``SECTION`` names it
+    in errors; a subclass's own ``__post_init__`` (after ``super()``) checks what spans fields."""
+
+    SECTION: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            key = f"{self.SECTION}.{item.name}" if self.SECTION else item.name
+            choices = item.metadata.get("choices")
+            if choices is not None:
+                _require(value in choices, key, f"must be one of {', '.join(choices)}; got '{value}'")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
             _require(math.isfinite(value), key, f"must be a finite number, got {value}")
-        elif isinstance(value, int) and not isinstance(value, bool):
             _require(abs(value) <= LARGEST_INT, key, f"must be at most {LARGEST_INT} in size, got {value}")
+            if "bounds" in item.metadata:
+                test, words = _domain(item.metadata["bounds"])
+                _require(test(value), key, f"must be {words}, got {value}")
 
 
 @dataclass
-class WarmStartConfig:
+class WarmStartConfig(Checked):
     """Supervised warm start of the built-in model on task demonstrations (cached on disk)."""
 
-    steps: int = 800
-    batch_size: int = 64
-    lr: float = 2e-3
-    train_examples: int = 0  # 0: every training prompt of the task
+    SECTION: ClassVar[str] = "model.warmstart"
+    steps: int = bounded(800, ge=0)
+    batch_size: int = bounded(64, ge=1)
+    lr: float = bounded(2e-3, gt=0)
+    train_examples: int = bounded(0, ge=0)  # 0: every training prompt of the task
     # Label smoothing of the supervised loss: the warm-started policy keeps its argmax (its skill)
     # but spreads sampling mass over other tokens, as a pretrained LM sampled at T=1 does; RL's
     # sharpening then shows within a CPU budget.
-    label_smoothing: float = 0.2
+    label_smoothing: float = bounded(0.2, ge=0, lt=1)
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        _require(self.steps >= 0, "model.warmstart.steps", f"must be >= 0, got {self.steps}")
-        _require(self.batch_size >= 1, "model.warmstart.batch_size", f"must be >= 1, got {self.batch_size}")
-        _require(self.lr > 0, "model.warmstart.lr", f"must be > 0, got {self.lr}")
-        _require(self.train_examples >= 0, "model.warmstart.train_examples", "must be >= 0")
-        _require(
-            0 <= self.label_smoothing < 1,
-            "model.warmstart.label_smoothing",
-            f"must be in [0, 1), got {self.label_smoothing}",
-        )
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
     """The policy: the built-in tiny model (path unset) or any local HF causal LM (``path``)."""
 
+    SECTION: ClassVar[str] = "model"
     name: str = "tiny"
     path: str | None = None  # a local checkpoint directory; the fields below then describe nothing
-    architecture: str = "qwen2"  # qwen2 | llama: the transformers architecture of the built-in model
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    num_kv_heads: int = 2
-    intermediate_size: int = 384
+    architecture: str = choice("qwen2", "llama")  # the transformers architecture of the built-in model
+    hidden_size: int = bounded(128, ge=1)
+    num_layers: int = bounded(2, ge=1)
+    num_heads: int = bounded(4, ge=1)
+    num_kv_heads: int = bounded(2, ge=1)
+    intermediate_size: int = bounded(384, ge=1)
     max_position_embeddings: int = 256
-    dtype: str = "float32"  # float32 | bfloat16 | float16: the weights (and the optimizer's copy)
+    dtype: str = choice("float32", "bfloat16", "float16")  # the weights (and the optimizer's copy)
     # none | bfloat16: forward passes (rollout, scoring, training) under torch.autocast in this dtype
     # while the weights stay in `dtype` (float32 master weights: mixed precision, no loss scaling)
-    autocast: str = "none"
-    device: str = "cpu"  # cpu | cuda | auto
+    autocast: str = choice("none", "bfloat16")
+    device: str = choice("cpu", "cuda", "auto")
     warmstart: WarmStartConfig = field(default_factory=WarmStartConfig)
 
     def __post_init__(self) -> None:
-        _require(
-            self.architecture in ("qwen2", "llama"),
-            "model.architecture",
-            f"must be one of qwen2, llama; got '{self.architecture}'",
-        )
-        _require(
-            self.dtype in ("float32", "bfloat16", "float16"),
-            "model.dtype",
-            f"must be one of float32, bfloat16, float16; got '{self.dtype}'",
-        )
-        _require(
-            self.autocast in ("none", "bfloat16"),
-            "model.autocast",
-            f"must be one of none, bfloat16; got '{self.autocast}'",
-        )
-        _require(
-            self.device in ("cpu", "cuda", "auto"),
-            "model.device",
-            f"must be one of cpu, cuda, auto; got '{self.device}'",
-        )
-        for key in ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size"):
-            _require(getattr(self, key) >= 1, f"model.{key}", f"must be >= 1, got {getattr(self, key)}")
+        super().__post_init__()
         _require(
             self.hidden_size % self.num_heads == 0,
             "model.hidden_size",
@@ -187,20 +209,22 @@ class ModelConfig:
 
 
 @dataclass
-class TaskConfig:
+class TaskConfig(Checked):
     """A named source of prompts with a verifier."""
 
+    SECTION: ClassVar[str] = "task"
     name: str = "arithmetic"
-    source: str = "reasoning_gym"  # reasoning_gym | jsonl (problems with answers) | code (HumanEval layout)
+    # reasoning_gym | jsonl (problems with answers) | code (HumanEval layout)
+    source: str = choice("reasoning_gym", "jsonl", "code")
     dataset: str = "basic_arithmetic"  # the reasoning-gym dataset name
     params: dict[str, Any] = field(default_factory=dict)  # the dataset's own config (difficulty)
     template: str = "{question}"  # prompt text; formatted with the item's question and metadata
-    answer_format: str = "plain"  # plain: the completion is the answer; tagged: <answer>...</answer>
-    reward: str = "raw"  # raw: the verifier's score as reward; binary: 1 if correct else 0
-    train_size: int = 4000
-    eval_size: int = 64
+    answer_format: str = choice("plain", "tagged")  # tagged: the answer is in <answer>...</answer>
+    reward: str = choice("raw", "binary")  # raw: the verifier's score; binary: 1 if correct else 0
+    train_size: int = bounded(4000, ge=1)
+    eval_size: int = bounded(64, ge=1)
     data_seed: int = 1234  # generates the train and eval items; fixed per suite, not per run
-    verifier_timeout: float = 5.0  # seconds per completion; a verifier past it scores 0 (an error)
+    verifier_timeout: float = bounded(5.0, gt=0)  # seconds per completion; past it: 0 (an error)
     # source: jsonl. One JSON object per line; the eval split is eval_path, or eval_size items of
     # path drawn by data_seed (the rest train). Relative paths: the working directory, then the project.
     path: str | None = None
@@ -213,28 +237,9 @@ class TaskConfig:
     packages: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _require(
-            self.source in ("reasoning_gym", "jsonl", "code"),
-            "task.source",
-            f"must be one of reasoning_gym, jsonl, code; got '{self.source}'",
-        )
+        super().__post_init__()
         _require(
             self.source != "jsonl" or bool(self.path), "task.path", "a jsonl task needs a file: task.path=..."
-        )
-        _require(
-            self.answer_format in ("plain", "tagged"),
-            "task.answer_format",
-            f"must be one of plain, tagged; got '{self.answer_format}'",
-        )
-        _require(
-            self.reward in ("raw", "binary"),
-            "task.reward",
-            f"must be one of raw, binary; got '{self.reward}'",
-        )
-        _require(self.train_size >= 1, "task.train_size", f"must be >= 1, got {self.train_size}")
-        _require(self.eval_size >= 1, "task.eval_size", f"must be >= 1, got {self.eval_size}")
-        _require(
-            self.verifier_timeout > 0, "task.verifier_timeout", f"must be > 0, got {self.verifier_timeout}"
         )
         _require(
             all(isinstance(name, str) and name for name in self.packages),
@@ -248,97 +253,54 @@ class TaskConfig:
         )
 
 
-ENGINES = ("hf", "paged", "vllm")  # harness/rollout.py builds them
-
-
-ROLLOUT_PRECISIONS = ("model", "float32", "bfloat16")
-
-
 @dataclass
-class RolloutConfig:
+class RolloutConfig(Checked):
+    SECTION: ClassVar[str] = "rollout"
     name: str = "hf"
-    engine: str = "hf"  # hf | paged | vllm (harness/rollout.py)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 16
-    cache: str = "dynamic"  # hf: dynamic | static (a pre-allocated KV cache)
+    engine: str = choice("hf", "paged", "vllm")  # harness/rollout.py builds them
+    temperature: float = bounded(1.0, gt=0)
+    top_p: float = bounded(1.0, gt=0, le=1)
+    max_new_tokens: int = bounded(16, ge=1)
+    cache: str = choice("dynamic", "static")  # hf: a growing or a pre-allocated KV cache
     compile: bool = False  # hf with cache=static on CUDA: compile the decode step
-    gpu_memory_utilization: float = 0.3  # vllm: its share of the GPU (weights + KV cache)
+    gpu_memory_utilization: float = bounded(0.3, gt=0, lt=1)  # vllm: its GPU share (weights + KV)
     # The precision the engine samples in: model (as model.autocast), float32 (the weights as they
     # are) or bfloat16 (autocast). bfloat16 with float32 training is a real training/inference
     # mismatch on any machine: the trust-region losses then act on what they were written for.
-    autocast: str = "model"
+    autocast: str = choice("model", "float32", "bfloat16")
 
     def __post_init__(self) -> None:
-        _require(
-            self.autocast in ROLLOUT_PRECISIONS,
-            "rollout.autocast",
-            f"must be one of {', '.join(ROLLOUT_PRECISIONS)}; got '{self.autocast}'",
-        )
-        _require(
-            self.engine in ENGINES,
-            "rollout.engine",
-            f"must be one of {', '.join(ENGINES)}; got '{self.engine}'",
-        )
-        _require(
-            self.cache in ("dynamic", "static"),
-            "rollout.cache",
-            f"must be one of dynamic, static; got '{self.cache}'",
-        )
+        super().__post_init__()
         _require(
             not self.compile or (self.engine == "hf" and self.cache == "static"),
             "rollout.compile",
             "compiles hf's decode step over a static cache: needs rollout.engine=hf and rollout.cache=static",
         )
-        _require(
-            0 < self.gpu_memory_utilization < 1,
-            "rollout.gpu_memory_utilization",
-            f"must be in (0, 1), got {self.gpu_memory_utilization}",
-        )
-        _require(self.temperature > 0, "rollout.temperature", f"must be > 0, got {self.temperature}")
-        _require(0 < self.top_p <= 1, "rollout.top_p", f"must be in (0, 1], got {self.top_p}")
-        _require(
-            self.max_new_tokens >= 1, "rollout.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}"
-        )
 
 
 @dataclass
-class TrainerConfig:
-    steps: int = 150
-    prompts_per_step: int = 32  # P
-    group_size: int = 8  # G completions per prompt
-    lr: float = 2e-4
-    warmup_steps: int = (
-        10  # linear lr warm-up: a fresh Adam's first steps are ~lr * sign(grad) on every weight
-    )
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    update_epochs: int = 1  # optimizer passes over each rollout batch
-    minibatches: int = 1  # optimizer steps per pass
-    checkpoint_every: int = 25  # steps between checkpoints; re-running a run resumes it; 0 = off
+class TrainerConfig(Checked):
+    SECTION: ClassVar[str] = "trainer"
+    steps: int = bounded(150, ge=1)
+    prompts_per_step: int = bounded(32, ge=1)  # P
+    group_size: int = bounded(8, ge=1)  # G completions per prompt
+    lr: float = bounded(2e-4, gt=0)
+    # linear lr warm-up: a fresh Adam's first steps are ~lr * sign(grad) on every weight
+    warmup_steps: int = bounded(10, ge=0)
+    weight_decay: float = bounded(0.0, ge=0)
+    max_grad_norm: float = bounded(1.0, gt=0)
+    update_epochs: int = bounded(1, ge=1)  # optimizer passes over each rollout batch
+    minibatches: int = bounded(1, ge=1)  # optimizer steps per pass
+    # steps between checkpoints; re-running a run resumes it; 0 = off
+    checkpoint_every: int = bounded(25, ge=0)
     # Memory: recompute each layer's activations in the backward pass instead of keeping them
     gradient_checkpointing: bool = False
     # Split each optimizer step's rows into micro-batches of at most this many (padded) tokens and
     # accumulate their gradients: the same update, a bounded activation memory; 0 = one forward
-    micro_batch_tokens: int = 0
+    micro_batch_tokens: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
-        _require(
-            self.micro_batch_tokens >= 0,
-            "trainer.micro_batch_tokens",
-            f"must be >= 0 (0: off), got {self.micro_batch_tokens}",
-        )
-        _require(
-            self.checkpoint_every >= 0,
-            "trainer.checkpoint_every",
-            f"must be >= 0, got {self.checkpoint_every}",
-        )
-        for key in ("steps", "prompts_per_step", "group_size", "update_epochs", "minibatches"):
-            _require(getattr(self, key) >= 1, f"trainer.{key}", f"must be >= 1, got {getattr(self, key)}")
-        _require(self.lr > 0, "trainer.lr", f"must be > 0, got {self.lr}")
-        _require(self.warmup_steps >= 0, "trainer.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
-        _require(self.weight_decay >= 0, "trainer.weight_decay", "must be >= 0")
-        _require(self.max_grad_norm > 0, "trainer.max_grad_norm", "must be > 0")
+        super().__post_init__()
         _require(
             self.prompts_per_step % self.minibatches == 0,
             "trainer.minibatches",
@@ -347,60 +309,56 @@ class TrainerConfig:
 
 
 @dataclass
-class EvalConfig:
-    every: int = 10  # steps between evals; evals also run before the first and after the last step
-    n: int = 8  # samples per held-out prompt
-    temperature: float = 1.0
-    top_p: float = 1.0
+class EvalConfig(Checked):
+    SECTION: ClassVar[str] = "eval"
+    every: int = bounded(
+        10, ge=1
+    )  # steps between evals; evals also run before the first and after the last step
+    n: int = bounded(8, ge=1)  # samples per held-out prompt
+    temperature: float = bounded(1.0, gt=0)
+    top_p: float = bounded(1.0, gt=0, le=1)
     greedy: bool = True  # also one greedy completion per prompt (greedy pass@1)
     smoothing_window: int = 3  # time-to-peak: centred moving average over this many evals
-    peak_delta_abs: float = 0.02  # time-to-peak tolerance: max(delta_abs, z * standard error)
-    peak_z: float = 1.0
+    peak_delta_abs: float = bounded(0.02, ge=0)  # time-to-peak tolerance: max(delta_abs, z * standard error)
+    peak_z: float = bounded(1.0, ge=0)
 
     def __post_init__(self) -> None:
-        _require(self.every >= 1, "eval.every", f"must be >= 1, got {self.every}")
-        _require(self.n >= 1, "eval.n", f"must be >= 1, got {self.n}")
-        _require(self.temperature > 0, "eval.temperature", f"must be > 0, got {self.temperature}")
-        _require(0 < self.top_p <= 1, "eval.top_p", f"must be in (0, 1], got {self.top_p}")
+        super().__post_init__()
         _require(
             self.smoothing_window >= 1 and self.smoothing_window % 2 == 1,
             "eval.smoothing_window",
             f"must be a positive odd number, got {self.smoothing_window}",
         )
-        _require(
-            self.peak_delta_abs >= 0 and self.peak_z >= 0, "eval.peak_delta_abs", "tolerances must be >= 0"
-        )
 
 
 @dataclass
-class GeometryConfig:
+class GeometryConfig(Checked):
     """Gradient geometry of chosen weight matrices (harness/geometry.py)."""
 
-    every: int = 10  # SVD metrics every this many steps (the gradient cosine every step); 0 = off
+    SECTION: ClassVar[str] = "geometry"
+    every: int = bounded(
+        10, ge=0
+    )  # SVD metrics every this many steps (the gradient cosine every step); 0 = off
     modules: list[str] = field(  # regexes over parameter names; 2-D parameters only
         default_factory=lambda: [
             r"layers\.0\.mlp\.down_proj\.weight$",
             r"layers\.0\.self_attn\.o_proj\.weight$",
         ]
     )
-    top_k: int = 4
-    zero_tol: float = 1e-3  # |g| <= zero_tol * max |g| counts as near zero
-
-    def __post_init__(self) -> None:
-        _require(self.every >= 0, "geometry.every", f"must be >= 0, got {self.every}")
-        _require(self.top_k >= 1, "geometry.top_k", f"must be >= 1, got {self.top_k}")
-        _require(0 <= self.zero_tol < 1, "geometry.zero_tol", f"must be in [0, 1), got {self.zero_tol}")
+    top_k: int = bounded(4, ge=1)
+    zero_tol: float = bounded(1e-3, ge=0, lt=1)  # |g| <= zero_tol * max |g| counts as near zero
 
 
 @dataclass
-class TrackingConfig:
+class TrackingConfig(Checked):
+    SECTION: ClassVar[str] = "tracking"
     uri: str = "sqlite:///advbench.db"  # MLflow tracking URI; a local SQLite file by default
     experiment: str = "advbench"
     artifact_root: str = "advbench-artifacts"  # where a new experiment stores artifacts (local store)
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Checked):
     estimator: str = "grpo"
     label: str = ""  # display name of this estimator variant (suites, leaderboards); default: estimator
     estimator_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # {name: {knob: value}}
@@ -414,7 +372,7 @@ class RunConfig:
     geometry: GeometryConfig = field(default_factory=GeometryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cache_dir: str = "~/.cache/advbench"  # warm-started models and generated eval sets
-    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    threads: int = bounded(0, ge=0)  # torch CPU threads; 0 leaves torch's default
     # Set by validation, not read: the estimator's and the loss's code identity (version:source
     # hash), so the run's identity (config_hash) changes when their code does.
     code: dict[str, str] = field(default_factory=dict)
@@ -536,7 +494,6 @@ def _validate_schema(raw: DictConfig) -> RunConfig:
         if isinstance(cause, ConfigError):
             raise cause from None
         raise ConfigError(_explain(exc, RunConfig())) from None
-    _check_numbers(cfg)
     return cfg
 
 

@@ -68,7 +68,8 @@ def _import(ref: str) -> ModuleType:
     except ConfigError:
         raise
     except Exception as exc:  # the plugin's own error, named as the plugin's
-        raise ConfigError(f"plugin '{ref}' failed to load: {type(exc).__name__}: {exc}") from None
+        where = "config key 'plugins'" if ref not in entry_point_modules() else f"entry point {PLUGIN_GROUP}"
+        raise ConfigError(f"{where}: plugin '{ref}' failed to load: {type(exc).__name__}: {exc}") from None
 
 
 def source_files(plugins: Sequence[str] = ()) -> list[Path]:
@@ -84,7 +85,7 @@ def source_files(plugins: Sequence[str] = ()) -> list[Path]:
         except (ImportError, ValueError):
             spec = None
         if spec is None:
-            raise ConfigError(f"plugin '{ref}': no such module is installed")
+            raise ConfigError(f"config key 'plugins': no module '{ref}' is installed")
         if spec.submodule_search_locations:
             files += [p for folder in spec.submodule_search_locations for p in Path(folder).glob("*.py")]
         elif spec.origin and spec.origin.endswith(".py"):

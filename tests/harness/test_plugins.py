@@ -87,7 +87,11 @@ def test_a_bad_plugin_is_a_config_error_naming_it(tmp_path, forget):
         load(["plugins=[nowhere.py]"])
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('half-written plugin')\n")
-    with pytest.raises(ConfigError, match=r"plugin '.*broken.py' failed to load: RuntimeError: half-written"):
+    with pytest.raises(
+        ConfigError, match=r"'plugins': plugin '.*broken.py' failed to load: RuntimeError: half-written"
+    ):
         load([f"plugins=[{broken}]"])
-    with pytest.raises(ConfigError, match="plugin 'no_such_plugin_module': no such module is installed"):
+    with pytest.raises(
+        ConfigError, match="config key 'plugins': no module 'no_such_plugin_module' is installed"
+    ):
         load(["plugins=[no_such_plugin_module]"])
