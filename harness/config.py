@@ -530,8 +530,10 @@ def _require_known(key: str, kind: str, name: str, known: list[str]) -> None:
         )
 
 
-def _validate_registries(cfg: RunConfig) -> None:
-    """Estimator and loss names and their hyperparameters (imports torch through the registries).
+def _resolve_registries(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with its estimator's and loss's hyperparameters resolved (every knob, defaults
+    included) and their code identity recorded; names and values checked by the registries (which
+    import torch). ``cfg`` itself is left as it was.
 
     In a fresh process nothing can have registered at run time yet, so the names are checked first
     against what the registries' and the plugins' files declare, before torch is imported."""
@@ -561,21 +563,21 @@ def _validate_registries(cfg: RunConfig) -> None:
         params = estimator.make_params(cfg.estimator_params.get(cfg.estimator, {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config key 'estimator_params.{cfg.estimator}': {exc}") from None
-    # The resolved config records every knob of the chosen estimator, defaults included.
-    cfg.estimator_params = {cfg.estimator: dataclasses.asdict(params)}
     try:
-        cfg.loss = losses.resolve(cfg.loss)
+        loss = losses.resolve(cfg.loss)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"config key 'loss': {exc.args[0] if exc.args else exc}") from None
-    cfg.code = {
-        "estimator": estimators.get(cfg.estimator).identity,
-        "loss": losses.get(cfg.loss["name"]).identity,
-    }
-    if cfg.trainer.micro_batch_tokens and losses.get(cfg.loss["name"]).whole_batch:
+    if cfg.trainer.micro_batch_tokens and losses.get(loss["name"]).whole_batch:
         raise ConfigError(
-            f"config key 'trainer.micro_batch_tokens': loss '{cfg.loss['name']}' selects tokens by "
+            f"config key 'trainer.micro_batch_tokens': loss '{loss['name']}' selects tokens by "
             "statistics over the whole batch, so it cannot be split into micro-batches; set it to 0"
         )
+    return dataclasses.replace(
+        cfg,
+        estimator_params={cfg.estimator: dataclasses.asdict(params)},
+        loss=loss,
+        code={"estimator": estimator.identity, "loss": losses.get(loss["name"]).identity},
+    )
 
 
 def load(
@@ -640,8 +642,7 @@ def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | No
         for group in GROUPS:
             raw[group].name = chosen[group]
         cfg = _validate_schema(raw)
-        _validate_registries(cfg)
-        runs.append(cfg)
+        runs.append(_resolve_registries(cfg))
     return runs
 
 
