@@ -438,6 +438,8 @@ def parse_overrides(items: list[str]) -> tuple[dict[str, Any], DictConfig]:
         if key in GROUPS:
             value = _parse_dotlist([item])[key]
             selections[key] = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        elif key == "estimator":  # a name among estimator.<knob> items: estimator.name, as in a file
+            dotted.append(f"estimator.name={item.partition('=')[2]}")
         else:
             dotted.append(item)
     return selections, _parse_dotlist(dotted)
@@ -599,6 +601,25 @@ def load(
         ) from None
 
 
+def _estimator_mappings(*layers: DictConfig) -> dict[str, Any]:
+    """The estimator configured like the loss (``estimator: {name: grpo, eps: 1e-3}`` in a file,
+    ``estimator.name=rloo estimator.eps=...`` on the command line): in each layer the mapping's
+    ``name`` becomes ``estimator`` (a list sweeps, as ``estimator=[a,b]``) and its other keys are
+    returned, the later layers' winning, as knobs of the estimator each run has. A layer with a
+    plain ``estimator: grpo`` (and ``estimator_params``) is left as it is."""
+    knobs: dict[str, Any] = {}
+    for layer in layers:
+        node = layer.get("estimator")
+        if not isinstance(node, DictConfig):
+            continue
+        node = OmegaConf.to_container(node)
+        del layer["estimator"]
+        if "name" in node:
+            layer["estimator"] = node.pop("name")
+        knobs.update(node)
+    return knobs
+
+
 def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | None) -> list[RunConfig]:
     base = load_yaml(CONFIG_DIR / "base.yaml")  # the shipped defaults; a user file overrides them (-c)
     if isinstance(config_file, DictConfig):
@@ -616,6 +637,7 @@ def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | No
             )
             del user[group]
     defaults.update(selections)
+    knobs = _estimator_mappings(base, user, cli)
 
     missing = [g for g in GROUPS if g not in defaults]
     if missing:
@@ -639,6 +661,10 @@ def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | No
         raw = OmegaConf.create({g: _load_group(g, chosen[g]) for g in GROUPS})
         raw = OmegaConf.merge(raw, base, user, cli)
         raw.estimator, raw.seed = chosen["estimator"], chosen["seed"]
+        if knobs:  # estimator.<knob>=...: a knob of whichever estimator the run has
+            raw.estimator_params = OmegaConf.merge(
+                raw.get("estimator_params", {}), {chosen["estimator"]: knobs}
+            )
         for group in GROUPS:
             raw[group].name = chosen[group]
         cfg = _validate_schema(raw)

@@ -198,3 +198,30 @@ def test_a_users_own_config_and_suite_folders_are_searched_first(tmp_path, monke
     assert load_suite("mine").name == "mine" and load_suite("smoke").name == "smoke"
     with pytest.raises(ConfigError, match=f"unknown task 'yours'.*files in {tmp_path}/configs/task"):
         load(["task=yours"])
+
+
+def test_the_estimator_is_configured_like_the_loss_and_the_old_syntax_still_works(tmp_path):
+    file = tmp_path / "run.yaml"
+    file.write_text("estimator:\n  name: fade\n  alpha_max: 2.0\n")
+    (from_file,) = load([], file)
+    (dotted,) = load(["estimator.name=fade", "estimator.alpha_max=2"])
+    (mixed,) = load(["estimator=fade", "estimator.alpha_max=2"])
+    (old,) = load(["estimator=fade", "estimator_params.fade.alpha_max=2"])
+    assert from_file.estimator == dotted.estimator == mixed.estimator == old.estimator == "fade"
+    assert (
+        from_file.estimator_params
+        == dotted.estimator_params
+        == mixed.estimator_params
+        == old.estimator_params
+    )
+    assert old.estimator_params["fade"]["alpha_max"] == 2.0
+    assert config_hash(from_file) == config_hash(old)  # the same run, however it was written
+    (knob_only,) = load(["estimator.eps=1e-3"])  # a knob of the estimator the run has (grpo)
+    assert knob_only.estimator_params == {"grpo": {"eps": 1e-3, "unbiased_std": True}}
+    swept = load(["estimator=[grpo,mc_grpo]", "estimator.eps=1e-2"])
+    assert [(c.estimator, c.estimator_params[c.estimator]["eps"]) for c in swept] == [
+        ("grpo", 1e-2),
+        ("mc_grpo", 1e-2),
+    ]
+    with pytest.raises(ConfigError, match="estimator 'rloo' has no hyperparameter 'eps'"):
+        load(["estimator=rloo", "estimator.eps=1"])
