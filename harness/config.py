@@ -601,6 +601,12 @@ def load(
         ) from None
 
 
+def sweep(axes: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, the last axis turning fastest: the one sweep
+    expander of ``advbench run`` (estimator, seed, groups) and of suites (their matrix)."""
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
 def _estimator_mappings(*layers: DictConfig) -> dict[str, Any]:
     """The estimator configured like the loss (``estimator: {name: grpo, eps: 1e-3}`` in a file,
     ``estimator.name=rloo estimator.eps=...`` on the command line): in each layer the mapping's
@@ -656,8 +662,7 @@ def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | No
             f"config key '{empty[0]}': an empty list sweeps over nothing; give at least one value"
         )
     runs = []
-    for combo in itertools.product(*axes.values()):
-        chosen = dict(zip(axes, combo, strict=True))
+    for chosen in sweep(axes):
         raw = OmegaConf.create({g: _load_group(g, chosen[g]) for g in GROUPS})
         raw = OmegaConf.merge(raw, base, user, cli)
         raw.estimator, raw.seed = chosen["estimator"], chosen["seed"]

@@ -25,7 +25,6 @@ re-running an unchanged suite finds its cells again.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,16 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from advbench.harness.config import GROUPS, ConfigError, RunConfig, config_hash, load, load_yaml, search_path
+from advbench.harness.config import (
+    GROUPS,
+    ConfigError,
+    RunConfig,
+    config_hash,
+    load,
+    load_yaml,
+    search_path,
+    sweep,
+)
 
 SUITE_KEYS = ("name", "description", "base", "reference", "matrix", "overrides")
 MATRIX_KEYS = ("estimator", "seed", *GROUPS)
@@ -172,8 +180,7 @@ def load_suite(ref: str | Path, overrides: list[str] | None = None) -> Suite:
     axes = {key: _as_list(matrix[key]) for key in MATRIX_KEYS[1:] if key in matrix}
     cells: list[RunConfig] = []
     for variant in variants:
-        for combo in itertools.product(*axes.values()):
-            chosen = dict(zip(axes, combo, strict=True))
+        for chosen in sweep(axes):
             cell = {
                 "estimator": variant.estimator,
                 "label": variant.label if variant.label != variant.estimator else "",
