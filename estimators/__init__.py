@@ -4,20 +4,17 @@ Each family lives in its own module; importing the package imports every module 
 which registers them all: a new family is a new file, nothing else to edit.
 """
 
-import importlib
-import pkgutil
-
 from advbench.estimators.registry import (
     AdvantageBatch,
     Estimator,
     NoParams,
     TrainingSignals,
     get,
+    import_folder,
     names,
     register,
 )
 
-for _module in pkgutil.iter_modules(__path__):  # importing a family module registers its estimators
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_folder(__name__, __path__)  # importing a module registers what it holds
 
 __all__ = ["AdvantageBatch", "Estimator", "NoParams", "TrainingSignals", "get", "names", "register"]

@@ -29,8 +29,10 @@ import dataclasses
 import difflib
 import functools
 import hashlib
+import importlib
 import inspect
 import math
+import pkgutil
 import sys
 import types
 import typing
@@ -287,6 +289,13 @@ class Estimator:
         # Invalid and left-out completions carry no gradient, whatever the formula made of them.
         kept = self._kept(batch, made)
         return advantages.masked_fill(~(kept if advantages.dim() == 2 else kept.unsqueeze(-1)), 0.0)
+
+
+def import_folder(package: str, path: list[str]) -> None:
+    """Import every module of a package's folder: how estimators/, losses/ and tasks/ register
+    what they hold (a new entry is a new file; there is no list to keep)."""
+    for module in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{module.name}")
 
 
 class Registry(dict):

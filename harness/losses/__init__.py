@@ -21,9 +21,7 @@ One file a loss (two for a pair that shares its core: drpo/spo, clip_cov/kl_cov)
 the contract. The package imports every file of its folder: a new loss is a new file.
 """
 
-import importlib
-import pkgutil
-
+from advbench.estimators.registry import import_folder
 from advbench.harness.losses.base import (
     AGGREGATIONS,
     KL_ESTIMATORS,
@@ -44,8 +42,7 @@ from advbench.harness.losses.base import (
     training_rows,
 )
 
-for _module in pkgutil.iter_modules(__path__):  # importing a loss's module registers it
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_folder(__name__, __path__)  # importing a module registers what it holds
 
 __all__ = [
     "AGGREGATIONS",

@@ -277,3 +277,13 @@ def test_a_run_on_a_jsonl_task(fast_overrides):
     (cfg,) = load([*fast_overrides, "task=gsm8k_sample", "rollout.max_new_tokens=4"])
     result = train(cfg)
     assert [e.step for e in result.evals] == [0, 2, 4] and len(result.evals[0].correct) == 16
+
+
+def test_the_configs_task_sources_are_the_registered_ones():
+    import dataclasses
+
+    from advbench.harness import tasks
+    from advbench.harness.config import TaskConfig
+
+    (source,) = [f for f in dataclasses.fields(TaskConfig) if f.name == "source"]
+    assert sorted(source.metadata["choices"]) == tasks.SOURCES.names() == ["code", "jsonl", "reasoning_gym"]
