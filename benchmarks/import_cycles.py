@@ -17,7 +17,7 @@ def imports(path: Path, package: str) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("advbench"):
-            if node.module in ("advbench", *PACKAGES.values()):
+            if node.module == "advbench" or node.module in PACKAGE_NAMES:
                 found |= {f"{node.module}.{alias.name}" for alias in node.names}
             else:
                 found.add(node.module)
@@ -26,11 +26,19 @@ def imports(path: Path, package: str) -> set[str]:
     return found
 
 
+PACKAGE_NAMES = {
+    ".".join([package, *path.parent.relative_to(ROOT / folder).parts])
+    for folder, package in PACKAGES.items()
+    for path in (ROOT / folder).rglob("__init__.py")
+}
+
+
 def graph() -> dict[str, set[str]]:
     edges = {}
     for folder, package in PACKAGES.items():
-        for path in (ROOT / folder).glob("*.py"):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join([package, *(parts[:-1] if parts[-1] == "__init__" else parts)])
             edges[name] = imports(path, package)
     return edges
 

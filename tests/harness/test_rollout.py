@@ -45,3 +45,13 @@ def test_step_recorder_gives_what_the_stacked_logits_give():
     assert torch.equal(sequences, out.sequences)
     recorded = recorder.finish(sequences[:, 4:])
     assert torch.equal(recorded[0], reference[0]) and torch.equal(recorded[1], reference[1])
+
+
+def test_the_configs_engines_are_the_registered_ones():
+    import dataclasses
+
+    from advbench.harness import rollout
+    from advbench.harness.config import RolloutConfig
+
+    (engine,) = [f for f in dataclasses.fields(RolloutConfig) if f.name == "engine"]
+    assert sorted(engine.metadata["choices"]) == rollout.ENGINES.names() == ["hf", "paged", "vllm"]

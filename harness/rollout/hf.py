@@ -1,0 +1,136 @@
+"""hf: transformers' generate on the policy module itself (CPU and GPU), recording each sampled
+token's log-prob from the logits it samples with."""
+
+from __future__ import annotations
+
+import torch
+
+from advbench.harness.config import RolloutConfig
+from advbench.harness.models import Policy, autocast
+from advbench.harness.rollout.base import (
+    EngineUnavailable,
+    Rollout,
+    SamplingParams,
+    decode,
+    engine,
+    response_mask_until_eos,
+)
+
+
+class _StepRecorder:
+    """A logits processor that records, at each decoding step, the log-prob of the token sampled
+    and the entropy under softmax(raw logits / temperature), and passes the logits on unchanged.
+
+    It keeps one step's [B, V] log-probs until the next step shows which token was sampled, so a
+    rollout costs O(B x V) memory beyond the cache, where keeping every step's logits
+    (``output_logits``) costs B x T x V floats: for Qwen2.5's 152k vocabulary, 512 completions of
+    512 tokens, 159 GB.
+    """
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self.pending: torch.Tensor | None = None
+        self.logprobs: list[torch.Tensor] = []
+        self.entropy: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.pending is not None:  # input_ids now ends with the token sampled at the last step
+            self._settle(input_ids[:, -1])
+        logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        self.entropy.append(-(logp.exp() * logp).sum(-1))
+        self.pending = logp
+        return scores
+
+    def _settle(self, tokens: torch.Tensor) -> None:
+        self.logprobs.append(self.pending.gather(-1, tokens.unsqueeze(-1)).squeeze(-1))
+        self.pending = None
+
+    def finish(self, response_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, T] log-probs and entropies of the generated ``response_ids``."""
+        self._settle(response_ids[:, len(self.logprobs)])
+        return torch.stack(self.logprobs, dim=1), torch.stack(self.entropy, dim=1)
+
+
+@engine("hf")
+class HFEngine:
+    """transformers ``generate`` on the policy module itself (colocated: no weights to copy),
+    under autocast to ``precision`` ("none": the weights' dtype)."""
+
+    name = "hf"
+
+    def __init__(
+        self, policy: Policy, cache: str = "dynamic", compile: bool = False, precision: str | None = None
+    ) -> None:
+        if compile and policy.device.type != "cuda":
+            raise EngineUnavailable(
+                "config key 'rollout.compile': compiling the decode step needs CUDA "
+                f"(transformers compiles generate only on GPU); the policy is on {policy.device.type}"
+            )
+        self.policy = policy
+        self.precision = policy.autocast if precision is None else precision
+        self.cache_args: dict = {"disable_compile": not compile}
+        if cache == "static":
+            self.cache_args["cache_implementation"] = "static"
+        if compile:
+            from transformers import CompileConfig
+
+            self.cache_args["compile_config"] = CompileConfig()
+
+    @classmethod
+    def from_config(cls, cfg: RolloutConfig, policy: Policy, precision: str) -> HFEngine:
+        return cls(policy, cache=cfg.cache, compile=cfg.compile, precision=precision)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> Rollout:
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        tokenizer, model, device = self.policy.tokenizer, self.policy.model, self.policy.device
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        prompt_ids = encoded["input_ids"].repeat_interleave(n, dim=0).to(device)
+        prompt_mask = encoded["attention_mask"].repeat_interleave(n, dim=0).to(device)
+        # The recorder must see the raw logits, so the warpers generate would add first (temperature,
+        # top-p) come after it in our own list, in generate's order, and generate is asked for none.
+        recorder = _StepRecorder(sampling.logprob_temperature)
+        processors = [recorder]
+        sample_args = sampling.transformers_args()
+        if not sampling.greedy:
+            if sampling.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(sampling.temperature))
+            if sampling.top_p < 1.0:
+                processors.append(TopPLogitsWarper(sampling.top_p))
+            sample_args.update(temperature=1.0, top_p=1.0)
+        was_training = model.training
+        model.eval()
+        with autocast(device, self.precision):
+            sequences = model.generate(
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                max_new_tokens=sampling.max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                logits_processor=LogitsProcessorList(processors),
+                **self.cache_args,
+                **sample_args,
+            )
+        model.train(was_training)
+        response_ids = sequences[:, prompt_ids.shape[1] :]
+        logprobs, entropy = recorder.finish(response_ids)
+        mask = response_mask_until_eos(response_ids, tokenizer.eos_token_id)
+        ended = ((response_ids == tokenizer.eos_token_id) & mask).any(-1)
+        return Rollout(
+            prompt_ids=prompt_ids,
+            prompt_mask=prompt_mask,
+            response_ids=response_ids,
+            response_mask=mask,
+            logprobs=logprobs.masked_fill(~mask, 0.0),
+            entropy=entropy.masked_fill(~mask, 0.0),
+            texts=decode(tokenizer, response_ids, mask),
+            truncated=~ended,
+        )
+
+    def sync(self, policy: Policy) -> None:
+        """Nothing to copy: this engine samples from the module being trained."""
+        self.policy = policy
+
+
+# -- paged (transformers continuous batching) ---------------------------------------------------
