@@ -43,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from advbench.harness import losses, models, rollout  # noqa: E402
+from advbench.harness import losses, models, rollout, warmstart  # noqa: E402
 from advbench.harness.config import load  # noqa: E402
 from advbench.harness.loop import peak_memory_gib, update_policy  # noqa: E402
 from advbench.harness.rollout import EngineUnavailable, Rollout, SamplingParams  # noqa: E402
@@ -84,7 +84,7 @@ def build_policy(scale: str, device: str, workdir: Path) -> tuple[models.Policy,
     models.build_tiny(cfg.model, tokenizer).save_pretrained(path)
     tokenizer.save_pretrained(path)
     model_cfg = dataclasses.replace(cfg.model, path=str(path))
-    return models.load_policy(model_cfg, task=None, cache_dir=workdir), cfg
+    return warmstart.load_policy(model_cfg, task=None, cache_dir=workdir), cfg
 
 
 def make_engine(name: str, policy: models.Policy) -> rollout.Engine:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from advbench import estimators
-from advbench.harness import checkpoint, losses, models, plugins, rollout, tasks
+from advbench.harness import checkpoint, losses, models, plugins, rollout, tasks, warmstart
 from advbench.harness.axes import two_axes
 from advbench.harness.config import RunConfig
 from advbench.harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
@@ -329,7 +329,7 @@ def build_run(cfg: RunConfig, tracker: RunTracker | None, on_warmstart: Callable
     if tracker:
         for key, value in task.tags().items():
             tracker.set_tag(key, value)
-    policy = models.load_policy(cfg.model, task, cfg.cache_dir, on_warmstart)
+    policy = warmstart.load_policy(cfg.model, task, cfg.cache_dir, on_warmstart)
     if cfg.trainer.gradient_checkpointing:
         models.enable_activation_checkpointing(policy.model)
     engine = rollout.build(cfg.rollout, policy)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from advbench import estimators
-from advbench.harness import losses, models, rollout, tasks
+from advbench.harness import losses, rollout, tasks, warmstart
 from advbench.harness.config import load
 from advbench.harness.loop import update_policy
 from advbench.harness.tracking import Tracker
@@ -37,7 +37,7 @@ def setup(tmp_path_factory, cache_dir):
         ]
     )
     task = tasks.build(cfg.task, cfg.cache_dir)
-    policy = models.load_policy(cfg.model, task, cfg.cache_dir)
+    policy = warmstart.load_policy(cfg.model, task, cfg.cache_dir)
     engine = rollout.HFEngine(policy)
     prompts = task.prompts("train", cfg.trainer.prompts_per_step, seed=0)
     sampling = rollout.SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens)

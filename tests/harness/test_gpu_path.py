@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advbench.harness import losses, models, rollout, tasks
+from advbench.harness import losses, models, rollout, tasks, warmstart
 from advbench.harness.config import ConfigError, load
 from advbench.harness.loop import micro_batches, train, update_policy
 from advbench.harness.rollout import EngineUnavailable, Rollout, SamplingParams
@@ -286,7 +286,7 @@ def test_a_built_in_gpu_scale_on_a_cpu_machine_fails_before_any_work(scale, fast
     (cfg,) = load([f"model={scale}", f"cache_dir={tmp_path}/cache"])
     task = tasks.build(cfg.task, cfg.cache_dir)
     with pytest.raises(ConfigError, match="model.device': cuda was asked for, but torch sees no CUDA"):
-        models.load_policy(cfg.model, task, cfg.cache_dir)
+        warmstart.load_policy(cfg.model, task, cfg.cache_dir)
     assert not (tmp_path / "cache" / "models").exists()  # no warm start was begun
 
 

@@ -68,7 +68,7 @@ def test_a_run_records_evals_and_a_summary(fast_overrides):
 
 
 def test_the_warm_start_is_shared_across_estimators_and_seeds(fast_overrides):
-    from advbench.harness.models import tiny_cache_key
+    from advbench.harness.warmstart import tiny_cache_key
 
     runs = load([*fast_overrides, "estimator=[grpo,reinforce_batch]", "seed=[0,5]", "trainer.steps=1"])
     assert len({tiny_cache_key(cfg.model, cfg.task) for cfg in runs}) == 1  # one cached warm start

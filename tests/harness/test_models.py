@@ -47,20 +47,22 @@ def test_the_warm_start_does_not_depend_on_the_runners_thread_count(tmp_path, mo
     """Built with 1 thread or with 2, the cached weights are the same (pinned=False shows why it matters)."""
     import torch
 
-    from advbench.harness import models, tasks
+    from advbench.harness import tasks, warmstart
     from advbench.harness.config import load
 
     weights = []
     for threads in (1, 2):
         if not pinned:
-            monkeypatch.setattr(models, "WARMSTART_THREADS", threads)  # the old behaviour: the runner's count
+            monkeypatch.setattr(
+                warmstart, "WARMSTART_THREADS", threads
+            )  # the old behaviour: the runner's count
         (cfg,) = load(
             [f"cache_dir={tmp_path / str(threads)}", "model.warmstart.steps=150", "task.train_size=800"]
         )
         torch.set_num_threads(threads)
         try:
             task = tasks.build(cfg.task, cfg.cache_dir)
-            weights.append(models.load_policy(cfg.model, task, cfg.cache_dir).model.state_dict())
+            weights.append(warmstart.load_policy(cfg.model, task, cfg.cache_dir).model.state_dict())
         finally:
             torch.set_num_threads(2)
     gap = max(float((weights[0][k] - weights[1][k]).abs().max()) for k in weights[0])
@@ -73,21 +75,21 @@ def test_the_warm_start_does_not_depend_on_the_runners_thread_count(tmp_path, mo
 def test_the_default_warm_start_is_the_shipped_one_copied_not_built(tmp_path, monkeypatch):
     """The default config finds its shipped warm start (so a config change that moves its key fails
     here, not as a baseline mismatch on another CPU), nothing stale ships, and the copy is exact."""
-    from advbench.harness import models, tasks
+    from advbench.harness import tasks, warmstart
     from advbench.harness.config import load
 
     (cfg,) = load([f"cache_dir={tmp_path}"])
     task = tasks.build(cfg.task, cfg.cache_dir)
-    name = models.tiny_cache_name(cfg.model, task)
-    shipped = {p.name for p in models.SHIPPED_WARMSTARTS.iterdir() if p.is_dir()}
+    name = warmstart.tiny_cache_name(cfg.model, task)
+    shipped = {p.name for p in warmstart.SHIPPED_WARMSTARTS.iterdir() if p.is_dir()}
     assert shipped == {name}, "rebuild the shipped warm start (README, 'The embedded default')"
 
     def refuse(*args, **kwargs):
         raise AssertionError("the default warm start was built, not copied")
 
-    monkeypatch.setattr(models, "warm_start", refuse)
-    path = models.load_tiny(cfg.model, task, cfg.cache_dir)
-    source = models.SHIPPED_WARMSTARTS / name
+    monkeypatch.setattr(warmstart, "warm_start", refuse)
+    path = warmstart.load_tiny(cfg.model, task, cfg.cache_dir)
+    source = warmstart.SHIPPED_WARMSTARTS / name
     assert sorted(p.name for p in path.iterdir()) == sorted(p.name for p in source.iterdir())
     for file in source.iterdir():
         assert (path / file.name).read_bytes() == file.read_bytes()
@@ -95,11 +97,11 @@ def test_the_default_warm_start_is_the_shipped_one_copied_not_built(tmp_path, mo
 
 
 def test_a_config_with_no_shipped_warm_start_builds_its_own(tmp_path):
-    from advbench.harness import models, tasks
+    from advbench.harness import tasks, warmstart
     from advbench.harness.config import load
 
     (cfg,) = load([f"cache_dir={tmp_path}", "model.warmstart.steps=3"])
     task = tasks.build(cfg.task, cfg.cache_dir)
-    path = models.load_tiny(cfg.model, task, cfg.cache_dir)
-    assert not (models.SHIPPED_WARMSTARTS / path.name).exists()
+    path = warmstart.load_tiny(cfg.model, task, cfg.cache_dir)
+    assert not (warmstart.SHIPPED_WARMSTARTS / path.name).exists()
     assert '"steps": 3' in (path / "warmstart.json").read_text()

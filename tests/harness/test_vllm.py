@@ -15,7 +15,7 @@ vllm = pytest.importorskip("vllm", reason="vllm is an optional extra: pip instal
 if not torch.cuda.is_available():
     pytest.skip("vllm needs CUDA", allow_module_level=True)
 
-from advbench.harness import models, rollout, tasks  # noqa: E402
+from advbench.harness import rollout, tasks, warmstart  # noqa: E402
 from advbench.harness.config import load  # noqa: E402
 from advbench.harness.rollout import SamplingParams  # noqa: E402
 
@@ -24,7 +24,7 @@ from advbench.harness.rollout import SamplingParams  # noqa: E402
 def policy(cache_dir):
     (cfg,) = load([f"cache_dir={cache_dir}", "model.device=cuda", "model.warmstart.steps=60"])
     task = tasks.build(cfg.task, cfg.cache_dir)
-    return models.load_policy(cfg.model, task, cfg.cache_dir), task
+    return warmstart.load_policy(cfg.model, task, cfg.cache_dir), task
 
 
 def test_vllm_samples_with_logprobs_matching_the_trainer_and_follows_sync(policy):
