@@ -12,7 +12,6 @@ the previous checkpoint, recomputes the same values, and still logs each step on
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 
 from advbench.harness.config import RunConfig, config_hash
+from advbench.harness.files import replaced
 
 
 def checkpoint_path(cfg: RunConfig) -> Path:
@@ -45,10 +45,8 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def save(cfg: RunConfig, state: dict[str, Any]) -> Path:
     path = checkpoint_path(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".tmp")
-    torch.save(state, staging)
-    os.replace(staging, path)  # atomic: a kill mid-save leaves the previous checkpoint whole
+    with replaced(path) as staging:  # a kill mid-save leaves the previous checkpoint whole
+        torch.save(state, staging)
     return path
 
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from advbench.harness.config import ConfigError, ModelConfig, TaskConfig
+from advbench.harness.files import published
 from advbench.harness.models import DTYPES, Policy, autocast, build_tiny, fit_tokenizer, resolve_device
 from advbench.harness.tasks import Prompt, Task
 
@@ -132,9 +132,9 @@ def load_tiny(
         return path
     shipped = SHIPPED_WARMSTARTS / path.name
     if (shipped / "config.json").is_file():
-        staging = _staging(path)
-        shutil.copytree(shipped, staging, dirs_exist_ok=True)
-        return _publish(staging, path)
+        with published(path) as staging:
+            shutil.copytree(shipped, staging, dirs_exist_ok=True)
+        return path
     train = task.prompts("train")
     if model_cfg.warmstart.train_examples:
         train = train[: model_cfg.warmstart.train_examples]
@@ -152,33 +152,18 @@ def load_tiny(
         )
     finally:
         torch.set_num_threads(threads)
-    staging = _staging(path)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / "warmstart.json").write_text(
-        json.dumps({"final_loss": losses[-1] if losses else None, "steps": len(losses)})
-    )
-    return _publish(staging, path)
+    with published(path) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "warmstart.json").write_text(
+            json.dumps({"final_loss": losses[-1] if losses else None, "steps": len(losses)})
+        )
+    return path
 
 
 def tiny_cache_name(model_cfg: ModelConfig, task: Task) -> str:
     """The folder name of a warm start, in the cache and among the shipped ones."""
     return f"tiny-{task.name}-{tiny_cache_key(model_cfg, task.cfg)}"
-
-
-def _staging(path: Path) -> Path:
-    """An empty folder beside the cache entry ``path`` to fill before ``_publish`` moves it there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=path.parent, prefix=".staging-"))
-
-
-def _publish(staging: Path, path: Path) -> Path:
-    """Move a finished cache entry into place; if another process won the race, keep its copy."""
-    try:
-        os.rename(staging, path)  # atomic
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path
 
 
 # -- loading ---------------------------------------------------------------------------------

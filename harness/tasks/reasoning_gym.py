@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from advbench.harness.config import ConfigError, TaskConfig
+from advbench.harness.files import replaced
 from advbench.harness.tasks.base import (
     Prompt,
     Task,
@@ -69,10 +69,8 @@ class ReasoningGymTask(Task):
             if item["question"] not in eval_questions
         ]
         splits = {"train": train_items, "eval": eval_items}
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=cache, delete=False, suffix=".tmp") as tmp:
-            json.dump(splits, tmp)
-        os.replace(tmp.name, path)  # atomic: a concurrent run never reads half a file
+        with replaced(path) as staging:  # a concurrent run never reads half a file
+            staging.write_text(json.dumps(splits))
         return splits
 
     def _render(self, entry: dict[str, Any]) -> Prompt:
