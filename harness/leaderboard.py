@@ -24,8 +24,6 @@ from advbench.harness.metrics import final_pass_at_k, smooth, steps_to_threshold
 from advbench.harness.tracking import metric_history
 
 THRESHOLDS = (0.5, 0.8, 0.9)  # steps-to-threshold fractions of the way from start to R_ref
-BOOTSTRAP_REPS = 5000
-CONFIDENCE = 0.95  # every interval's level; a verdict's test is at 1 - CONFIDENCE
 
 
 @dataclass
@@ -238,7 +236,7 @@ def _row(board: Board, label: str, refs: dict[tuple[str, str], float], rng: np.r
     runs = board.of(label)
 
     def interval(value: Callable[[CellRun], float], statistic: stats.Aggregate) -> stats.Estimate:
-        return stats.estimate(board.strata_of(label, value), statistic, rng, BOOTSTRAP_REPS, CONFIDENCE)
+        return stats.estimate(board.strata_of(label, value), statistic, rng)
 
     thresholds = {}
     for q in THRESHOLDS:
@@ -274,10 +272,10 @@ def _judge(board: Board, row: Row, reference: str | None, rng: np.random.Generat
         [np.array([_peak(r) for r in board.of(label, s)]) for s in common] for label in (row.label, reference)
     )
     row.improvement = stats.probability_of_improvement(x, y)
-    row.improvement_ci = stats.improvement_interval(x, y, rng, BOOTSTRAP_REPS, CONFIDENCE)
+    row.improvement_ci = stats.improvement_interval(x, y, rng)
     low, high = row.improvement_ci
     row.verdict = "better" if low > 0.5 else "worse" if high < 0.5 else "within noise"
-    if row.verdict != "within noise" and stats.smallest_p_value(x, y) > 1 - CONFIDENCE:
+    if row.verdict != "within noise" and stats.smallest_p_value(x, y) > 1 - stats.LEVEL:
         row.verdict = "too few seeds"  # the bootstrap over 2 or 3 seeds claims more than they hold
 
 

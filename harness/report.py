@@ -8,10 +8,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from advbench.harness import plots
+from advbench.harness import plots, stats
 from advbench.harness.leaderboard import (
-    BOOTSTRAP_REPS,
-    CONFIDENCE,
     Board,
     Row,
     missing_strata,
@@ -29,7 +27,7 @@ def _fmt_threshold(value: tuple[float | None, int], seeds: int) -> str:
 
 def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     k_max = max(r.k_max for r in board.runs)
-    ci = f"{CONFIDENCE:.0%} CI"
+    ci = f"{stats.LEVEL:.0%} CI"
     header = [
         "tier",
         "estimator",
@@ -111,8 +109,8 @@ def _html_table(header: list[str], table: list[list[str]], cls: str) -> str:
 def _notes(board: Board, rows: list[Row]) -> list[str]:
     notes = [
         "Statistics over seeds (Agarwal et al. 2021): interquartile mean and mean pooled over the suite's "
-        f"(task, model) strata; {CONFIDENCE:.0%} percentile intervals from a stratified bootstrap "
-        f"({BOOTSTRAP_REPS} resamples of seeds within each stratum).",
+        f"(task, model) strata; {stats.LEVEL:.0%} percentile intervals from a stratified bootstrap "
+        f"({stats.REPS} resamples of seeds within each stratum).",
         "Peak pass@1 is the peak of the smoothed eval curve; time-to-peak is the first eval within "
         "tolerance of it (DESIGN.md). R_ref is the suite's best median peak per stratum; "
         "'steps to 80%' is the median first step reaching start + 0.8 (R_ref - start), with the runs "
@@ -120,7 +118,7 @@ def _notes(board: Board, rows: list[Row]) -> list[str]:
         f"P(> {board.reference}) is the probability that a run of the estimator has a higher peak "
         f"pass@1 than a run of {board.reference}; 'within noise' when its interval contains 0.5, "
         "'too few seeds' when it does not but even the most lopsided result of that many seeds "
-        f"could not pass an exact permutation test at the {1 - CONFIDENCE:.0%} level (2 against 2 "
+        f"could not pass an exact permutation test at the {1 - stats.LEVEL:.0%} level (2 against 2 "
         "reach p = 1/3 at best). "
         "Estimators share a tier while their peak intervals overlap the tier leader's.",
     ]

@@ -21,6 +21,10 @@ from scipy import stats as scipy_stats
 
 Strata = Sequence[np.ndarray]
 Aggregate = Callable[[np.ndarray], np.ndarray]  # scores [..., N] -> statistic [...]
+ScoreDict = dict[str, np.ndarray]  # rliable's shape: {algorithm: scores [runs, tasks]}
+
+REPS = 5000  # bootstrap resamples: every interval's, one value for the whole harness
+LEVEL = 0.95  # every interval's confidence level; a verdict's test is at 1 - LEVEL
 
 
 def _check(strata: Strata) -> list[np.ndarray]:
@@ -48,7 +52,7 @@ def aggregate(strata: Strata, statistic: Aggregate = mean) -> float:
 
 
 def bootstrap_distribution(
-    strata: Strata, statistic: Aggregate, rng: np.random.Generator, reps: int = 2000
+    strata: Strata, statistic: Aggregate, rng: np.random.Generator, reps: int = REPS
 ) -> np.ndarray:
     """``reps`` values of the statistic, each on a resample of seeds drawn within every stratum."""
     arrays = _check(strata)
@@ -60,8 +64,8 @@ def confidence_interval(
     strata: Strata,
     statistic: Aggregate,
     rng: np.random.Generator,
-    reps: int = 2000,
-    level: float = 0.95,
+    reps: int = REPS,
+    level: float = LEVEL,
 ) -> tuple[float, float]:
     """Percentile stratified-bootstrap confidence interval of the pooled statistic."""
     return _percentile_interval(bootstrap_distribution(strata, statistic, rng, reps), level)
@@ -105,8 +109,8 @@ def improvement_interval(
     x_strata: Strata,
     y_strata: Strata,
     rng: np.random.Generator,
-    reps: int = 2000,
-    level: float = 0.95,
+    reps: int = REPS,
+    level: float = LEVEL,
 ) -> tuple[float, float]:
     """Stratified-bootstrap confidence interval of P(X > Y), X and Y resampled independently."""
     per_stratum = [
@@ -136,8 +140,22 @@ def estimate(
     strata: Strata,
     statistic: Aggregate,
     rng: np.random.Generator,
-    reps: int = 2000,
-    level: float = 0.95,
+    reps: int = REPS,
+    level: float = LEVEL,
 ) -> Estimate:
     low, high = confidence_interval(strata, statistic, rng, reps, level)
     return Estimate(aggregate(strata, statistic), low, high)
+
+
+def strata_of_scores(scores: np.ndarray) -> list[np.ndarray]:
+    """rliable's [runs, tasks] matrix as strata: one array of runs per task."""
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be [runs, tasks], got shape {scores.shape}")
+    return [scores[:, task] for task in range(scores.shape[1])]
+
+
+def estimates(score_dict: ScoreDict, statistic: Aggregate, rng: np.random.Generator) -> dict[str, Estimate]:
+    """rliable's ``get_interval_estimates`` on its score-dict shape: per algorithm, the pooled
+    statistic with its stratified-bootstrap interval (tasks as strata, runs resampled within each)."""
+    return {name: estimate(strata_of_scores(scores), statistic, rng) for name, scores in score_dict.items()}

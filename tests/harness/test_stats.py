@@ -103,3 +103,12 @@ def test_smallest_p_value_is_the_exact_test_of_completely_separated_seeds():
         x, y = np.arange(n) + 10.0, np.arange(m) * 1.0
         exact = mannwhitneyu(x, y, alternative="two-sided", method="exact").pvalue
         assert smallest_p_value([x], [y]) == pytest.approx(exact)
+
+
+def test_rliables_score_dict_shape_gives_the_strata_estimates():
+    scores = np.array([[0.1, 0.5], [0.2, 0.6], [0.4, 0.9]])  # 3 runs x 2 tasks
+    got = stats.estimates({"a": scores}, stats.iqm, np.random.default_rng(0))["a"]
+    want = stats.estimate([scores[:, 0], scores[:, 1]], stats.iqm, np.random.default_rng(0))
+    assert got == want and want.low <= want.value <= want.high
+    with pytest.raises(ValueError, match=r"\[runs, tasks\]"):
+        stats.estimates({"a": scores[:, 0]}, stats.mean, np.random.default_rng(0))
