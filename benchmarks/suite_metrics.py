@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 value = {"mean": np.mean, "last": lambda v: v[-1], "max": np.max}[kind](values)
             row[f"{key} ({kind})"].append(value)
         for key in args.summary:
-            row[key].append(run.summary.get(key))
+            row[key].append(run.summary.metrics().get(key))
     keys = [f"{k} (mean)" for k in args.train] + [f"{k} (last)" for k in args.final]
     keys += [f"{k} (max)" for k in args.max] + args.summary
     print("| estimator | seeds | " + " | ".join(keys) + " |")

@@ -33,6 +33,7 @@ from rich.progress import (
 from rich.table import Table
 
 from advbench.harness.config import ConfigError, RunConfig, group_choices, load
+from advbench.harness.metrics import RunSummary
 from advbench.harness.runner import CellOutcome, cell_lock, check_devices, quiet_libraries
 
 console = Console(stderr=True, soft_wrap=True)  # progress and messages
@@ -44,22 +45,21 @@ def _results_console() -> Console:
     return out if out.is_terminal else Console(width=160)
 
 
-def _summary_row(cfg: RunConfig, summary: dict[str, float], status: str) -> list[str]:
-    from advbench.harness.metrics import final_pass_at_k
+def _summary_row(cfg: RunConfig, summary: RunSummary, status: str) -> list[str]:
 
-    final = final_pass_at_k(summary)
+    final = summary.final_pass_at_k
     final_k = max(final)
-    rising = " (rising)" if summary.get("summary/still_rising") else ""
+    rising = " (rising)" if summary.still_rising else ""
     return [
         cfg.estimator,
         cfg.loss["name"],
         cfg.task.name,
         str(cfg.seed),
-        f"{summary['summary/initial_pass_at_1']:.3f}",
-        f"{summary['summary/peak_pass_at_1']:.3f}",
-        f"{int(summary['summary/time_to_peak_step'])}{rising}",
+        f"{summary.initial_pass_at_1:.3f}",
+        f"{summary.peak_pass_at_1:.3f}",
+        f"{int(summary.time_to_peak_step)}{rising}",
         f"{final[final_k]:.3f}",
-        f"{summary['summary/final_entropy']:.3f}",
+        f"{summary.final_entropy:.3f}",
         status,
     ]
 

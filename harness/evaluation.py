@@ -15,6 +15,7 @@ import torch
 
 from advbench.harness.config import EvalConfig
 from advbench.harness.metrics import (
+    RunSummary,
     distinct_correct_answers,
     distinct_n,
     k_values,
@@ -147,9 +148,7 @@ class EvalPoint:
     seconds: float  # wall-clock seconds of training so far (evals excluded)
 
 
-def summarize(
-    results: Sequence[EvalResult], points: Sequence[EvalPoint], cfg: EvalConfig
-) -> dict[str, float]:
+def summarize(results: Sequence[EvalResult], points: Sequence[EvalPoint], cfg: EvalConfig) -> RunSummary:
     """Peak pass@1 and time-to-peak (DESIGN.md), in steps, rollouts, tokens and seconds; final pass@k."""
     ttp = time_to_peak(
         [r.pass_at_k[1] for r in results],
@@ -160,19 +159,17 @@ def summarize(
     )
     at = points[ttp.index]
     final = results[-1]
-    summary = {
-        "summary/initial_pass_at_1": results[0].pass_at_k[1],
-        "summary/peak_pass_at_1": ttp.peak,
-        "summary/peak_tolerance": ttp.tolerance,
-        "summary/time_to_peak_step": float(at.step),
-        "summary/time_to_peak_rollouts": float(at.rollouts),
-        "summary/time_to_peak_tokens": float(at.tokens),
-        "summary/time_to_peak_seconds": at.seconds,
-        "summary/still_rising": float(ttp.still_rising),
-        "summary/final_entropy": final.entropy,
-    }
-    summary.update({f"summary/final_pass_at_{k}": final.pass_at_k[k] for k in k_values(final.n)})
-    if final.greedy_pass_at_1 is not None:
-        summary["summary/final_greedy_pass_at_1"] = final.greedy_pass_at_1
-    summary.update({f"summary/final_{key}": value for key, value in final.diversity.items()})
-    return summary
+    return RunSummary(
+        initial_pass_at_1=results[0].pass_at_k[1],
+        peak_pass_at_1=ttp.peak,
+        peak_tolerance=ttp.tolerance,
+        time_to_peak_step=float(at.step),
+        time_to_peak_rollouts=float(at.rollouts),
+        time_to_peak_tokens=float(at.tokens),
+        time_to_peak_seconds=at.seconds,
+        still_rising=bool(ttp.still_rising),
+        final_entropy=final.entropy,
+        final_pass_at_k={k: final.pass_at_k[k] for k in k_values(final.n)},
+        final_greedy_pass_at_1=final.greedy_pass_at_1,
+        final_diversity=dict(final.diversity),
+    )

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from advbench.harness import stats
-from advbench.harness.metrics import final_pass_at_k, smooth, steps_to_threshold
+from advbench.harness.metrics import RunSummary, smooth, steps_to_threshold
 from advbench.harness.tracking import metric_history
 
 THRESHOLDS = (0.5, 0.8, 0.9)  # steps-to-threshold fractions of the way from start to R_ref
@@ -35,7 +35,7 @@ class CellRun:
     model: str
     seed: int
     run_id: str
-    summary: dict[str, float]
+    summary: RunSummary
     eval_steps: np.ndarray
     pass_at_1: np.ndarray  # the raw eval curve
     sign_balance: np.ndarray
@@ -50,7 +50,7 @@ class CellRun:
         return max(self.pass_at_k())
 
     def pass_at_k(self) -> dict[int, float]:
-        return final_pass_at_k(self.summary)
+        return self.summary.final_pass_at_k
 
 
 @dataclass
@@ -119,7 +119,7 @@ def collect(tracker: Any, parent: Any) -> Board:
                 model=cell["model"],
                 seed=int(cell["seed"]),
                 run_id=run_id,
-                summary={k: v for k, v in found.data.metrics.items() if k.startswith("summary/")},
+                summary=RunSummary.from_metrics(found.data.metrics),
                 eval_steps=steps,
                 pass_at_1=pass_at_1,
                 sign_balance=balance,
@@ -164,7 +164,7 @@ def reference_peaks(board: Board) -> dict[tuple[str, str], float]:
     out = {}
     for stratum in board.strata:
         medians = [
-            float(np.median([r.summary["summary/peak_pass_at_1"] for r in runs]))
+            float(np.median([r.summary.peak_pass_at_1 for r in runs]))
             for label in board.labels
             if (runs := board.of(label, stratum))
         ]
@@ -173,9 +173,7 @@ def reference_peaks(board: Board) -> dict[tuple[str, str], float]:
 
 
 def _threshold_step(run: CellRun, reference: float, q: float) -> int | None:
-    return steps_to_threshold(
-        run.eval_steps, run.pass_at_1, run.summary["summary/initial_pass_at_1"], reference, q
-    )
+    return steps_to_threshold(run.eval_steps, run.pass_at_1, run.summary.initial_pass_at_1, reference, q)
 
 
 class NonFiniteCurve(ValueError):
@@ -186,7 +184,7 @@ def check_finite(board: Board) -> None:
     """Refuse a board with a non-finite eval pass@1 or peak, naming the run and the steps."""
     for run in board.runs:
         bad = ~np.isfinite(np.asarray(run.pass_at_1, dtype=float))
-        peak = run.summary.get("summary/peak_pass_at_1", math.nan)
+        peak = run.summary.peak_pass_at_1
         if bad.any() or not math.isfinite(peak):
             steps = ", ".join(str(int(s)) for s in np.asarray(run.eval_steps)[bad]) or "(the summary's peak)"
             raise NonFiniteCurve(
@@ -228,7 +226,7 @@ def rank(board: Board, seed: int = 0) -> list[Row]:
 
 
 def _peak(run: CellRun) -> float:
-    return run.summary["summary/peak_pass_at_1"]
+    return run.summary.peak_pass_at_1
 
 
 def _row(board: Board, label: str, refs: dict[tuple[str, str], float], rng: np.random.Generator) -> Row:
@@ -250,12 +248,12 @@ def _row(board: Board, label: str, refs: dict[tuple[str, str], float], rng: np.r
         seeds=len(runs),
         peak=interval(_peak, stats.iqm),
         peak_mean=stats.aggregate(board.strata_of(label, _peak)),
-        gain=interval(lambda r: _peak(r) - r.summary["summary/initial_pass_at_1"], stats.mean),
+        gain=interval(lambda r: _peak(r) - r.summary.initial_pass_at_1, stats.mean),
         final_pass_at_1=stats.aggregate(board.strata_of(label, lambda r: r.pass_at_k()[1])),
         final_pass_at_kmax=interval(lambda r: r.pass_at_k()[r.k_max], stats.mean),
-        time_to_peak=float(np.median([r.summary["summary/time_to_peak_step"] for r in runs])),
+        time_to_peak=float(np.median([r.summary.time_to_peak_step for r in runs])),
         thresholds=thresholds,
-        entropy=stats.aggregate(board.strata_of(label, lambda r: r.summary["summary/final_entropy"])),
+        entropy=stats.aggregate(board.strata_of(label, lambda r: r.summary.final_entropy)),
     )
 
 

@@ -32,6 +32,7 @@ from advbench.harness.axes import two_axes
 from advbench.harness.config import RunConfig
 from advbench.harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
 from advbench.harness.geometry import GeometryProbe
+from advbench.harness.metrics import RunSummary
 from advbench.harness.rollout import Rollout, SamplingParams, token_logprobs
 from advbench.harness.tracking import RunTracker
 
@@ -288,7 +289,7 @@ def _record_mismatch(
 class RunResult:
     cfg: RunConfig
     evals: list[EvalResult]
-    summary: dict[str, float]
+    summary: RunSummary
 
 
 def seed_everything(seed: int) -> None:
@@ -625,9 +626,9 @@ def train(
             on_step(step, metrics)
 
     summary = summarize(state.evals, state.points, cfg.eval)
-    summary["summary/peak_memory_gib"] = peak_memory_gib(run.policy.device)
+    summary.peak_memory_gib = peak_memory_gib(run.policy.device)
     if tracker:
-        tracker.log_metrics(summary, cfg.trainer.steps)
+        tracker.log_metrics(summary.metrics(), cfg.trainer.steps)
         tracker.flush()
     checkpoint.remove(cfg)
     return RunResult(cfg=cfg, evals=state.evals, summary=summary)

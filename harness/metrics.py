@@ -5,9 +5,9 @@ Pure functions of numbers and arrays; nothing here knows about models or MLflow.
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -151,7 +151,54 @@ def pass_at_k_area(curve: dict[int, float]) -> float:
     return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2))
 
 
-def final_pass_at_k(summary: dict[str, float]) -> dict[int, float]:
-    """The final eval's pass@k by k, read back from a run summary (``summary/final_pass_at_K``)."""
-    found = (re.fullmatch(r"summary/final_pass_at_(\d+)", key) for key in summary)
-    return {int(m.group(1)): summary[m.group(0)] for m in found if m}
+@dataclass
+class RunSummary:
+    """A finished run in numbers: what ``summarize`` computes, what MLflow stores (``metrics()``:
+    ``summary/<field>``), and what every reader gets back (``from_metrics``)."""
+
+    initial_pass_at_1: float
+    peak_pass_at_1: float  # smoothed (DESIGN.md's time-to-peak)
+    peak_tolerance: float
+    time_to_peak_step: float
+    time_to_peak_rollouts: float
+    time_to_peak_tokens: float
+    time_to_peak_seconds: float
+    still_rising: bool  # the smoothed curve peaks at the last eval: the budget ended first
+    final_entropy: float
+    final_pass_at_k: dict[int, float]  # k = 1, 2, 4, ... n
+    final_greedy_pass_at_1: float | None = None
+    final_diversity: dict[str, float] = field(default_factory=dict)  # distinct_n, edit_similarity, ...
+    peak_memory_gib: float | None = None  # machine-dependent: left out of determinism checks
+
+    @property
+    def k_max(self) -> int:
+        return max(self.final_pass_at_k)
+
+    def metrics(self) -> dict[str, float]:
+        """The ``summary/...`` metrics MLflow stores for the run."""
+        out = {
+            f"summary/{name}": float(getattr(self, name))
+            for name in SCALARS
+            if getattr(self, name) is not None
+        }
+        out.update({f"summary/final_pass_at_{k}": v for k, v in self.final_pass_at_k.items()})
+        out.update({f"summary/final_{key}": v for key, v in self.final_diversity.items()})
+        return out
+
+    @classmethod
+    def from_metrics(cls, metrics: dict[str, float]) -> RunSummary:
+        """A summary read back from a run's MLflow metrics (other metrics are ignored)."""
+        values = {k.removeprefix("summary/"): v for k, v in metrics.items() if k.startswith("summary/")}
+        pass_at_k = {}
+        for key in list(values):
+            if key.startswith("final_pass_at_") and key.removeprefix("final_pass_at_").isdigit():
+                pass_at_k[int(key.removeprefix("final_pass_at_"))] = values.pop(key)
+        scalars = {name: values.pop(name) for name in SCALARS if name in values}
+        scalars["still_rising"] = bool(scalars.get("still_rising", 0.0))
+        diversity = {k.removeprefix("final_"): v for k, v in values.items() if k.startswith("final_")}
+        return cls(**scalars, final_pass_at_k=dict(sorted(pass_at_k.items())), final_diversity=diversity)
+
+
+SCALARS = tuple(
+    f.name for f in dataclasses.fields(RunSummary) if f.name not in ("final_pass_at_k", "final_diversity")
+)

@@ -75,18 +75,18 @@ def cells_table(board: Board) -> tuple[list[str], list[list[str]]]:
     table = []
     for label in board.labels:
         for r in sorted(board.of(label), key=lambda r: (r.stratum, r.seed)):
-            rising = " (rising)" if r.summary.get("summary/still_rising") else ""
+            rising = " (rising)" if r.summary.still_rising else ""
             table.append(
                 [
                     label,
                     r.task,
                     r.model,
                     str(r.seed),
-                    f"{r.summary['summary/initial_pass_at_1']:.3f}",
-                    f"{r.summary['summary/peak_pass_at_1']:.3f}",
-                    f"{r.summary['summary/time_to_peak_step']:.0f}{rising}",
+                    f"{r.summary.initial_pass_at_1:.3f}",
+                    f"{r.summary.peak_pass_at_1:.3f}",
+                    f"{r.summary.time_to_peak_step:.0f}{rising}",
                     f"{r.pass_at_k()[r.k_max]:.3f}",
-                    f"{r.summary['summary/final_entropy']:.3f}",
+                    f"{r.summary.final_entropy:.3f}",
                     r.run_id,
                 ]
             )

@@ -19,13 +19,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 from advbench.harness.config import ConfigError, RunConfig, config_hash
+from advbench.harness.metrics import RunSummary
 
 
 @dataclass
 class CellOutcome:
     cfg: RunConfig
     run_id: str
-    summary: dict[str, float]
+    summary: RunSummary
     status: str  # "ran" | "resumed" | "cached"
 
 
@@ -68,7 +69,7 @@ def run_cell(
     with cell_lock(cfg):
         done = tracker.find_finished(cfg)
         if done is not None:
-            summary = {k: v for k, v in done.data.metrics.items() if k.startswith("summary/")}
+            summary = RunSummary.from_metrics(done.data.metrics)
             say(f"{cfg.run_name}: finished before in MLflow run {done.info.run_id}; not run again")
             return CellOutcome(cfg, done.info.run_id, summary, "cached")
         state = checkpoint.load(cfg)

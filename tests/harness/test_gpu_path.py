@@ -160,7 +160,7 @@ def test_a_mixed_precision_micro_batched_checkpointed_run_learns_finite(fast_ove
     assert len(steps) == cfg.trainer.steps
     assert all(torch.isfinite(torch.tensor(m["train/loss"])) for m in steps)
     assert all(m["system/peak_memory_gib"] > 0 for m in steps)
-    assert result.summary["summary/peak_memory_gib"] >= steps[0]["system/peak_memory_gib"]
+    assert result.summary.peak_memory_gib >= steps[0]["system/peak_memory_gib"]
 
 
 # -- engines ------------------------------------------------------------------------------------

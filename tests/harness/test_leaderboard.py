@@ -9,6 +9,7 @@ import pytest
 
 from advbench.harness import leaderboard, report
 from advbench.harness.leaderboard import Board, CellRun
+from advbench.harness.metrics import RunSummary
 
 
 def cell(label, seed, start, curve, task="arithmetic", k8=0.8):
@@ -18,16 +19,18 @@ def cell(label, seed, start, curve, task="arithmetic", k8=0.8):
 
     smoothed = smooth(curve, 3)
     peak = int(np.argmax(smoothed))
-    summary = {
-        "summary/initial_pass_at_1": start,
-        "summary/peak_pass_at_1": float(smoothed[peak]),
-        "summary/time_to_peak_step": 10.0 * peak,
-        "summary/still_rising": float(peak == len(curve) - 1),
-        "summary/final_entropy": 0.5,
-        "summary/final_pass_at_1": float(curve[-1]),
-        "summary/final_pass_at_2": float(curve[-1] + 0.1),
-        "summary/final_pass_at_8": k8,
-    }
+    summary = RunSummary(
+        initial_pass_at_1=start,
+        peak_pass_at_1=float(smoothed[peak]),
+        peak_tolerance=0.02,
+        time_to_peak_step=10.0 * peak,
+        time_to_peak_rollouts=320.0 * peak,
+        time_to_peak_tokens=3200.0 * peak,
+        time_to_peak_seconds=5.0 * peak,
+        still_rising=peak == len(curve) - 1,
+        final_entropy=0.5,
+        final_pass_at_k={1: float(curve[-1]), 2: float(curve[-1] + 0.1), 8: k8},
+    )
     steps = np.arange(len(curve)) * 10
     return CellRun(
         label=label,
@@ -84,7 +87,7 @@ def test_two_seeds_get_no_verdict_however_far_apart():
 def test_steps_to_threshold_share_the_suite_best_median_peak():
     b = three_estimators()
     refs = leaderboard.reference_peaks(b)
-    strong_peaks = [r.summary["summary/peak_pass_at_1"] for r in b.of("strong")]
+    strong_peaks = [r.summary.peak_pass_at_1 for r in b.of("strong")]
     assert refs[("arithmetic", "tiny")] == pytest.approx(np.median(strong_peaks))
     rows = {r.label: r for r in leaderboard.rank(b)}
     median, reached = rows["strong"].thresholds[0.8]
@@ -119,7 +122,7 @@ def test_write_renders_markdown_html_json_and_plots(tmp_path):
     numbers = json.loads(paths["json"].read_text())["estimators"]
     assert numbers["strong"]["seeds"] == 4
     assert numbers["strong"]["peak_pass_at_1"] == pytest.approx(
-        np.mean([r.summary["summary/peak_pass_at_1"] for r in b.of("strong")]), abs=1e-6
+        np.mean([r.summary.peak_pass_at_1 for r in b.of("strong")]), abs=1e-6
     )
     markdown = paths["markdown"].read_text()
     assert markdown.index("| 1 | strong |") < markdown.index("| 2 | ")

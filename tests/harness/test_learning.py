@@ -18,6 +18,6 @@ def test_grpo_raises_eval_pass_at_1_on_the_default_task(cache_dir):
     gains = []
     for cfg in load(["estimator=grpo", "seed=[0,1]", f"cache_dir={cache_dir}"]):
         summary = train(cfg).summary
-        assert 0.15 <= summary["summary/initial_pass_at_1"] <= 0.5  # the warm start's band
-        gains.append(summary["summary/peak_pass_at_1"] - summary["summary/initial_pass_at_1"])
+        assert 0.15 <= summary.initial_pass_at_1 <= 0.5  # the warm start's band
+        gains.append(summary.peak_pass_at_1 - summary.initial_pass_at_1)
     assert np.mean(gains) >= 0.10, gains

@@ -7,6 +7,7 @@ import torch
 from advbench import estimators
 from advbench.harness.config import load
 from advbench.harness.loop import NonFiniteError, PromptSampler, check_finite, machine_dependent, train
+from advbench.harness.metrics import RunSummary
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +23,7 @@ def test_same_config_and_seed_give_identical_step_metrics(fast_overrides):
                 {k: v for k, v in metrics.items() if not machine_dependent(k)}
             ),
         )
-        summary = {k: v for k, v in result.summary.items() if not machine_dependent(k)}
+        summary = {k: v for k, v in result.summary.metrics().items() if not machine_dependent(k)}
         runs.append((steps, summary, [e.correct for e in result.evals]))
     assert runs[0] == runs[1]
     assert len(runs[0][0]) == cfg.trainer.steps
@@ -44,7 +45,8 @@ def test_a_run_records_evals_and_a_summary(fast_overrides):
     assert 0.0 <= first.pass_at_k[1] <= first.pass_at_k[4] <= 1.0
     assert first.greedy_pass_at_1 is not None
     assert len(first.samples) == cfg.task.eval_size * cfg.eval.n
-    summary = result.summary
+    summary = result.summary.metrics()
+    assert RunSummary.from_metrics(summary) == result.summary  # what MLflow holds reads back whole
     assert summary["summary/initial_pass_at_1"] == first.pass_at_k[1]
     assert summary["summary/time_to_peak_step"] in (0, 2, 4)
     assert summary["summary/final_pass_at_4"] == result.evals[-1].pass_at_k[4]
