@@ -499,20 +499,53 @@ def _validate_schema(raw: DictConfig) -> RunConfig:
     return cfg
 
 
+def declared(paths: list[Path]) -> dict[str, tuple[str, ...] | None]:
+    """What these source files register, read without importing them (so without torch): each
+    ``@register("name", params=SomeParams)`` and the field names of its hyperparameters dataclass
+    (base classes followed among the files; None where the files alone cannot tell)."""
+    trees = [ast.parse(path.read_text(), str(path)) for path in paths]
+    classes = {node.name: node for tree in trees for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+
+    def fields(name: str) -> tuple[str, ...] | None:
+        node = classes.get(name)
+        if node is None:
+            return None
+        inherited: list[str] = []
+        for base in node.bases:
+            found = fields(base.id) if isinstance(base, ast.Name) else None
+            if found is None:
+                return None
+            inherited += found
+        own = [
+            item.target.id
+            for item in node.body
+            if isinstance(item, ast.AnnAssign)
+            and isinstance(item.target, ast.Name)
+            and "ClassVar" not in ast.unparse(item.annotation)
+        ]
+        return tuple(dict.fromkeys(inherited + own))
+
+    found: dict[str, tuple[str, ...] | None] = {}
+    for tree in trees:
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                continue
+            for call in node.decorator_list:
+                func = getattr(call, "func", None)
+                if (getattr(func, "id", None) or getattr(func, "attr", None)) != "register":
+                    continue
+                if not (call.args and isinstance(call.args[0], ast.Constant)):
+                    continue
+                params = next((k.value for k in call.keywords if k.arg == "params"), None)
+                found[call.args[0].value] = (
+                    () if params is None else fields(params.id) if isinstance(params, ast.Name) else None
+                )
+    return found
+
+
 def declared_names(paths: list[Path]) -> list[str]:
-    """The names these source files register (``@register("name", ...)``), read without importing
-    them: a misspelt estimator or loss is refused before torch is imported."""
-    names = set()
-    for path in paths:
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-                for decorator in node.decorator_list:
-                    call = decorator if isinstance(decorator, ast.Call) else None
-                    func = getattr(call, "func", None)
-                    name = getattr(func, "id", None) or getattr(func, "attr", None)
-                    if name == "register" and call.args and isinstance(call.args[0], ast.Constant):
-                        names.add(call.args[0].value)
-    return sorted(names)
+    """The names these source files register (``declared``)."""
+    return sorted(declared(paths))
 
 
 def _source_files(module: str) -> list[Path]:
@@ -521,6 +554,17 @@ def _source_files(module: str) -> list[Path]:
     if spec.submodule_search_locations:
         return sorted(p for folder in spec.submodule_search_locations for p in Path(folder).glob("*.py"))
     return [Path(spec.origin)]
+
+
+def _require_params(key: str, owner: str, given: dict[str, Any], known: tuple[str, ...] | None) -> None:
+    """Hyperparameter names checked against the dataclass's fields as its file declares them (the
+    registry repeats the check, values included, once torch is imported)."""
+    unknown = sorted(set(given) - set(known)) if known is not None else []
+    if unknown:
+        raise ConfigError(
+            f"config key '{key}': {owner} has no hyperparameter {', '.join(map(repr, unknown))}; "
+            f"its hyperparameters are: {', '.join(known) or '(none)'}"
+        )
 
 
 def _require_known(key: str, kind: str, name: str, known: list[str]) -> None:
@@ -543,11 +587,19 @@ def _resolve_registries(cfg: RunConfig) -> RunConfig:
 
     extra = plugins.source_files(cfg.plugins)
     if "advbench.estimators.registry" not in sys.modules:
-        known = declared_names([*_source_files("advbench.estimators"), *extra])
-        _require_known("estimator", "estimator", cfg.estimator, known)
+        known = declared([*_source_files("advbench.estimators"), *extra])
+        _require_known("estimator", "estimator", cfg.estimator, sorted(known))
+        _require_params(
+            f"estimator_params.{cfg.estimator}",
+            f"estimator '{cfg.estimator}'",
+            cfg.estimator_params.get(cfg.estimator, {}),
+            known[cfg.estimator],
+        )
     if "advbench.harness.losses" not in sys.modules:
-        known = declared_names([*_source_files("advbench.harness.losses"), *extra])
-        _require_known("loss", "loss", cfg.loss.get("name"), known)
+        known = declared([*_source_files("advbench.harness.losses"), *extra])
+        _require_known("loss", "loss", cfg.loss.get("name"), sorted(known))
+        knobs = {k: v for k, v in cfg.loss.items() if k != "name"}
+        _require_params("loss", f"loss '{cfg.loss['name']}'", knobs, known[cfg.loss["name"]])
     plugins.load(cfg.plugins)
 
     from advbench import estimators

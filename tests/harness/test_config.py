@@ -143,6 +143,10 @@ def test_a_bad_config_fails_before_any_model_library_is_loaded():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["2", "False", "False", "False"]
+    knob = code.replace('"estimator=nope"', '"estimator=grpo", "estimator.epz=1e-3"')
+    out_knob = subprocess.run([sys.executable, "-c", knob], capture_output=True, text=True, timeout=60)
+    assert out_knob.stdout.split() == ["2", "False", "False", "False"]  # a misspelt knob too
+    assert "estimator 'grpo' has no hyperparameter 'epz'; its hyperparameters are: eps" in out_knob.stderr
     assert "unknown estimator 'nope'" in out.stderr
     assert "registered estimators: asym_grpo, asym_reinforce" in out.stderr
 
@@ -166,13 +170,18 @@ def test_config_hash_is_the_one_existing_stores_were_recorded_with():
     assert config_hash(plain) != config_hash(with_numpy)
 
 
-def test_the_names_read_from_the_files_are_the_registered_ones():
+def test_the_names_and_knobs_read_from_the_files_are_the_registered_ones():
+    import dataclasses
+
     from advbench import estimators
     from advbench.harness import losses
-    from advbench.harness.config import _source_files, declared_names
+    from advbench.harness.config import _source_files, declared
 
-    assert declared_names(_source_files("advbench.estimators")) == estimators.names()
-    assert declared_names(_source_files("advbench.harness.losses")) == losses.names()
+    for registry, module in ((estimators, "advbench.estimators"), (losses, "advbench.harness.losses")):
+        found = declared(_source_files(module))
+        assert sorted(found) == registry.names()
+        for name in registry.names():
+            assert found[name] == tuple(f.name for f in dataclasses.fields(registry.get(name).params)), name
 
 
 def test_the_config_and_the_registries_bound_ints_alike():
