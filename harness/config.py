@@ -548,14 +548,6 @@ def declared_names(paths: list[Path]) -> list[str]:
     return sorted(declared(paths))
 
 
-def _source_files(module: str) -> list[Path]:
-    """A module's file, or every file of a package's folder, found without importing it."""
-    spec = importlib.util.find_spec(module)
-    if spec.submodule_search_locations:
-        return sorted(p for folder in spec.submodule_search_locations for p in Path(folder).glob("*.py"))
-    return [Path(spec.origin)]
-
-
 def _require_params(key: str, owner: str, given: dict[str, Any], known: tuple[str, ...] | None) -> None:
     """Hyperparameter names checked against the dataclass's fields as its file declares them (the
     registry repeats the check, values included, once torch is imported)."""
@@ -587,7 +579,7 @@ def _resolve_registries(cfg: RunConfig) -> RunConfig:
 
     extra = plugins.source_files(cfg.plugins)
     if "advbench.estimators.registry" not in sys.modules:
-        known = declared([*_source_files("advbench.estimators"), *extra])
+        known = declared([*plugins.module_files("advbench.estimators"), *extra])
         _require_known("estimator", "estimator", cfg.estimator, sorted(known))
         _require_params(
             f"estimator_params.{cfg.estimator}",
@@ -596,7 +588,7 @@ def _resolve_registries(cfg: RunConfig) -> RunConfig:
             known[cfg.estimator],
         )
     if "advbench.harness.losses" not in sys.modules:
-        known = declared([*_source_files("advbench.harness.losses"), *extra])
+        known = declared([*plugins.module_files("advbench.harness.losses"), *extra])
         _require_known("loss", "loss", cfg.loss.get("name"), sorted(known))
         knobs = {k: v for k, v in cfg.loss.items() if k != "name"}
         _require_params("loss", f"loss '{cfg.loss['name']}'", knobs, known[cfg.loss["name"]])

@@ -32,14 +32,21 @@ PLUGIN_GROUP = "advbench.plugins"  # entry points: modules that register estimat
 CONFIG_GROUP = "advbench.configs"  # entry points: packages holding config groups (task/, model/...)
 
 
+@functools.cache
+def declared_entry_points(group: str) -> tuple[str, ...]:
+    """What installed packages declare in ``group``, sorted; read once a process (scanning every
+    installed distribution's metadata took half of a config's resolution, once per group file)."""
+    return tuple(sorted(ep.value for ep in entry_points(group=group)))
+
+
 def entry_point_modules() -> list[str]:
-    """The modules installed packages declare in ``advbench.plugins``, sorted."""
-    return sorted(ep.value for ep in entry_points(group=PLUGIN_GROUP))
+    """The modules installed packages declare in ``advbench.plugins``."""
+    return list(declared_entry_points(PLUGIN_GROUP))
 
 
 def config_packages() -> list[str]:
-    """The config-group packages installed packages declare in ``advbench.configs``, sorted."""
-    return sorted(ep.value for ep in entry_points(group=CONFIG_GROUP))
+    """The config-group packages installed packages declare in ``advbench.configs``."""
+    return list(declared_entry_points(CONFIG_GROUP))
 
 
 def _is_path(ref: str) -> bool:
@@ -81,13 +88,18 @@ def source_files(plugins: Sequence[str] = ()) -> list[Path]:
             files += [Path(ref).expanduser()] if Path(ref).expanduser().is_file() else []
             continue
         try:
-            spec = importlib.util.find_spec(ref)
+            files += module_files(ref)
         except (ImportError, ValueError):
-            spec = None
-        if spec is None:
-            raise ConfigError(f"config key 'plugins': no module '{ref}' is installed")
-        if spec.submodule_search_locations:
-            files += [p for folder in spec.submodule_search_locations for p in Path(folder).glob("*.py")]
-        elif spec.origin and spec.origin.endswith(".py"):
-            files.append(Path(spec.origin))
+            raise ConfigError(f"config key 'plugins': no module '{ref}' is installed") from None
     return files
+
+
+def module_files(module: str) -> list[Path]:
+    """A module's source file, or every file of a package's folder, found without importing it
+    (its parent packages are imported); ImportError when there is no such module."""
+    spec = importlib.util.find_spec(module)
+    if spec is None:
+        raise ImportError(f"no module named '{module}'")
+    if spec.submodule_search_locations:
+        return sorted(p for folder in spec.submodule_search_locations for p in Path(folder).glob("*.py"))
+    return [Path(spec.origin)] if spec.origin and spec.origin.endswith(".py") else []

@@ -175,10 +175,11 @@ def test_the_names_and_knobs_read_from_the_files_are_the_registered_ones():
 
     from advbench import estimators
     from advbench.harness import losses
-    from advbench.harness.config import _source_files, declared
+    from advbench.harness.config import declared
+    from advbench.harness.plugins import module_files
 
     for registry, module in ((estimators, "advbench.estimators"), (losses, "advbench.harness.losses")):
-        found = declared(_source_files(module))
+        found = declared(module_files(module))
         assert sorted(found) == registry.names()
         for name in registry.names():
             assert found[name] == tuple(f.name for f in dataclasses.fields(registry.get(name).params)), name

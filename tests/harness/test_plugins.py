@@ -62,7 +62,9 @@ def installed(tmp_path, monkeypatch, forget):
         "[advbench.configs]\nexample = advbench_example.configs\n"
     )
     monkeypatch.syspath_prepend(str(site))
-    return site
+    plugins.declared_entry_points.cache_clear()  # read once a process: this test installs one
+    yield site
+    plugins.declared_entry_points.cache_clear()
 
 
 def test_an_installed_plugin_brings_its_estimator_loss_and_task(installed):
