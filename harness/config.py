@@ -433,6 +433,8 @@ def parse_overrides(items: list[str]) -> tuple[dict[str, Any], DictConfig]:
         key, sep, _ = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override '{item}' is not of the form key=value")
+        if any(c.isspace() or not c.isprintable() for c in key):
+            raise ConfigError(f"override {item!r}: keys are dotted names (trainer.steps), got {key!r}")
         if key.startswith("+"):
             raise ConfigError(f"override '{item}': advbench has no '+key' syntax; write {key[1:]}=...")
         if key in GROUPS:

@@ -114,3 +114,11 @@ def test_hyperparameters_outside_their_domain_are_refused(item, message):
     with pytest.raises(ConfigError) as info:
         load([f"estimator={name}", *item.split()])
     assert message in str(info.value)
+
+
+def test_a_key_with_whitespace_is_named_escaped():
+    """Found by the fuzz test above: a key of two newlines came back raw inside the message."""
+    with pytest.raises(ConfigError) as info:
+        load(["\n\n=0"])
+    assert "keys are dotted names (trainer.steps), got '\\n\\n'" in str(info.value)
+    assert "\n" not in str(info.value)
