@@ -49,7 +49,14 @@ def two_axes(
     ``valid`` marks the samples that exist (the pass rates are theirs); ``trains`` those of them that
     enter the update (the estimator's ``selected``: PSR leaves the wrong ones out), over which the
     masses and the effective sample size are taken. Both default to every sample.
+
+    The inputs may live on different devices (in the loop the masks are the policy's, on the GPU,
+    and the advantages the estimator's, on the CPU): everything is taken to the advantages' device.
     """
+    device = advantages.device
+    rewards, correct, response_mask = (t.to(device) for t in (rewards, correct, response_mask))
+    valid = None if valid is None else valid.to(device)
+    trains = None if trains is None else trains.to(device)
     valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid
     trains = valid if trains is None else trains & valid
     weights = token_weights(response_mask, aggregation) * trains.unsqueeze(-1)

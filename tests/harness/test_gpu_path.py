@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -328,3 +329,22 @@ def test_a_run_with_the_paged_engine(fast_overrides):
     # metric measures the engine's log-probs against the trainer's (float rounding only)
     assert all(m["train/logprob_mismatch_max"] < 1e-3 for m in steps)
     assert all(0 < m["train/response_length"] <= 6 for m in steps)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_session.sh runs it)"
+)
+def test_a_run_on_cuda_under_autocast(fast_overrides):
+    """The whole loop on a GPU: rollout and update there, estimator and verifier on the CPU.
+
+    The first GPU run (2026-11-29, H200) failed at its first step's metrics: the sign/difficulty
+    axes mixed the policy's masks (GPU) with the estimator's advantages (CPU). CPU runs cannot
+    see such a mix, so this runs where a GPU is.
+    """
+    overrides = [*fast_overrides, "model.device=cuda", "model.autocast=bfloat16", "geometry.every=2"]
+    (cfg,) = load([*overrides, "trainer.checkpoint_every=2"])
+    steps = []
+    result = train(cfg, on_step=lambda step, metrics: steps.append(metrics))
+    assert len(steps) == cfg.trainer.steps and len(result.evals) == 3
+    assert all(math.isfinite(value) for m in steps for value in m.values())
+    assert any(m["axes/mass_pos"] + m["axes/mass_neg"] > 0 for m in steps)  # groups can all tie
