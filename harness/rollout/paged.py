@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 
@@ -72,7 +73,13 @@ class PagedEngine:
             # Sized from "free memory" the CPU cache takes ~10 GiB and seconds to set up; this
             # workload needs at most one run of pages per request.
             pages = -(-(max(map(len, prompt_ids)) + sampling.max_new_tokens) // CPU_PAGE_TOKENS)
-            sizing = {"page_size": CPU_PAGE_TOKENS, "num_blocks": len(prompt_ids) * n * pages}
+            # transformers 5.17 named a page's size `block_size` (and deprecates it after).
+            page = (
+                "page_size"
+                if "page_size" in inspect.signature(ContinuousBatchingConfig).parameters
+                else "block_size"
+            )
+            sizing = {page: CPU_PAGE_TOKENS, "num_blocks": len(prompt_ids) * n * pages}
         batching = ContinuousBatchingConfig(
             return_logprobs=not sampling.greedy, seed=sample_seeds(1)[0], **sizing
         )
