@@ -207,6 +207,8 @@ def run(args: argparse.Namespace) -> list[dict]:
                     )
                 except EngineUnavailable as exc:
                     row[name] = {"unavailable": str(exc).split(": ", 1)[-1]}
+                except Exception as exc:  # one engine's failure is a result, not the end
+                    row[name] = {"unavailable": f"failed, {type(exc).__name__}: {exc}"[:300]}
                 print(f"{scale} {name}: {row[name]}", file=sys.stderr)
             row["train"] = bench_train(
                 policy,
@@ -221,10 +223,29 @@ def run(args: argparse.Namespace) -> list[dict]:
                 row["train"]["mfu"] = row["train"]["model_flops_per_s"] / peak
             print(f"{scale} train: {row['train']}", file=sys.stderr)
             results.append(row)
+            if args.json:  # after every scale: a run cut short by a lease still leaves its numbers
+                write_json(args.json, device, results)
             del policy
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return results
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def write_json(path: Path, device: torch.device, results: list[dict]) -> None:
+    command = "python benchmarks/gpu.py " + shlex.join(sys.argv[1:])
+    payload = {
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "command": command,
+        "results": results,
+    }
+    path.write_text(json.dumps(payload, indent=1))
 
 
 def table(results: list[dict], args: argparse.Namespace) -> str:
@@ -289,11 +310,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     text = table(results, args)
     print(text)
     device = torch.device(args.device)
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU ({torch.get_num_threads()} threads)"
-    )
+    name = device_name(device)
     command = "python benchmarks/gpu.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.results:
         with args.results.open("a") as out:
@@ -306,7 +323,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         plot_gpu_benchmark(results, args.engines, args.plot)
     if args.json:
-        args.json.write_text(json.dumps({"device": name, "command": command, "results": results}, indent=1))
+        write_json(args.json, device, results)
     return results
 
 
