@@ -49,7 +49,6 @@ def _summary_row(cfg: RunConfig, summary: RunSummary, status: str) -> list[str]:
 
     final = summary.final_pass_at_k
     final_k = max(final)
-    rising = " (rising)" if summary.still_rising else ""
     return [
         cfg.estimator,
         cfg.loss["name"],
@@ -57,7 +56,7 @@ def _summary_row(cfg: RunConfig, summary: RunSummary, status: str) -> list[str]:
         str(cfg.seed),
         f"{summary.initial_pass_at_1:.3f}",
         f"{summary.peak_pass_at_1:.3f}",
-        f"{int(summary.time_to_peak_step)}{rising}",
+        summary.time_to_peak_label(),
         f"{final[final_k]:.3f}",
         f"{summary.final_entropy:.3f}",
         status,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from advbench.harness import stats
 from advbench.harness.config import EvalConfig
 from advbench.harness.metrics import (
     RunSummary,
@@ -22,6 +23,7 @@ from advbench.harness.metrics import (
     mean_pairwise_similarity,
     pass_at_k_area,
     pass_at_k_curve,
+    scalerl_fit,
     time_to_peak,
 )
 from advbench.harness.rollout import Engine, SamplingParams
@@ -148,28 +150,44 @@ class EvalPoint:
     seconds: float  # wall-clock seconds of training so far (evals excluded)
 
 
+SCALERL = ("scalerl_asymptote", "scalerl_c_mid_rollouts", "scalerl_efficiency")  # RunSummary's fields
+
+
 def summarize(results: Sequence[EvalResult], points: Sequence[EvalPoint], cfg: EvalConfig) -> RunSummary:
-    """Peak pass@1 and time-to-peak (DESIGN.md), in steps, rollouts, tokens and seconds; final pass@k."""
+    """DESIGN.md's time-to-peak protocol over the evals' per-prompt counts, every time figure in
+    steps, rollouts, tokens and seconds; ScaleRL's fit for a curve still rising; final pass@k."""
     ttp = time_to_peak(
-        [r.pass_at_k[1] for r in results],
-        [r.pass_at_1_se for r in results],
+        [r.correct for r in results],
+        results[0].n,
         window=cfg.smoothing_window,
         delta_abs=cfg.peak_delta_abs,
         z=cfg.peak_z,
+        level=stats.LEVEL,
     )
-    at = points[ttp.index]
+
+    def times(name: str, index: int | None) -> dict[str, float | None]:
+        at = None if index is None else points[index]
+        return {
+            f"{name}_{unit}": None if at is None else float(getattr(at, unit))
+            for unit in ("step", "rollouts", "tokens", "seconds")
+        }
+
+    fit = None
+    if ttp.still_rising:
+        fit = scalerl_fit([p.rollouts for p in points], [r.pass_at_k[1] for r in results])
     final = results[-1]
     return RunSummary(
         initial_pass_at_1=results[0].pass_at_k[1],
         peak_pass_at_1=ttp.peak,
         peak_tolerance=ttp.tolerance,
-        time_to_peak_step=float(at.step),
-        time_to_peak_rollouts=float(at.rollouts),
-        time_to_peak_tokens=float(at.tokens),
-        time_to_peak_seconds=at.seconds,
-        still_rising=bool(ttp.still_rising),
+        gain=ttp.gain,
+        gain_detected=ttp.detected,
+        still_rising=ttp.still_rising,
         final_entropy=final.entropy,
         final_pass_at_k={k: final.pass_at_k[k] for k in k_values(final.n)},
+        **times("time_to_peak", ttp.index),
+        **times("time_to_90", ttp.index_90),
+        **dict(zip(SCALERL, fit or (None,) * 3, strict=True)),
         final_greedy_pass_at_1=final.greedy_pass_at_1,
         final_diversity=dict(final.diversity),
     )

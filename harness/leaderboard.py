@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from advbench.harness import stats
-from advbench.harness.metrics import RunSummary, smooth, steps_to_threshold
+from advbench.harness.metrics import RunSummary, smooth, smoothed_index, steps_to_threshold
 from advbench.harness.tracking import metric_history
 
 THRESHOLDS = (0.5, 0.8, 0.9)  # steps-to-threshold fractions of the way from start to R_ref
@@ -150,13 +150,16 @@ class Row:
     gain: stats.Estimate  # mean of peak - start
     final_pass_at_1: float
     final_pass_at_kmax: stats.Estimate
-    time_to_peak: float  # median steps
+    time_to_peak: tuple[float | None, int]  # (median step, None when fewer than half timed; runs timed)
+    time_to_90: tuple[float | None, int]  # the same for 90% of each run's own gain
     thresholds: dict[float, tuple[float | None, int]]  # q -> (median steps or None, runs reaching it)
     entropy: float
     improvement: float | None = None  # P(this > reference) on peak pass@1
     improvement_ci: tuple[float, float] | None = None
+    comparison: stats.Comparison | None = None  # the permutation test against the reference
+    adjusted_p: float | None = None  # its p-value, Holm-adjusted over every row compared with the reference
     verdict: str = ""  # vs the reference: better | worse | within noise | too few seeds | reference
-    tier: int = 0  # 1 = statistically tied with the best
+    tier: int = 0  # 1: not detectably below the best row; 2: detectably below it (Holm over the rows)
 
 
 def reference_peaks(board: Board) -> dict[tuple[str, str], float]:
@@ -214,15 +217,17 @@ def rank(board: Board, seed: int = 0) -> list[Row]:
     rows = [_row(board, label, refs, rng) for label in board.labels if board.of(label)]
     rows.sort(key=lambda row: -row.peak.value)
     reference = board.reference if board.of(board.reference) else None
-    for row in rows:
-        _judge(board, row, reference, rng)
-    tier, leader = 1, None
-    for row in rows:  # a new tier starts where the CI no longer overlaps the tier leader's
-        if leader is not None and not row.peak.overlaps(leader.peak):
-            tier, leader = tier + 1, row
-        leader = leader or row
-        row.tier = tier
+    _judge(board, rows, reference, rng)
+    _tiers(board, rows, rng)
     return rows
+
+
+def censored_median(steps: list[float | None]) -> tuple[float | None, int]:
+    """Median step with the runs that never got there (None) counted as never, and how many did.
+
+    The median is undefined (None) once half of the runs never got there."""
+    median = float(np.median([s if s is not None else math.inf for s in steps]))
+    return (median if math.isfinite(median) else None), sum(s is not None for s in steps)
 
 
 def _peak(run: CellRun) -> float:
@@ -236,45 +241,96 @@ def _row(board: Board, label: str, refs: dict[tuple[str, str], float], rng: np.r
     def interval(value: Callable[[CellRun], float], statistic: stats.Aggregate) -> stats.Estimate:
         return stats.estimate(board.strata_of(label, value), statistic, rng)
 
-    thresholds = {}
-    for q in THRESHOLDS:
-        reached = [_threshold_step(r, refs[r.stratum], q) for r in runs]
-        hits = [s for s in reached if s is not None]
-        # median with the censored runs counted as never: undefined once half never get there
-        median = float(np.median([s if s is not None else math.inf for s in reached]))
-        thresholds[q] = (median if math.isfinite(median) else None, len(hits))
+    thresholds = {
+        q: censored_median([_threshold_step(r, refs[r.stratum], q) for r in runs]) for q in THRESHOLDS
+    }
     return Row(
         label=label,
         seeds=len(runs),
         peak=interval(_peak, stats.iqm),
         peak_mean=stats.aggregate(board.strata_of(label, _peak)),
-        gain=interval(lambda r: _peak(r) - r.summary.initial_pass_at_1, stats.mean),
+        gain=interval(lambda r: r.summary.gain, stats.mean),
         final_pass_at_1=stats.aggregate(board.strata_of(label, lambda r: r.pass_at_k()[1])),
         final_pass_at_kmax=interval(lambda r: r.pass_at_k()[r.k_max], stats.mean),
-        time_to_peak=float(np.median([r.summary.time_to_peak_step for r in runs])),
+        time_to_peak=censored_median([r.summary.time_to_peak_step for r in runs]),
+        time_to_90=censored_median([r.summary.time_to_90_step for r in runs]),
         thresholds=thresholds,
         entropy=stats.aggregate(board.strata_of(label, lambda r: r.summary.final_entropy)),
     )
 
 
-def _judge(board: Board, row: Row, reference: str | None, rng: np.random.Generator) -> None:
-    """The row's verdict against the reference over the strata both have runs in."""
-    if reference is None or row.label == reference:
-        row.verdict = "reference" if row.label == reference else ""
-        return
-    common = [s for s in board.strata if board.of(row.label, s) and board.of(reference, s)]
-    if not common:
-        row.verdict = "no shared stratum"
-        return
-    x, y = (
-        [np.array([_peak(r) for r in board.of(label, s)]) for s in common] for label in (row.label, reference)
+def shared_strata(board: Board, x: str, y: str) -> list[tuple[str, str]]:
+    return [s for s in board.strata if board.of(x, s) and board.of(y, s)]
+
+
+def compare(board: Board, x: str, y: str, rng: np.random.Generator, alpha: float) -> stats.Comparison:
+    """Peak pass@1 of label x against label y over their shared strata, its smallest detectable
+    difference at ``alpha``. Paired seed by seed when every shared stratum has the same seeds (same
+    seed: same eval prompts and eval sampling stream) and there are enough pairs to reach alpha."""
+    common = shared_strata(board, x, y)
+    runs = {label: [sorted(board.of(label, s), key=lambda r: r.seed) for s in common] for label in (x, y)}
+    same_seeds = all(
+        [r.seed for r in a] == [r.seed for r in b] for a, b in zip(runs[x], runs[y], strict=True)
     )
-    row.improvement = stats.probability_of_improvement(x, y)
-    row.improvement_ci = stats.improvement_interval(x, y, rng)
-    low, high = row.improvement_ci
-    row.verdict = "better" if low > 0.5 else "worse" if high < 0.5 else "within noise"
-    if row.verdict != "within noise" and stats.smallest_p_value(x, y) > 1 - stats.LEVEL:
-        row.verdict = "too few seeds"  # the bootstrap over 2 or 3 seeds claims more than they hold
+    # Paired when the design pairs the runs and the sign-flip test can reach alpha at all (with 4
+    # pairs its smallest p is 1/8): chosen from the seed counts alone, never from the outcomes.
+    paired = same_seeds and 2 / 2 ** sum(len(group) for group in runs[x]) <= alpha
+    strata = {label: [np.array([_peak(r) for r in group]) for group in runs[label]] for label in (x, y)}
+    return stats.compare(strata[x], strata[y], rng, paired=paired, alpha=alpha)
+
+
+def _judge(board: Board, rows: list[Row], reference: str | None, rng: np.random.Generator) -> None:
+    """Each row's verdict against the reference: permutation tests, Holm over the rows compared."""
+    alpha = 1 - stats.LEVEL
+    compared = []
+    for row in rows:
+        if reference is None or row.label == reference:
+            row.verdict = "reference" if row.label == reference else ""
+        elif not shared_strata(board, row.label, reference):
+            row.verdict = "no shared stratum"
+        else:
+            compared.append(row)
+    for row in compared:  # detectable differences at Holm's first step, alpha / m
+        row.comparison = compare(board, row.label, reference, rng, alpha / len(compared))
+        common = shared_strata(board, row.label, reference)
+        x, y = (
+            [np.array([_peak(r) for r in board.of(label, s)]) for s in common]
+            for label in (row.label, reference)
+        )
+        row.improvement = stats.probability_of_improvement(x, y)
+        row.improvement_ci = stats.improvement_interval(x, y, rng)
+    for row, adjusted in zip(compared, stats.holm([r.comparison.p_value for r in compared]), strict=True):
+        row.adjusted_p = adjusted
+        if row.comparison.smallest_p > alpha / len(compared):
+            row.verdict = "too few seeds"  # no outcome of these seeds passes Holm's first step
+        elif adjusted < alpha:
+            row.verdict = "better" if row.comparison.difference > 0 else "worse"
+        else:
+            row.verdict = "within noise"
+
+
+def _tiers(board: Board, rows: list[Row], rng: np.random.Generator) -> None:
+    """Tier 1: the best row (highest peak IQM) and every row not detectably below it; tier 2: the
+    rest. Each row is tested against the best, Holm over those tests."""
+    if not rows:
+        return
+    alpha = 1 - stats.LEVEL
+    best = rows[0]
+    best.tier = 1
+    tested = [row for row in rows[1:] if shared_strata(board, row.label, best.label)]
+    tests = [compare(board, row.label, best.label, rng, alpha / len(tested)) for row in tested]
+    adjusted = stats.holm([t.p_value for t in tests])
+    for row in rows[1:]:
+        row.tier = 1
+    for row, test, p in zip(tested, tests, adjusted, strict=True):
+        row.tier = 2 if p < alpha and test.difference < 0 else 1
+
+
+def smallest_detectable(rows: list[Row]) -> float | None:
+    """The board's smallest detectable difference in peak pass@1: the median over its comparisons
+    with the reference (None when nothing was compared)."""
+    values = [row.comparison.detectable for row in rows if row.comparison is not None]
+    return float(np.median(values)) if values else None
 
 
 def summary_json(board: Board, rows: list[Row]) -> dict[str, Any]:
@@ -287,7 +343,7 @@ def summary_json(board: Board, rows: list[Row]) -> dict[str, Any]:
                 "gain": round(row.gain.value, 6),
                 "final_pass_at_1": round(row.final_pass_at_1, 6),
                 "final_pass_at_kmax": round(row.final_pass_at_kmax.value, 6),
-                "time_to_peak_step": row.time_to_peak,
+                "time_to_peak_step": row.time_to_peak[0],
                 "seeds": row.seeds,
             }
             for row in rows
@@ -301,4 +357,5 @@ def smoothed_mean_curve(
     """Steps, and the mean, min and max over seeds of the smoothed pass@1 curves (common evals only)."""
     n = min(len(r.eval_steps) for r in runs)
     curves = np.stack([smooth(r.pass_at_1[:n], window) for r in runs])
-    return runs[0].eval_steps[:n], curves.mean(0), curves.min(0), curves.max(0)
+    steps = np.asarray(runs[0].eval_steps[:n])[smoothed_index(n, window)]
+    return steps, curves.mean(0), curves.min(0), curves.max(0)

@@ -38,55 +38,175 @@ def pass_at_k_curve(n: int, correct: Sequence[int]) -> dict[int, float]:
     return {k: float(np.mean([pass_at_k(n, int(c), k) for c in correct])) for k in k_values(n)}
 
 
-def smooth(values: Sequence[float], window: int = 3) -> np.ndarray:
-    """Centred moving average over ``window`` points, shrinking at the ends (no padding)."""
-    values = np.asarray(values, dtype=float)
+def smoothing_window(length: int, window: int) -> int:
+    """The window a curve of ``length`` evals is smoothed over: ``window``, or the largest odd
+    number of evals the curve holds when it is shorter."""
     if window < 1 or window % 2 == 0:
         raise ValueError(f"smoothing window must be a positive odd number, got {window}")
-    half = window // 2
-    return np.array([values[max(0, i - half) : i + half + 1].mean() for i in range(len(values))], dtype=float)
+    if length < 1:
+        raise ValueError("smoothing needs at least one eval")
+    return min(window, length if length % 2 else length - 1)
+
+
+def smooth(values: Sequence[float], window: int = 3) -> np.ndarray:
+    """Centred moving average over complete windows only: point j is the mean of evals j .. j+w-1,
+    centred at eval j + w // 2 (``smoothed_index``).
+
+    Every point averages the same number of evals, so none carries extra weight or variance; a
+    window shrunk at the curve's ends would make the last point the noisiest, and the maximum of
+    the curve would land there more often than chance ("still rising" on runs that learn nothing).
+    A curve shorter than ``window`` is smoothed over the largest odd window it holds.
+    """
+    values = np.asarray(values, dtype=float)
+    w = smoothing_window(len(values), window)
+    return np.convolve(values, np.full(w, 1.0 / w), mode="valid") if w > 1 else values.copy()
+
+
+def smoothed_index(length: int, window: int) -> np.ndarray:
+    """The eval index at the centre of each point of ``smooth`` over a curve of ``length`` evals."""
+    half = smoothing_window(length, window) // 2
+    return np.arange(half, length - half)
 
 
 @dataclass(frozen=True)
 class TimeToPeak:
-    """Where the smoothed eval pass@1 curve peaks and when it first came within tolerance of it."""
+    """The time-to-peak protocol of DESIGN.md applied to one run's evals (indices are eval indices).
 
+    ``index`` and ``index_90`` are None when the gain is not detectable: such a run has no peak to
+    time. ``gain`` is cross-fitted (the peak's position chosen on half of the prompts, its height
+    read on the other half, both ways), so that on runs that learn nothing it averages zero; the
+    maximum of a noisy curve alone would not.
+    """
+
+    start: float  # pass@1 at the first eval
     peak: float  # P*, the maximum of the smoothed curve
-    peak_index: int  # eval index of P*
-    index: int  # first eval index whose smoothed value >= peak - tolerance
-    tolerance: float  # delta = max(delta_abs, z * standard error)
-    still_rising: bool  # the peak is at the last eval: training may not have converged
+    peak_index: int  # eval index at the centre of P*
+    index: int | None  # first eval within tolerance of P*
+    index_90: int | None  # first eval reaching start + 0.9 (P* - start)
+    tolerance: float  # delta at ``index``: max(delta_abs, z x paired standard error)
+    gain: float  # cross-fitted P* - start
+    gain_z: float  # the largest paired z of a smoothed point over the start
+    gain_threshold: float  # what gain_z must pass: one-sided, Bonferroni over the smoothed points
+    still_rising: bool  # a detected gain whose peak is the last smoothed point
+
+    @property
+    def detected(self) -> bool:
+        return self.index is not None
+
+
+def _paired_se(differences: np.ndarray) -> float:
+    """Standard error of the mean of per-prompt differences (0 with one prompt)."""
+    return float(differences.std(ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else 0.0
+
+
+def _cross_fitted_gain(rates: np.ndarray, window: int) -> float:
+    """Mean over the two halves of the prompts of: the other half's smoothed gain at this half's peak."""
+    halves = (rates[:, 0::2], rates[:, 1::2])
+    if min(h.shape[1] for h in halves) == 0:
+        curve = np.apply_along_axis(smooth, 0, rates, window).mean(1)
+        return float(curve.max() - rates[0].mean())
+    gains = []
+    for choose, read in (halves, halves[::-1]):
+        chosen = int(np.argmax(np.apply_along_axis(smooth, 0, choose, window).mean(1)))
+        gains.append(float(np.apply_along_axis(smooth, 0, read, window).mean(1)[chosen] - read[0].mean()))
+    return float(np.mean(gains))
 
 
 def time_to_peak(
-    pass_at_1: Sequence[float],
-    standard_error: Sequence[float],
+    correct: Sequence[Sequence[int]],
+    n: int,
     window: int = 3,
     delta_abs: float = 0.02,
     z: float = 1.0,
+    level: float = 0.95,
 ) -> TimeToPeak:
-    """Time-to-peak of an eval pass@1 curve, as DESIGN.md defines it.
+    """Time-to-peak of one run from its per-prompt correct counts ``correct[eval][prompt]`` out of n.
 
-    Smooth the curve (centred moving average over ``window`` evals), take its peak P*, and return
-    the first eval whose smoothed value is >= P* - delta with delta = max(delta_abs, z * SE), SE
-    the standard error of pass@1 at the peak eval (over prompts). Never the raw argmax.
+    The same prompts are scored at every eval, so every comparison is paired over prompts:
+    - smooth each prompt's pass rate over complete windows; P* = the maximum of their mean;
+    - the gain is detected when some smoothed point exceeds the first eval by more than its paired
+      standard error times the one-sided ``level`` quantile, Bonferroni-corrected over the points
+      (they are taken with a maximum); otherwise "no detectable gain" and no step is timed;
+    - time-to-peak is the first point whose smoothed value is >= P* - delta, delta = max(delta_abs,
+      z x the standard error of that point's per-prompt differences to the peak);
+    - time to 90% of the gain: the first point reaching start + 0.9 (P* - start).
     """
-    if len(pass_at_1) == 0:
-        raise ValueError("time_to_peak needs at least one eval")
-    if len(standard_error) != len(pass_at_1):
-        raise ValueError("time_to_peak needs one standard error per eval")
-    smoothed = smooth(pass_at_1, window)
-    peak_index = int(np.argmax(smoothed))
-    peak = float(smoothed[peak_index])
-    tolerance = max(delta_abs, z * float(standard_error[peak_index]))
-    index = int(np.flatnonzero(smoothed >= peak - tolerance)[0])
+    from scipy.stats import norm
+
+    rates = np.asarray(correct, dtype=float) / n  # [evals, prompts]
+    if rates.ndim != 2 or rates.shape[0] == 0 or rates.shape[1] == 0:
+        raise ValueError("time_to_peak needs per-prompt correct counts for at least one eval and one prompt")
+    if not np.isfinite(rates).all():
+        raise ValueError("time_to_peak: the correct counts hold a non-finite value")
+    per_prompt = np.apply_along_axis(smooth, 0, rates, window)  # [points, prompts]
+    curve = per_prompt.mean(1)
+    centres = smoothed_index(len(rates), window)
+    best = int(np.argmax(curve))
+    peak, start = float(curve[best]), float(rates[0].mean())
+
+    gains = per_prompt - rates[0]
+    ses = np.array([_paired_se(g) for g in gains])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z_gain = np.where(
+            ses > 0, gains.mean(1) / np.where(ses > 0, ses, 1.0), np.sign(gains.mean(1)) * np.inf
+        )
+    gain_z = float(np.nanmax(z_gain)) if not np.isnan(z_gain).all() else 0.0
+    threshold = float(norm.ppf(1 - (1 - level) / len(curve)))
+    detected = gain_z > threshold and peak > start
+
+    tolerances = np.maximum(delta_abs, z * np.array([_paired_se(per_prompt[best] - p) for p in per_prompt]))
+    index = index_90 = None
+    tolerance = delta_abs
+    if detected:
+        first = int(np.flatnonzero(curve >= peak - tolerances)[0])
+        index, tolerance = int(centres[first]), float(tolerances[first])
+        index_90 = int(centres[np.flatnonzero(curve >= start + 0.9 * (peak - start) - 1e-12)[0]])
     return TimeToPeak(
+        start=start,
         peak=peak,
-        peak_index=peak_index,
+        peak_index=int(centres[best]),
         index=index,
+        index_90=index_90,
         tolerance=tolerance,
-        still_rising=peak_index == len(smoothed) - 1,
+        gain=_cross_fitted_gain(rates, window),
+        gain_z=gain_z,
+        gain_threshold=threshold,
+        still_rising=detected and best == len(curve) - 1,
     )
+
+
+def scalerl_fit(rollouts: Sequence[float], pass_at_1: Sequence[float]) -> tuple[float, float, float] | None:
+    """ScaleRL's saturating curve R(C) = R0 + (A - R0) / (1 + (C_mid / C)^B) (arXiv 2510.13786)
+    fitted to pass@1 against training rollouts, R0 the first eval's (at C = 0).
+
+    Returns (A, C_mid, B): the asymptote, the rollouts to half the gain, the efficiency; None when
+    fewer than three evals lie past C = 0, the fit does not converge, or a parameter ends at its
+    bound (A in [R0, 1], C_mid within 100x of the evals' rollouts, B in [0.05, 20]): a curve that
+    has not bent enough does not identify its asymptote, and a number at a bound would say it did.
+    """
+    from scipy.optimize import curve_fit
+
+    c, r = np.asarray(rollouts, dtype=float), np.asarray(pass_at_1, dtype=float)
+    r0, past = float(r[0]), c > 0
+    if past.sum() < 3:
+        return None
+
+    def curve(x, a, log_c_mid, b):
+        return r0 + (a - r0) / (1 + (np.exp(log_c_mid) / x) ** b)
+
+    low = np.array([r0, np.log(c[past].min() / 100), 0.05])  # C_mid within 100x of the evals' span
+    high = np.array([1.0, np.log(c[past].max() * 100), 20.0])
+    start = (min(1.0, max(r0 + 1e-3, float(r[past].max()))), float(np.log(np.median(c[past]))), 1.0)
+    try:
+        (a, log_c_mid, b), _ = curve_fit(curve, c[past], r[past], p0=start, bounds=(low, high), maxfev=5000)
+    except (RuntimeError, ValueError):
+        return None
+    fitted = np.array([a, log_c_mid, b])
+    if np.any(np.abs(fitted - low) < 1e-3 * np.maximum(1, np.abs(low))) or np.any(
+        np.abs(fitted - high) < 1e-3 * np.maximum(1, np.abs(high))
+    ):
+        return None  # a parameter at its bound: the curve has not shown enough of its bend to fit
+    return float(a), float(np.exp(log_c_mid)), float(b)
 
 
 def steps_to_threshold(
@@ -108,7 +228,7 @@ def steps_to_threshold(
         raise ValueError("steps_to_threshold needs one step per eval and at least one eval")
     bar = start + q * (reference - start)
     reached = np.flatnonzero(smooth(pass_at_1, window) >= bar - 1e-12)
-    return int(steps[reached[0]]) if reached.size else None
+    return int(steps[smoothed_index(len(steps), window)[reached[0]]]) if reached.size else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,18 +274,31 @@ def pass_at_k_area(curve: dict[int, float]) -> float:
 @dataclass
 class RunSummary:
     """A finished run in numbers: what ``summarize`` computes, what MLflow stores (``metrics()``:
-    ``summary/<field>``), and what every reader gets back (``from_metrics``)."""
+    ``summary/<field>``), and what every reader gets back (``from_metrics``).
+
+    The time figures (DESIGN.md's time-to-peak protocol) are None when the run's gain is not
+    detectable: such a run has no peak to time. The ScaleRL fit is made for curves that have not
+    turned (still rising)."""
 
     initial_pass_at_1: float
     peak_pass_at_1: float  # smoothed (DESIGN.md's time-to-peak)
     peak_tolerance: float
-    time_to_peak_step: float
-    time_to_peak_rollouts: float
-    time_to_peak_tokens: float
-    time_to_peak_seconds: float
-    still_rising: bool  # the smoothed curve peaks at the last eval: the budget ended first
+    gain: float  # cross-fitted peak - start: zero on average for a run that learns nothing
+    gain_detected: bool  # the gain is beyond the eval's noise (TimeToPeak.detected)
+    still_rising: bool  # a detected gain whose smoothed curve peaks at its last point
     final_entropy: float
     final_pass_at_k: dict[int, float]  # k = 1, 2, 4, ... n
+    time_to_peak_step: float | None = None
+    time_to_peak_rollouts: float | None = None
+    time_to_peak_tokens: float | None = None
+    time_to_peak_seconds: float | None = None
+    time_to_90_step: float | None = None  # first eval at start + 0.9 x the run's own gain
+    time_to_90_rollouts: float | None = None
+    time_to_90_tokens: float | None = None
+    time_to_90_seconds: float | None = None
+    scalerl_asymptote: float | None = None  # A of R(C) = R0 + (A - R0) / (1 + (C_mid / C)^B)
+    scalerl_c_mid_rollouts: float | None = None  # C_mid: training rollouts to half the gain
+    scalerl_efficiency: float | None = None  # B
     final_greedy_pass_at_1: float | None = None
     final_diversity: dict[str, float] = field(default_factory=dict)  # distinct_n, edit_similarity, ...
     peak_memory_gib: float | None = None  # machine-dependent: left out of determinism checks
@@ -173,6 +306,12 @@ class RunSummary:
     @property
     def k_max(self) -> int:
         return max(self.final_pass_at_k)
+
+    def time_to_peak_label(self) -> str:
+        """The step of peak as tables print it: '40', '60 (rising)' or 'no gain'."""
+        if self.time_to_peak_step is None:
+            return "no gain"
+        return f"{self.time_to_peak_step:.0f}" + (" (rising)" if self.still_rising else "")
 
     def metrics(self) -> dict[str, float]:
         """The ``summary/...`` metrics MLflow stores for the run."""
@@ -187,14 +326,18 @@ class RunSummary:
 
     @classmethod
     def from_metrics(cls, metrics: dict[str, float]) -> RunSummary:
-        """A summary read back from a run's MLflow metrics (other metrics are ignored)."""
+        """A summary read back from a run's MLflow metrics (other metrics are ignored). Runs logged
+        before the gain was cross-fitted and tested read as their peak - start, detected when timed."""
         values = {k.removeprefix("summary/"): v for k, v in metrics.items() if k.startswith("summary/")}
         pass_at_k = {}
         for key in list(values):
             if key.startswith("final_pass_at_") and key.removeprefix("final_pass_at_").isdigit():
                 pass_at_k[int(key.removeprefix("final_pass_at_"))] = values.pop(key)
         scalars = {name: values.pop(name) for name in SCALARS if name in values}
-        scalars["still_rising"] = bool(scalars.get("still_rising", 0.0))
+        scalars.setdefault("gain", scalars["peak_pass_at_1"] - scalars["initial_pass_at_1"])
+        scalars.setdefault("gain_detected", "time_to_peak_step" in scalars)
+        for flag in ("still_rising", "gain_detected"):
+            scalars[flag] = bool(scalars.get(flag, 0.0))
         diversity = {k.removeprefix("final_"): v for k, v in values.items() if k.startswith("final_")}
         return cls(**scalars, final_pass_at_k=dict(sorted(pass_at_k.items())), final_diversity=diversity)
 

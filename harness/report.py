@@ -14,15 +14,26 @@ from advbench.harness.leaderboard import (
     Row,
     missing_strata,
     rank,
+    smallest_detectable,
     summary_json,
 )
 
 
-def _fmt_threshold(value: tuple[float | None, int], seeds: int) -> str:
+def _fmt_median(
+    value: tuple[float | None, int], seeds: int, missed: str = "censored", got: str = "reached"
+) -> str:
     median, hits = value
     if median is None:  # fewer than half of the runs got there: no median step
-        return f"censored ({hits}/{seeds} reached)"
-    return f"{median:.0f} ({hits}/{seeds} reached)"
+        return f"{missed} ({hits}/{seeds} {got})"
+    return f"{median:.0f} ({hits}/{seeds} {got})"
+
+
+def _fmt_detectable(row: Row) -> str:
+    if row.comparison is None:
+        return "-"
+    if row.comparison.detectable == float("inf"):
+        return "none (too few seeds)"
+    return f"{row.comparison.detectable:.3f}" + (" (paired)" if row.comparison.paired else "")
 
 
 def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
@@ -40,6 +51,7 @@ def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[s
         "steps to 80% of R_ref",
         f"P(> {board.reference}) [{ci}]",
         f"vs {board.reference}",
+        "detectable difference",
         "entropy",
     ]
     table = []
@@ -58,10 +70,11 @@ def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[s
                 f"{row.gain:+.3f}",
                 f"{row.final_pass_at_kmax}",
                 f"{row.final_pass_at_1:.3f}",
-                f"{row.time_to_peak:.0f}",
-                _fmt_threshold(row.thresholds[0.8], row.seeds),
+                _fmt_median(row.time_to_peak, row.seeds, missed="no gain", got="timed"),
+                _fmt_median(row.thresholds[0.8], row.seeds),
                 improvement,
                 row.verdict,
+                _fmt_detectable(row),
                 f"{row.entropy:.3f}",
             ]
         )
@@ -75,7 +88,6 @@ def cells_table(board: Board) -> tuple[list[str], list[list[str]]]:
     table = []
     for label in board.labels:
         for r in sorted(board.of(label), key=lambda r: (r.stratum, r.seed)):
-            rising = " (rising)" if r.summary.still_rising else ""
             table.append(
                 [
                     label,
@@ -84,7 +96,7 @@ def cells_table(board: Board) -> tuple[list[str], list[list[str]]]:
                     str(r.seed),
                     f"{r.summary.initial_pass_at_1:.3f}",
                     f"{r.summary.peak_pass_at_1:.3f}",
-                    f"{r.summary.time_to_peak_step:.0f}{rising}",
+                    r.summary.time_to_peak_label(),
                     f"{r.pass_at_k()[r.k_max]:.3f}",
                     f"{r.summary.final_entropy:.3f}",
                     r.run_id,
@@ -111,17 +123,39 @@ def _notes(board: Board, rows: list[Row]) -> list[str]:
         "Statistics over seeds (Agarwal et al. 2021): interquartile mean and mean pooled over the suite's "
         f"(task, model) strata; {stats.LEVEL:.0%} percentile intervals from a stratified bootstrap "
         f"({stats.REPS} resamples of seeds within each stratum).",
-        "Peak pass@1 is the peak of the smoothed eval curve; time-to-peak is the first eval within "
-        "tolerance of it (DESIGN.md). R_ref is the suite's best median peak per stratum; "
+        "Peak pass@1 is the peak of the eval curve smoothed over complete windows; time-to-peak is "
+        "the first eval within tolerance of it, the tolerance being the paired per-prompt standard "
+        "error of the difference to the peak (DESIGN.md). A run whose gain over its first eval is "
+        "within noise (one-sided, Bonferroni over the smoothed points) has no peak to time: 'no gain'; "
+        "the median counts it as never. 'Gain over start' is cross-fitted (peak chosen on half of the "
+        "prompts, read on the other half), so it averages zero on runs that learn nothing. "
+        "R_ref is the suite's best median peak per stratum; "
         "'steps to 80%' is the median first step reaching start + 0.8 (R_ref - start), with the runs "
         "that reached it.",
         f"P(> {board.reference}) is the probability that a run of the estimator has a higher peak "
-        f"pass@1 than a run of {board.reference}; 'within noise' when its interval contains 0.5, "
-        "'too few seeds' when it does not but even the most lopsided result of that many seeds "
-        f"could not pass an exact permutation test at the {1 - stats.LEVEL:.0%} level (2 against 2 "
-        "reach p = 1/3 at best). "
-        "Estimators share a tier while their peak intervals overlap the tier leader's.",
+        f"pass@1 than a run of {board.reference}: a description of the effect, not the test. The verdict "
+        f"'vs {board.reference}' is a permutation test on peak pass@1 (exact where the relabellings are "
+        f"few, else {stats.REPS} sampled): paired seed by seed when both have the same seeds (same seed: "
+        "same eval prompts and eval sampling stream) and the pairs can reach the level, else runs "
+        f"relabelled within each stratum; its p-values are Holm-adjusted over the {_compared(rows)} "
+        f"estimator(s) compared with {board.reference}, so the chance of any false 'better' or 'worse' "
+        f"on the page is at most {1 - stats.LEVEL:.0%}. 'Too few seeds': no outcome of these seed counts "
+        "could pass Holm's first step. 'Detectable difference': the smallest true difference in peak "
+        f"pass@1 these seeds find with {stats.POWER:.0%} power at that step (t approximation with the "
+        "runs' own spread).",
+        "Tier 1 holds the best row (highest peak IQM) and every row not detectably below it (the same "
+        "test against the best, Holm over those rows); tier 2 the rows detectably below it.",
     ]
+    detectable = smallest_detectable(rows)
+    if detectable is not None:
+        notes.append(
+            f"Smallest difference in peak pass@1 this board's seeds could detect against {board.reference}: "
+            + (
+                f"{detectable:.3f} (median over its comparisons)."
+                if detectable != float("inf")
+                else "none: too few seeds."
+            )
+        )
     seeds = {row.seeds for row in rows}
     if seeds and max(seeds) < 5:
         notes.append(
@@ -144,6 +178,10 @@ def _notes(board: Board, rows: list[Row]) -> list[str]:
             )
         )
     return notes
+
+
+def _compared(rows: list[Row]) -> int:
+    return sum(row.comparison is not None for row in rows)
 
 
 def write(board: Board, out: Path, rows: list[Row] | None = None) -> dict[str, Path]:

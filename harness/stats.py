@@ -12,6 +12,7 @@ pins an old ``arch``); tests cross-check them against scipy.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -159,3 +160,121 @@ def estimates(score_dict: ScoreDict, statistic: Aggregate, rng: np.random.Genera
     """rliable's ``get_interval_estimates`` on its score-dict shape: per algorithm, the pooled
     statistic with its stratified-bootstrap interval (tasks as strata, runs resampled within each)."""
     return {name: estimate(strata_of_scores(scores), statistic, rng) for name, scores in score_dict.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# verdicts: an exact (or Monte Carlo) permutation test per comparison, Holm across comparisons
+
+POWER = 0.8  # the power at which a comparison's smallest detectable difference is stated
+EXACT_LIMIT = 20_000  # relabellings enumerated exactly up to this many; sampled (REPS) beyond
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """X against Y on one score: the difference, its permutation p-value and what the seeds allow.
+
+    Paired when every stratum has the same seeds for X and Y (same seed: same warm start, eval
+    prompts and eval sampling stream), the difference then the mean of per-seed differences and
+    the null flipping their signs; otherwise the mean over strata of the difference of means, the
+    null relabelling runs within each stratum. ``detectable``: the smallest true difference this
+    design finds with probability ``POWER`` at ``alpha`` (t approximation, the runs' own spread);
+    infinite where no outcome of these seed counts reaches ``alpha``.
+    """
+
+    difference: float
+    p_value: float
+    smallest_p: float
+    detectable: float
+    paired: bool
+
+
+def _sign_flip_p(d: np.ndarray, rng: np.random.Generator, reps: int) -> float:
+    observed = abs(d.mean())
+    if 2**d.size <= EXACT_LIMIT:
+        signs = 1 - 2 * ((np.arange(2**d.size)[:, None] >> np.arange(d.size)) & 1)
+        return float(np.mean(np.abs((signs * d).mean(1)) >= observed - 1e-12))
+    signs = rng.choice([-1.0, 1.0], size=(reps, d.size))
+    return float((1 + np.sum(np.abs((signs * d).mean(1)) >= observed - 1e-12)) / (1 + reps))
+
+
+def _relabel_p(pairs: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator, reps: int) -> float:
+    """Two-sided p of the mean over strata of mean(x) - mean(y), runs relabelled within strata."""
+
+    def statistic(assignments: list[np.ndarray]) -> np.ndarray:  # each [R, n + m] bool: True = X
+        per_stratum = []
+        for (x, y), is_x in zip(pairs, assignments, strict=True):
+            pooled = np.concatenate([x, y])
+            per_stratum.append((is_x @ pooled) / x.size - (~is_x @ pooled) / y.size)
+        return np.mean(per_stratum, axis=0)
+
+    observed = abs(float(np.mean([x.mean() - y.mean() for x, y in pairs])))
+    total = math.prod(math.comb(x.size + y.size, x.size) for x, y in pairs)
+    if total <= EXACT_LIMIT:
+        per_stratum = []
+        for x, y in pairs:
+            chosen = np.array(list(itertools.combinations(range(x.size + y.size), x.size)))
+            rows = np.zeros((len(chosen), x.size + y.size), dtype=bool)
+            rows[np.arange(len(chosen))[:, None], chosen] = True
+            per_stratum.append(rows)
+        grids = np.meshgrid(*[np.arange(len(a)) for a in per_stratum], indexing="ij")
+        assignments = [a[g.ravel()] for a, g in zip(per_stratum, grids, strict=True)]
+        return float(np.mean(np.abs(statistic(assignments)) >= observed - 1e-12))
+    assignments = []
+    for x, y in pairs:
+        n = x.size + y.size
+        order = np.argsort(rng.random((reps, n)), axis=1)
+        assignments.append(order < x.size)
+    return float((1 + np.sum(np.abs(statistic(assignments)) >= observed - 1e-12)) / (1 + reps))
+
+
+def compare(
+    x_strata: Strata,
+    y_strata: Strata,
+    rng: np.random.Generator,
+    paired: bool = False,
+    alpha: float = 1 - LEVEL,
+    reps: int = REPS,
+) -> Comparison:
+    """The permutation test of X against Y (see ``Comparison``). ``paired``: the arrays of each
+    stratum are aligned seed by seed (the caller checks that the seeds match)."""
+    pairs = _paired(x_strata, y_strata)
+
+    def quantiles(dof: int) -> float:  # t rather than normal: a handful of seeds estimate the spread
+        return (
+            float(scipy_stats.t.ppf(1 - alpha / 2, dof) + scipy_stats.t.ppf(POWER, dof))
+            if dof > 0
+            else math.inf
+        )
+
+    if paired:
+        if any(x.size != y.size for x, y in pairs):
+            raise ValueError("a paired comparison needs the same seeds for X and Y in every stratum")
+        d = np.concatenate([x - y for x, y in pairs])
+        smallest = min(1.0, 2 / 2**d.size)
+        se = d.std(ddof=1) / math.sqrt(d.size) if d.size > 1 else math.inf
+        z = quantiles(d.size - 1)
+        p = _sign_flip_p(d, rng, reps)
+        difference = float(d.mean())
+    else:
+        smallest = smallest_p_value(x_strata, y_strata)
+        # the runs' spread within strata, pooled over both labels and every stratum
+        residuals = np.concatenate([np.concatenate([x - x.mean(), y - y.mean()]) for x, y in pairs])
+        dof = residuals.size - 2 * len(pairs)
+        sigma = math.sqrt(float(residuals @ residuals) / dof) if dof > 0 else math.inf
+        se = sigma * math.sqrt(sum(1 / x.size + 1 / y.size for x, y in pairs)) / len(pairs)
+        z = quantiles(dof)
+        p = _relabel_p(pairs, rng, reps)
+        difference = float(np.mean([x.mean() - y.mean() for x, y in pairs]))
+    detectable = float(z * se) if smallest <= alpha else math.inf
+    return Comparison(difference, p, smallest, detectable, paired)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error control, any dependence)."""
+    m = len(p_values)
+    order = np.argsort(p_values, kind="stable")
+    adjusted, running = [0.0] * m, 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted

@@ -36,7 +36,8 @@ def test_run_compares_estimators_under_one_parent_and_records_everything(fast_ov
     assert child.data.params["trainer.steps"] == "4" and child.data.params["loss.name"] == "ppo_clip"
     for key in (
         "summary/peak_pass_at_1",
-        "summary/time_to_peak_step",
+        "summary/gain",
+        "summary/gain_detected",
         "summary/final_pass_at_4",
         "eval/pass_at_1",
         "eval/greedy_pass_at_1",

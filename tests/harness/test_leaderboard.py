@@ -15,19 +15,22 @@ from advbench.harness.metrics import RunSummary
 def cell(label, seed, start, curve, task="arithmetic", k8=0.8):
     """A finished run whose eval pass@1 at steps 0, 10, ... is ``curve``."""
     curve = np.array(curve, dtype=float)
-    from advbench.harness.metrics import smooth
+    from advbench.harness.metrics import smooth, smoothed_index
 
     smoothed = smooth(curve, 3)
-    peak = int(np.argmax(smoothed))
+    point = int(np.argmax(smoothed))
+    peak = int(smoothed_index(len(curve), 3)[point])
     summary = RunSummary(
         initial_pass_at_1=start,
-        peak_pass_at_1=float(smoothed[peak]),
+        peak_pass_at_1=float(smoothed[point]),
         peak_tolerance=0.02,
+        gain=float(smoothed[point]) - start,
+        gain_detected=True,
         time_to_peak_step=10.0 * peak,
         time_to_peak_rollouts=320.0 * peak,
         time_to_peak_tokens=3200.0 * peak,
         time_to_peak_seconds=5.0 * peak,
-        still_rising=peak == len(curve) - 1,
+        still_rising=point == len(smoothed) - 1,
         final_entropy=0.5,
         final_pass_at_k={1: float(curve[-1]), 2: float(curve[-1] + 0.1), 8: k8},
     )
@@ -52,12 +55,12 @@ def board(runs, labels=("ref", "strong", "same")):
 
 def three_estimators():
     runs = []
-    for seed in range(4):
+    for seed in range(5):
         jitter = 0.01 * seed
         runs.append(cell("ref", seed, 0.3, [0.3, 0.35, 0.4 + jitter, 0.42 + jitter, 0.42 + jitter]))
         runs.append(cell("strong", seed, 0.3, [0.3, 0.5, 0.6 + jitter, 0.65 + jitter, 0.66 + jitter]))
-        # the reference's curve with its seeds' peaks interleaved: .435 .415 .445 .425 vs .42 .43 .44 .45
-        shift = [0.015, -0.005, 0.025, 0.005][seed]
+        # the reference's curve with its seeds' peaks interleaved with the reference's
+        shift = [0.015, -0.005, 0.025, 0.005, 0.035][seed]
         runs.append(cell("same", seed, 0.3, [0.3, 0.35, 0.4 + shift, 0.42 + shift, 0.42 + shift]))
     return board(runs)
 
@@ -68,11 +71,18 @@ def test_ranking_orders_by_peak_and_judges_against_the_reference():
     by_label = {r.label: r for r in rows}
     assert by_label["strong"].verdict == "better" and by_label["strong"].improvement == 1.0
     assert by_label["ref"].verdict == "reference" and by_label["ref"].improvement is None
-    assert by_label["same"].improvement == 6 / 16 and by_label["same"].verdict == "within noise"
+    # peak offsets: ref 0 .01 .02 .03 .04, same .015 -.005 .025 .005 .035: same is above in 2+0+3+1+4 of 25
+    assert (
+        by_label["same"].improvement == pytest.approx(10 / 25) and by_label["same"].verdict == "within noise"
+    )
+    # 5 seeds a side, not paired (5 pairs' smallest sign-flip p is 1/16): every strong run above every
+    # reference run gives p = 2 / C(10, 5), Holm over the two rows compared: 4 / 252 < 0.05
+    assert not by_label["strong"].comparison.paired
+    assert by_label["strong"].adjusted_p == pytest.approx(4 / 252)
     assert by_label["strong"].tier == 1 and by_label["ref"].tier == by_label["same"].tier == 2
     for row in rows:
         assert row.peak.low <= row.peak.value <= row.peak.high
-        assert row.seeds == 4
+        assert row.seeds == 5
 
 
 def test_two_seeds_get_no_verdict_however_far_apart():
@@ -91,8 +101,11 @@ def test_steps_to_threshold_share_the_suite_best_median_peak():
     assert refs[("arithmetic", "tiny")] == pytest.approx(np.median(strong_peaks))
     rows = {r.label: r for r in leaderboard.rank(b)}
     median, reached = rows["strong"].thresholds[0.8]
-    # R_ref 0.67, bar 0.3 + 0.8 (0.67 - 0.3) = 0.596; the smoothed curves cross it at steps 30 30 20 20
-    assert median == 25 and reached == 4
+    # smoothed over complete windows, centred on steps 10, 20, 30: peaks (1.91 + 3j) / 3 for jitter
+    # j = 0 .. 0.04, R_ref = their median 0.657, bar 0.3 + 0.8 (0.657 - 0.3) = 0.585; the point
+    # centred on step 20, (1.75 + 2j) / 3, crosses it for j >= 0.01, the first seed at step 30
+    assert median == 20 and reached == 5
+    assert refs[("arithmetic", "tiny")] == pytest.approx((1.91 + 0.06) / 3)
     assert rows["ref"].thresholds[0.8] == (None, 0)  # never gets there: censored, not a number
 
 
@@ -120,7 +133,7 @@ def test_write_renders_markdown_html_json_and_plots(tmp_path):
         assert f'src="{png}"' in page and f"]({png})" in paths["markdown"].read_text()
     assert "1 cell(s) have no finished run" in page and "same/arithmetic/tiny/s9" in page
     numbers = json.loads(paths["json"].read_text())["estimators"]
-    assert numbers["strong"]["seeds"] == 4
+    assert numbers["strong"]["seeds"] == 5
     assert numbers["strong"]["peak_pass_at_1"] == pytest.approx(
         np.mean([r.summary.peak_pass_at_1 for r in b.of("strong")]), abs=1e-6
     )
@@ -130,8 +143,8 @@ def test_write_renders_markdown_html_json_and_plots(tmp_path):
 
 def test_a_partly_finished_suite_ranks_what_it_has_and_says_what_is_missing(tmp_path):
     """'strong' finished only on countdown, where the reference has no run: ranked, no verdict."""
-    runs = [cell("ref", s, 0.3, [0.3, 0.35, 0.4 + 0.01 * s]) for s in range(3)]
-    runs += [cell("same", s, 0.3, [0.3, 0.35, 0.4 + 0.01 * s]) for s in range(3)]
+    runs = [cell("ref", s, 0.3, [0.3, 0.35, 0.4 + 0.01 * s]) for s in range(5)]
+    runs += [cell("same", s, 0.3, [0.3, 0.35, 0.4 + 0.01 * s]) for s in range(5)]
     runs += [cell("same", s, 0.3, [0.3, 0.36, 0.41], task="countdown") for s in range(3)]
     runs += [cell("strong", s, 0.3, [0.3, 0.5, 0.6], task="countdown") for s in range(3)]
     b = board(runs)

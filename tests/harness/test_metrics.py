@@ -13,7 +13,9 @@ from advbench.harness.metrics import (
     pass_at_k,
     pass_at_k_area,
     pass_at_k_curve,
+    scalerl_fit,
     smooth,
+    smoothed_index,
     steps_to_threshold,
     time_to_peak,
 )
@@ -51,31 +53,117 @@ def test_k_values_and_curve():
     assert list(curve.values()) == sorted(curve.values())  # pass@k grows with k
 
 
-def test_smooth_is_a_centred_moving_average_shrinking_at_the_ends():
-    assert np.allclose(smooth([0, 3, 6, 9], 3), [1.5, 3, 6, 7.5])
-    with pytest.raises(ValueError):
+def test_smooth_averages_complete_windows_only():
+    assert np.allclose(smooth([0, 3, 6, 9], 3), [3, 6])  # no shrunken windows at the ends
+    assert list(smoothed_index(4, 3)) == [1, 2]  # the evals each point is centred on
+    assert np.allclose(smooth([1, 2], 3), [1, 2])  # shorter than the window: the largest odd one, 1
+    assert np.allclose(smooth([1, 2, 3, 4], 5), [2, 3])  # 4 evals hold a window of 3
+    assert list(smoothed_index(4, 5)) == [1, 2]
+    with pytest.raises(ValueError, match="odd"):
         smooth([1, 2], 2)
 
 
+def counts(rates_per_eval, n=8):
+    """Correct counts [eval][prompt] with the given per-prompt pass rates (multiples of 1/n)."""
+    return [[round(r * n) for r in rates] for rates in rates_per_eval]
+
+
+def test_time_to_peak_by_hand_on_a_clean_rise():
+    # 4 prompts, every one rising together: 0.25 -> 0.5 -> 0.75 -> 0.75 -> 0.75 -> 0.75
+    levels = [0.25, 0.5, 0.75, 0.75, 0.75, 0.75]
+    result = time_to_peak(counts([[v] * 4 for v in levels]), 8, window=3, delta_abs=0.02)
+    # smoothed (centred on evals 1..4): 0.5, 0.667, 0.75, 0.75; peak 0.75 first at eval 3
+    assert result.peak == pytest.approx(0.75) and result.peak_index == 3
+    assert result.index == 3 and result.tolerance == pytest.approx(0.02)  # identical prompts: SE 0
+    # 90% of the gain: 0.25 + 0.9 x 0.5 = 0.7 -> first reached at eval 3 as well
+    assert result.index_90 == 3
+    assert result.detected and not result.still_rising
+    assert result.gain == pytest.approx(0.5)
+
+
+def test_time_to_peak_tolerance_is_the_paired_standard_error_to_the_peak():
+    # Two prompts; at eval 4 they move apart (1.0 and 0.25) and meet again at 0.75 at eval 5.
+    rates = [[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.5, 0.5], [1.0, 0.25], [0.75, 0.75], [0.75, 0.75]]
+    result = time_to_peak(counts(rates), 8, window=1, delta_abs=0.01, z=1.0)
+    assert result.peak == pytest.approx(0.75) and result.peak_index == 5
+    # eval 4 (mean 0.625): differences to eval 5 are (-0.25, +0.5), SE = std([-0.25, 0.5]) / sqrt(2)
+    se = np.std([-0.25, 0.5], ddof=1) / np.sqrt(2)
+    assert se > 0.125  # so 0.625 is within tolerance of 0.75
+    assert result.index == 4 and result.tolerance == pytest.approx(se)
+    # eval 3 (0.5, 0.5) differs from the peak by exactly 0.25 on both prompts: SE 0, delta_abs rules
+    assert time_to_peak(counts(rates[:4] + rates[5:]), 8, window=1, delta_abs=0.01).index == 4
+
+
 def test_time_to_peak_uses_the_smoothed_curve_not_the_raw_argmax():
-    # The raw maximum is a one-eval spike at index 2; smoothed, the plateau from index 4 is higher.
-    curve = [0.1, 0.1, 0.9, 0.1, 0.5, 0.6, 0.6, 0.6, 0.5]
-    result = time_to_peak(curve, [0.0] * len(curve), window=3, delta_abs=0.02)
-    smoothed = smooth(curve, 3)
-    assert result.peak == pytest.approx(smoothed.max())
-    assert result.index == int(np.flatnonzero(smoothed >= smoothed.max() - 0.02)[0])
+    # a one-eval spike at eval 2; smoothed over 3, the plateau from eval 5 is higher
+    levels = [0.125, 0.125, 0.875, 0.125, 0.5, 0.625, 0.625, 0.625, 0.5]
+    result = time_to_peak(counts([[v] * 6 for v in levels]), 8, window=3, delta_abs=0.02)
+    assert result.peak_index == 6 and result.peak == pytest.approx(0.625)
+    # centred on eval 3 the spike gives (0.875 + 0.125 + 0.5) / 3 = 0.5; on eval 5, 0.583: not within
+    # 0.02 of 0.625, so the first eval at the peak is eval 6
+    assert result.index == 6
     assert not result.still_rising
 
 
-def test_time_to_peak_tolerance_is_max_of_abs_and_z_se():
-    curve = [0.2, 0.4, 0.45, 0.5, 0.5]
-    wide = time_to_peak(curve, [0.1] * 5, window=1, delta_abs=0.01, z=1.0)
-    assert wide.tolerance == pytest.approx(0.1)
-    assert wide.index == 1  # 0.4 >= 0.5 - 0.1
-    narrow = time_to_peak(curve, [0.0] * 5, window=1, delta_abs=0.01)
-    assert narrow.index == 3
-    assert not narrow.still_rising  # the first eval reaching the maximum is not the last one
-    assert time_to_peak([0.1, 0.2, 0.3], [0.0] * 3, window=1).still_rising
+def test_a_curve_still_rising_at_its_last_point_is_flagged():
+    levels = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75]
+    result = time_to_peak(counts([[v] * 8 for v in levels]), 8, window=3)
+    assert result.detected and result.still_rising and result.peak_index == 4  # last centre
+
+
+def test_a_flat_noisy_curve_has_no_detectable_gain():
+    rng = np.random.default_rng(0)
+    correct = rng.binomial(8, 0.3, size=(12, 64))  # 12 evals of 64 prompts, nothing changes
+    result = time_to_peak(correct, 8)
+    assert not result.detected and result.index is None and result.index_90 is None
+    assert not result.still_rising
+    assert result.gain_z < result.gain_threshold
+
+
+def test_null_runs_are_flagged_at_most_at_the_level_and_their_cross_fitted_gain_averages_zero():
+    """Calibration of the protocol itself: runs whose evals only resample the same policy."""
+    rng = np.random.default_rng(1)
+    runs = 800
+    p = rng.uniform(0.05, 0.6, size=64)  # prompts of varied difficulty, fixed over evals
+    results = [time_to_peak(rng.binomial(8, p, size=(7, 64)), 8) for _ in range(runs)]
+    detected = np.mean([r.detected for r in results])
+    rising = np.mean([r.still_rising for r in results])
+    assert detected <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / runs)
+    assert rising <= detected  # only a detected gain can be still rising
+    gains = np.array([r.gain for r in results])
+    naive = np.array([r.peak - r.start for r in results])
+    assert abs(gains.mean()) < 3 * gains.std(ddof=1) / np.sqrt(runs)  # within noise of zero
+    assert naive.mean() > 5 * naive.std(ddof=1) / np.sqrt(runs)  # the maximum alone is biased up
+
+
+def test_the_cross_fitted_gain_measures_a_real_gain():
+    rng = np.random.default_rng(2)
+    p = np.linspace(0.1, 0.5, 128)
+    lift = np.array([0.0, 0.05, 0.1, 0.15, 0.2, 0.2, 0.2, 0.2])
+    gains = [time_to_peak(rng.binomial(8, np.clip(p + lift[:, None], 0, 1)), 8).gain for _ in range(50)]
+    assert np.mean(gains) == pytest.approx(0.2, abs=0.02)
+
+
+def test_time_to_peak_refuses_what_it_cannot_time():
+    with pytest.raises(ValueError, match="at least one eval"):
+        time_to_peak(np.zeros((0, 4)), 8)
+    with pytest.raises(ValueError, match="non-finite"):
+        time_to_peak([[1.0, float("nan")]], 8)
+
+
+def test_scalerl_fit_recovers_a_saturating_curve():
+    c = np.array([0, 256, 512, 1024, 2048, 4096, 8192, 16384], dtype=float)
+    a, c_mid, b, r0 = 0.8, 2000.0, 1.5, 0.2
+    r = r0 + (a - r0) / (1 + (c_mid / np.maximum(c, 1e-9)) ** b)
+    r[0] = r0
+    fit = scalerl_fit(c, r)
+    assert fit is not None
+    assert fit[0] == pytest.approx(a, abs=1e-3)
+    assert fit[1] == pytest.approx(c_mid, rel=1e-2)
+    assert fit[2] == pytest.approx(b, rel=1e-2)
+    assert scalerl_fit([0, 10, 20], [0.1, 0.2, 0.3]) is None  # two evals past C = 0 fit nothing
+    straight = scalerl_fit(np.arange(7) * 640.0, 0.25 + 0.02 * np.arange(7))
+    assert straight is None  # no bend yet: the asymptote would sit at a bound, so no fit is claimed
 
 
 def test_steps_to_threshold_uses_the_smoothed_curve_and_a_shared_reference():

@@ -112,3 +112,86 @@ def test_rliables_score_dict_shape_gives_the_strata_estimates():
     assert got == want and want.low <= want.value <= want.high
     with pytest.raises(ValueError, match=r"\[runs, tasks\]"):
         stats.estimates({"a": scores[:, 0]}, stats.mean, np.random.default_rng(0))
+
+
+# -- verdicts: permutation tests and Holm ------------------------------------------------------
+
+
+def test_sign_flip_p_by_hand():
+    rng = np.random.default_rng(0)
+    # three positive differences: 2 of the 8 sign patterns are as extreme (all +, all -)
+    result = stats.compare([np.array([1.0, 2.0, 3.0])], [np.zeros(3)], rng, paired=True)
+    assert result.paired and result.difference == pytest.approx(2.0)
+    assert result.p_value == pytest.approx(2 / 8) and result.smallest_p == pytest.approx(2 / 8)
+    assert result.detectable == np.inf  # 1/4 never reaches 0.05
+
+
+def test_relabelling_p_by_hand():
+    rng = np.random.default_rng(0)
+    # x = (3, 4) against y = (1, 2): of the C(4, 2) = 6 splits only the observed and its mirror are as far
+    result = stats.compare([np.array([3.0, 4.0])], [np.array([1.0, 2.0])], rng)
+    assert not result.paired and result.p_value == pytest.approx(2 / 6)
+    # two strata, differences averaged with equal weight: (2 + 0) / 2
+    two = stats.compare([np.array([3.0, 4.0]), np.array([1.0, 2.0])], [np.array([1.0, 2.0])] * 2, rng)
+    assert two.difference == pytest.approx(1.0) and two.smallest_p == pytest.approx(2 / 36)
+
+
+def test_the_sampled_relabelling_agrees_with_the_exact_one(monkeypatch):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(0.3, 0.1, 7), rng.normal(0.2, 0.1, 7)  # C(14, 7) = 3432: enumerated
+    exact = stats.compare([x], [y], rng).p_value
+    monkeypatch.setattr(stats, "EXACT_LIMIT", 10)
+    sampled = stats.compare([x], [y], rng, reps=20_000).p_value
+    assert sampled == pytest.approx(exact, abs=0.01)
+
+
+def test_holm_by_hand():
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.5]) == [0.5]
+    assert stats.holm([0.02, 0.9]) == pytest.approx([0.04, 0.9])
+
+
+@pytest.mark.parametrize("paired", [False, True])
+def test_verdicts_on_null_data_are_wrong_at_most_at_the_level(paired):
+    """Calibration of the test itself: X and Y drawn alike, 6 seeds on each of 2 strata."""
+    rng = np.random.default_rng(4)
+    trials, alpha = 600, 1 - stats.LEVEL
+    seed_effect = rng.normal(0, 0.05, size=(trials, 2, 6))  # shared by X and Y of a seed: pairing pays
+    wrong = 0
+    for t in range(trials):
+        x = [seed_effect[t, s] + rng.normal(0.4, 0.03, 6) for s in range(2)]
+        y = [seed_effect[t, s] + rng.normal(0.4, 0.03, 6) for s in range(2)]
+        wrong += stats.compare(x, y, rng, paired=paired, reps=500).p_value < alpha
+    assert wrong / trials <= alpha + 2 * np.sqrt(alpha * (1 - alpha) / trials)
+
+
+def test_holm_keeps_the_family_wise_rate_across_five_null_comparisons():
+    rng = np.random.default_rng(5)
+    trials, alpha, any_wrong = 400, 1 - stats.LEVEL, 0
+    for _ in range(trials):
+        reference = [rng.normal(0.4, 0.05, 5)]
+        p = [stats.compare([rng.normal(0.4, 0.05, 5)], reference, rng).p_value for _ in range(5)]
+        any_wrong += min(stats.holm(p)) < alpha
+    assert any_wrong / trials <= alpha + 2 * np.sqrt(alpha * (1 - alpha) / trials)
+
+
+def test_a_real_difference_is_found_and_the_detectable_difference_is_honest():
+    rng = np.random.default_rng(6)
+    found = sum(
+        stats.compare([rng.normal(0.5, 0.03, 8)], [rng.normal(0.4, 0.03, 8)], rng).p_value < 0.05
+        for _ in range(100)
+    )
+    assert found / 100 > 0.95
+    # the detectable difference stated on null data (its median over draws) is found about POWER
+    # of the time when it is the truth
+    delta = np.median(
+        [
+            stats.compare([rng.normal(0.4, 0.03, 8)], [rng.normal(0.4, 0.03, 8)], rng).detectable
+            for _ in range(50)
+        ]
+    )
+    hits = sum(
+        stats.compare([rng.normal(0.4 + delta, 0.03, 8)], [rng.normal(0.4, 0.03, 8)], rng).p_value < 0.05
+        for _ in range(200)
+    )
+    assert stats.POWER - 0.15 < hits / 200 < stats.POWER + 0.15
