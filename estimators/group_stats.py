@@ -58,3 +58,17 @@ def whiten_tokens(values: torch.Tensor, weights: torch.Tensor, eps: float = 1e-8
     mean = (values * weights).sum() / total
     var = (((values - mean) ** 2) * weights).sum() / total
     return (values - mean) / (var.sqrt() + eps) * (weights > 0)
+
+
+def shuffle_within_groups(
+    values: torch.Tensor, valid: torch.Tensor, generator: torch.Generator
+) -> torch.Tensor:
+    """``values`` ([P, G] or [P, G, T]) with each group's valid entries permuted at random among the
+    group's valid places; invalid places keep theirs. Each group keeps its multiset of values (mean,
+    spread, signs), while which sample gets which value no longer depends on the sample."""
+    keys = torch.rand(valid.shape, generator=generator).to(valid.device).masked_fill(~valid, 2.0)
+    source = keys.argsort(dim=1)  # the valid places in random order, then the invalid ones
+    target = (~valid).to(torch.int8).argsort(dim=1, stable=True)  # the valid places in order, then the rest
+    index = source if values.dim() == 2 else source.unsqueeze(-1).expand_as(values)
+    place = target if values.dim() == 2 else target.unsqueeze(-1).expand_as(values)
+    return values.scatter(1, place, values.gather(1, index))

@@ -298,6 +298,9 @@ class TrainerConfig(Checked):
     # Split each optimizer step's rows into micro-batches of at most this many (padded) tokens and
     # accumulate their gradients: the same update, a bounded activation memory; 0 = one forward
     micro_batch_tokens: int = bounded(0, ge=0)
+    # A calibration control, not a method: permute each group's advantages among its samples after
+    # the estimator, so the policy moves but learns nothing (benchmarks/calibration.py's null runs)
+    shuffle_advantages: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

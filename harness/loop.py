@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from advbench import estimators
+from advbench.estimators.group_stats import shuffle_within_groups
 from advbench.harness import checkpoint, losses, models, plugins, rollout, tasks, warmstart
 from advbench.harness.axes import two_axes
 from advbench.harness.config import RunConfig
@@ -519,6 +520,9 @@ def estimate(run: Run, state: RunState, step: int, scored: Scored) -> Estimated:
     )
     advantages = run.estimator(advantage_batch, signals, **run.estimator_params)
     selected = run.estimator.selected(advantage_batch, **run.estimator_params)
+    if run.cfg.trainer.shuffle_advantages:  # the null control: same values, no tie to the samples
+        generator = torch.Generator().manual_seed(step_seed(run.cfg.seed, step))
+        advantages = shuffle_within_groups(advantages, selected, generator)
     check_finite(advantages, "advantages", step, run.cfg.estimator)
     return Estimated(advantages, selected, signals, entropy)
 

@@ -4,9 +4,12 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from advbench import estimators
 from advbench.estimators import AdvantageBatch
+from tests.estimators.properties import group_batches
 
 
 def test_gpg_scales_by_batch_over_informative_samples():
@@ -74,3 +77,29 @@ def test_remax_greedy_baseline():
     assert estimators.get("remax").needs == ("greedy_rewards",)
     with pytest.raises(ValueError, match="greedy_rewards"):
         estimators.get("remax")(AdvantageBatch(torch.zeros(1, 2)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=group_batches(), seed=st.integers(0, 1000), token_level=st.booleans())
+def test_shuffle_within_groups_keeps_each_groups_values_and_the_invalid_places(data, seed, token_level):
+    from advbench.estimators.group_stats import shuffle_within_groups
+
+    rewards, valid = data
+    values = torch.arange(rewards.numel(), dtype=torch.float32).view_as(rewards) * valid
+    if token_level:
+        values = values.unsqueeze(-1).expand(*values.shape, 3).clone()
+    out = shuffle_within_groups(values, valid, torch.Generator().manual_seed(seed))
+    assert torch.equal(out[~valid], values[~valid])
+    for row in range(values.shape[0]):
+        keep = valid[row]
+        assert sorted(out[row][keep].flatten().tolist()) == sorted(values[row][keep].flatten().tolist())
+    again = shuffle_within_groups(values, valid, torch.Generator().manual_seed(seed))
+    assert torch.equal(out, again)  # the step's seed decides the permutation
+
+
+def test_shuffle_within_groups_moves_values_between_samples():
+    from advbench.estimators.group_stats import shuffle_within_groups
+
+    values = torch.arange(64.0).view(1, 64)
+    out = shuffle_within_groups(values, torch.ones(1, 64, dtype=torch.bool), torch.Generator().manual_seed(0))
+    assert (out != values).float().mean() > 0.9
