@@ -222,7 +222,7 @@ class TaskConfig(Checked):
     answer_format: str = choice("plain", "tagged")  # tagged: the answer is in <answer>...</answer>
     reward: str = choice("raw", "binary")  # raw: the verifier's score; binary: 1 if correct else 0
     train_size: int = bounded(4000, ge=1)
-    eval_size: int = bounded(64, ge=1)
+    eval_size: int = bounded(256, ge=1)
     data_seed: int = 1234  # generates the train and eval items; fixed per suite, not per run
     verifier_timeout: float = bounded(5.0, gt=0)  # seconds per completion; past it: 0 (an error)
     # source: jsonl. One JSON object per line; the eval split is eval_path, or eval_size items of
@@ -318,6 +318,9 @@ class EvalConfig(Checked):
         10, ge=1
     )  # steps between evals; evals also run before the first and after the last step
     n: int = bounded(8, ge=1)  # samples per held-out prompt
+    # The eval sampling stream's seed, one for every estimator and training seed: every run's evals
+    # score the same prompts with the same stream, so runs (and a run's evals) compare paired
+    seed: int = bounded(0, ge=0)
     temperature: float = bounded(1.0, gt=0)
     top_p: float = bounded(1.0, gt=0, le=1)
     greedy: bool = True  # also one greedy completion per prompt (greedy pass@1)

@@ -436,7 +436,7 @@ def run_eval(run: Run, state: RunState, tracker: RunTracker | None, step: int) -
     """Evaluate on the held-out prompts; the result, and the training progress at it, join the state."""
     cfg = run.cfg
     result = evaluate(
-        run.engine, run.task, run.eval_prompts, cfg.eval, cfg.rollout.max_new_tokens, step, seed=cfg.seed
+        run.engine, run.task, run.eval_prompts, cfg.eval, cfg.rollout.max_new_tokens, step, seed=cfg.eval.seed
     )
     state.evals.append(result)
     state.points.append(EvalPoint(**vars(state.progress)))
