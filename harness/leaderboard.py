@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,7 @@ class Board:
     runs: list[CellRun]
     missing: list[dict[str, Any]] = field(default_factory=list)  # cells without a finished run
     tracking_uri: str = ""
+    overrides: list[str] = field(default_factory=list)  # key=value given to `advbench suite` for every cell
 
     @property
     def strata(self) -> list[tuple[str, str]]:
@@ -134,7 +136,17 @@ def collect(tracker: Any, parent: Any) -> Board:
         runs=runs,
         missing=missing,
         tracking_uri=tracker.cfg.uri,
+        overrides=command_overrides(parent.data.tags.get("advbench.command", "")),
     )
+
+
+def command_overrides(command: str) -> list[str]:
+    """The key=value items of a recorded `advbench suite ...` command line (not its options)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:  # a command recorded with unbalanced quotes: show it rather than guess
+        return [command] if "=" in command else []
+    return [w for w in words[2:] if "=" in w and not w.startswith("-")]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -119,7 +119,17 @@ def _html_table(header: list[str], table: list[list[str]], cls: str) -> str:
 
 
 def _notes(board: Board, rows: list[Row]) -> list[str]:
+    overridden = (
+        [
+            "Run with overrides on every cell: "
+            + " ".join(board.overrides)
+            + ". The description above is the suite file's and does not include them."
+        ]
+        if board.overrides
+        else []
+    )
     notes = [
+        *overridden,
         "Statistics over seeds (Agarwal et al. 2021): interquartile mean and mean pooled over the suite's "
         f"(task, model) strata; {stats.LEVEL:.0%} percentile intervals from a stratified bootstrap "
         f"({stats.REPS} resamples of seeds within each stratum).",

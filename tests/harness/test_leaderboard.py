@@ -208,3 +208,19 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
         capture_output=True, timeout=120, check=True,
     )  # fmt: skip
     assert shot.stat().st_size > 50_000
+
+
+def test_a_page_of_overridden_runs_says_so(tmp_path):
+    """`advbench suite gpu-50m trainer.steps=10`: the description's '150 steps' is not what ran."""
+    command = "advbench suite gpu-50m trainer.steps=10 'eval.every=5' --ray auto tracking.uri=sqlite:///x.db"
+    overrides = leaderboard.command_overrides(command)
+    assert overrides == ["trainer.steps=10", "eval.every=5", "tracking.uri=sqlite:///x.db"]
+    assert leaderboard.command_overrides("advbench suite smoke") == []
+    b = three_estimators()
+    b.overrides = overrides
+    page = report.write(b, tmp_path / "board")["markdown"].read_text()
+    assert "Run with overrides on every cell: trainer.steps=10 eval.every=5" in page
+    assert (
+        "Run with overrides"
+        not in report.write(three_estimators(), tmp_path / "plain")["markdown"].read_text()
+    )
