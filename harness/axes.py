@@ -55,10 +55,8 @@ def two_axes(
     """
     device = advantages.device
     rewards, correct, response_mask = (t.to(device) for t in (rewards, correct, response_mask))
-    valid = None if valid is None else valid.to(device)
-    trains = None if trains is None else trains.to(device)
-    valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid
-    trains = valid if trains is None else trains & valid
+    valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid.to(device)
+    trains = valid if trains is None else trains.to(device) & valid
     weights = token_weights(response_mask, aggregation) * trains.unsqueeze(-1)
     token_adv = advantages.unsqueeze(-1) if advantages.dim() == 2 else advantages
     contribution = token_adv * weights  # [P, G, T]

@@ -280,15 +280,24 @@ def compare(board: Board, x: str, y: str, rng: np.random.Generator, alpha: float
     difference at ``alpha``. Paired seed by seed when every shared stratum has the same seeds (same
     seed: same eval prompts and eval sampling stream) and there are enough pairs to reach alpha."""
     common = shared_strata(board, x, y)
-    runs = {label: [sorted(board.of(label, s), key=lambda r: r.seed) for s in common] for label in (x, y)}
+    runs = {label: _by_seed(board, label, common) for label in (x, y)}
     same_seeds = all(
         [r.seed for r in a] == [r.seed for r in b] for a, b in zip(runs[x], runs[y], strict=True)
     )
     # Paired when the design pairs the runs and the sign-flip test can reach alpha at all (with 4
     # pairs its smallest p is 1/8): chosen from the seed counts alone, never from the outcomes.
-    paired = same_seeds and 2 / 2 ** sum(len(group) for group in runs[x]) <= alpha
-    strata = {label: [np.array([_peak(r) for r in group]) for group in runs[label]] for label in (x, y)}
-    return stats.compare(strata[x], strata[y], rng, paired=paired, alpha=alpha)
+    pairs = sum(len(group) for group in runs[x])
+    paired = same_seeds and stats.smallest_sign_flip_p(pairs) <= alpha
+    return stats.compare(_peaks(runs[x]), _peaks(runs[y]), rng, paired=paired, alpha=alpha)
+
+
+def _by_seed(board: Board, label: str, strata: list[tuple[str, str]]) -> list[list[CellRun]]:
+    """The label's runs in each of ``strata``, ordered by seed."""
+    return [sorted(board.of(label, s), key=lambda r: r.seed) for s in strata]
+
+
+def _peaks(groups: list[list[CellRun]]) -> list[np.ndarray]:
+    return [np.array([_peak(r) for r in group]) for group in groups]
 
 
 def _judge(board: Board, rows: list[Row], reference: str | None, rng: np.random.Generator) -> None:
@@ -305,10 +314,7 @@ def _judge(board: Board, rows: list[Row], reference: str | None, rng: np.random.
     for row in compared:  # detectable differences at Holm's first step, alpha / m
         row.comparison = compare(board, row.label, reference, rng, alpha / len(compared))
         common = shared_strata(board, row.label, reference)
-        x, y = (
-            [np.array([_peak(r) for r in board.of(label, s)]) for s in common]
-            for label in (row.label, reference)
-        )
+        x, y = (_peaks(_by_seed(board, label, common)) for label in (row.label, reference))
         row.improvement = stats.probability_of_improvement(x, y)
         row.improvement_ci = stats.improvement_interval(x, y, rng)
     for row, adjusted in zip(compared, stats.holm([r.comparison.p_value for r in compared]), strict=True):
@@ -328,11 +334,10 @@ def _tiers(board: Board, rows: list[Row], rng: np.random.Generator) -> None:
         return
     alpha = 1 - stats.LEVEL
     best = rows[0]
-    best.tier = 1
     tested = [row for row in rows[1:] if shared_strata(board, row.label, best.label)]
     tests = [compare(board, row.label, best.label, rng, alpha / len(tested)) for row in tested]
     adjusted = stats.holm([t.p_value for t in tests])
-    for row in rows[1:]:
+    for row in rows:
         row.tier = 1
     for row, test, p in zip(tested, tests, adjusted, strict=True):
         row.tier = 2 if p < alpha and test.difference < 0 else 1

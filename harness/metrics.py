@@ -48,9 +48,10 @@ def smoothing_window(length: int, window: int) -> int:
     return min(window, length if length % 2 else length - 1)
 
 
-def smooth(values: Sequence[float], window: int = 3) -> np.ndarray:
-    """Centred moving average over complete windows only: point j is the mean of evals j .. j+w-1,
-    centred at eval j + w // 2 (``smoothed_index``).
+def smooth(values: Sequence[float] | np.ndarray, window: int = 3) -> np.ndarray:
+    """Centred moving average over complete windows only, along the first axis (a curve, or curves
+    side by side as columns): point j is the mean of evals j .. j+w-1, centred at eval j + w // 2
+    (``smoothed_index``).
 
     Every point averages the same number of evals, so none carries extra weight or variance; a
     window shrunk at the curve's ends would make the last point the noisiest, and the maximum of
@@ -59,7 +60,7 @@ def smooth(values: Sequence[float], window: int = 3) -> np.ndarray:
     """
     values = np.asarray(values, dtype=float)
     w = smoothing_window(len(values), window)
-    return np.convolve(values, np.full(w, 1.0 / w), mode="valid") if w > 1 else values.copy()
+    return np.lib.stride_tricks.sliding_window_view(values, w, axis=0).mean(axis=-1)
 
 
 def smoothed_index(length: int, window: int) -> np.ndarray:
@@ -103,12 +104,11 @@ def _cross_fitted_gain(rates: np.ndarray, window: int) -> float:
     """Mean over the two halves of the prompts of: the other half's smoothed gain at this half's peak."""
     halves = (rates[:, 0::2], rates[:, 1::2])
     if min(h.shape[1] for h in halves) == 0:
-        curve = np.apply_along_axis(smooth, 0, rates, window).mean(1)
-        return float(curve.max() - rates[0].mean())
+        return float(smooth(rates, window).mean(1).max() - rates[0].mean())
     gains = []
     for choose, read in (halves, halves[::-1]):
-        chosen = int(np.argmax(np.apply_along_axis(smooth, 0, choose, window).mean(1)))
-        gains.append(float(np.apply_along_axis(smooth, 0, read, window).mean(1)[chosen] - read[0].mean()))
+        chosen = int(np.argmax(smooth(choose, window).mean(1)))
+        gains.append(float(smooth(read, window).mean(1)[chosen] - read[0].mean()))
     return float(np.mean(gains))
 
 
@@ -138,7 +138,7 @@ def time_to_peak(
         raise ValueError("time_to_peak needs per-prompt correct counts for at least one eval and one prompt")
     if not np.isfinite(rates).all():
         raise ValueError("time_to_peak: the correct counts hold a non-finite value")
-    per_prompt = np.apply_along_axis(smooth, 0, rates, window)  # [points, prompts]
+    per_prompt = smooth(rates, window)  # [points, prompts]
     curve = per_prompt.mean(1)
     centres = smoothed_index(len(rates), window)
     best = int(np.argmax(curve))

@@ -188,6 +188,11 @@ class Comparison:
     paired: bool
 
 
+def smallest_sign_flip_p(pairs: int) -> float:
+    """The smallest two-sided p-value a sign-flip test of ``pairs`` differences can reach: 2 / 2^n."""
+    return min(1.0, 2 / 2**pairs)
+
+
 def _sign_flip_p(d: np.ndarray, rng: np.random.Generator, reps: int) -> float:
     observed = abs(d.mean())
     if 2**d.size <= EXACT_LIMIT:
@@ -250,7 +255,7 @@ def compare(
         if any(x.size != y.size for x, y in pairs):
             raise ValueError("a paired comparison needs the same seeds for X and Y in every stratum")
         d = np.concatenate([x - y for x, y in pairs])
-        smallest = min(1.0, 2 / 2**d.size)
+        smallest = smallest_sign_flip_p(d.size)
         se = d.std(ddof=1) / math.sqrt(d.size) if d.size > 1 else math.inf
         z = quantiles(d.size - 1)
         p = _sign_flip_p(d, rng, reps)
