@@ -25,7 +25,6 @@ from pathlib import Path
 from calibration import run_suite
 
 from advbench.harness import plots
-from advbench.harness.config import TrackingConfig
 from advbench.harness.metrics import time_to_peak
 from advbench.harness.tracking import Tracker
 
@@ -77,10 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     description = (
         f"budget study: {', '.join(ESTIMATORS)} x {args.seeds} seeds, {args.steps} steps, lr {args.lr:g}"
     )
-    board = run_suite(args.workdir.resolve(), name, description, matrix, {"trainer": trainer})
-    tracker = Tracker(
-        TrackingConfig(uri=f"sqlite:///{args.workdir.resolve() / 'calibration.db'}", experiment=name)
-    )
+    board, tracker = run_suite(args.workdir.resolve(), name, description, matrix, {"trainer": trainer})
     budgets = [b for b in (60, 100, 150, 200, 250, 300, 400, 500) if b <= args.steps]
     shares = censoring(board, tracker, budgets)
     command = "python benchmarks/budget.py " + shlex.join(argv if argv is not None else sys.argv[1:])

@@ -37,13 +37,15 @@ import yaml
 from advbench.harness import leaderboard, stats
 from advbench.harness.config import TrackingConfig
 from advbench.harness.leaderboard import Board
+from advbench.harness.tracking import Tracker
 
 
-def run_suite(workdir: Path, name: str, description: str, matrix: dict, overrides: dict) -> Board:
+def run_suite(
+    workdir: Path, name: str, description: str, matrix: dict, overrides: dict
+) -> tuple[Board, Tracker]:
     """Write a suite file into ``workdir``, run it there (an MLflow store beside it: cached on a
-    re-run) and read its board back."""
+    re-run) and read its board back, with the store it is in."""
     from advbench.harness.cli import main as advbench
-    from advbench.harness.tracking import Tracker
 
     overrides = {**overrides, "tracking": {"experiment": name}}
     suite = {"name": name, "description": description, "reference": matrix["estimator"][0]}
@@ -55,7 +57,7 @@ def run_suite(workdir: Path, name: str, description: str, matrix: dict, override
     if code:
         raise SystemExit(f"suite {name} failed (exit {code})")
     tracker = Tracker(TrackingConfig(uri=uri, experiment=name))
-    return leaderboard.collect(tracker, leaderboard.find_suite_run(tracker, name))
+    return leaderboard.collect(tracker, leaderboard.find_suite_run(tracker, name)), tracker
 
 
 def grpo_seeds(workdir: Path, name: str, seeds: int, shuffle: bool) -> Board:
@@ -63,7 +65,7 @@ def grpo_seeds(workdir: Path, name: str, seeds: int, shuffle: bool) -> Board:
     matrix = {"estimator": ["grpo"], "seed": list(range(seeds)), "model": ["tiny"], "task": ["arithmetic"]}
     trainer = {"steps": 60, "checkpoint_every": 0, "shuffle_advantages": shuffle}
     description = f"calibration ({what}), {seeds} seeds of GRPO on the tiny model, arithmetic, 60 steps"
-    return run_suite(workdir, name, description, matrix, {"trainer": trainer})
+    return run_suite(workdir, name, description, matrix, {"trainer": trainer})[0]
 
 
 def shrunk_smooth(values: np.ndarray, window: int = 3) -> np.ndarray:

@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             print(f"{scale} train: {row['train']}", file=sys.stderr)
             results.append(row)
             if args.json:  # after every scale: a run cut short by a lease still leaves its numbers
-                write_json(args.json, device, results)
+                write_json(args.json, device, args.command, results)
             del policy
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -237,8 +237,7 @@ def device_name(device: torch.device) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-def write_json(path: Path, device: torch.device, results: list[dict]) -> None:
-    command = "python benchmarks/gpu.py " + shlex.join(sys.argv[1:])
+def write_json(path: Path, device: torch.device, command: str, results: list[dict]) -> None:
     payload = {
         "device": device_name(device),
         "torch": torch.__version__,
@@ -298,6 +297,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="write the raw numbers here")
     parser.add_argument("--plot", type=Path, default=None, help="draw throughput and MFU into this PNG")
     args = parser.parse_args(argv)
+    args.command = "python benchmarks/gpu.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     unknown = sorted(set(args.scales) - set(SCALES)) + sorted(set(args.engines) - set(ENGINES))
     if unknown:
         parser.error(f"unknown scale or engine {', '.join(unknown)}; scales: {SCALES}, engines: {ENGINES}")
@@ -311,19 +311,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(text)
     device = torch.device(args.device)
     name = device_name(device)
-    command = "python benchmarks/gpu.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.results:
         with args.results.open("a") as out:
             out.write(
                 f"\n### GPU path benchmark, {datetime.date.today().isoformat()}, {name}\n\n"
-                f"`{command}` (torch {torch.__version__})\n\n{text}\n"
+                f"`{args.command}` (torch {torch.__version__})\n\n{text}\n"
             )
     if args.plot:
         from advbench.harness.plots import plot_gpu_benchmark
 
         plot_gpu_benchmark(results, args.engines, args.plot)
     if args.json:
-        write_json(args.json, device, results)
+        write_json(args.json, device, args.command, results)
     return results
 
 
