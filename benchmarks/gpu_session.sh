@@ -64,6 +64,7 @@ echo "== 3 done at $((SECONDS - start)) s"
 python3 benchmarks/suite_times.py "sqlite:///$work/advbench.db" gpu-50m "$out/suite.json"
 timeout 60 advbench leaderboard gpu-50m --tracking-uri "sqlite:///$work/advbench.db" --out "$work/lb" \
     && cp "$work/lb/leaderboard.md" "$work/lb/pass_at_1.png" "$out/"
+cp "$work/advbench.db" "$out/"  # the runs themselves, for a page or curves made here afterwards
 fi
 ls -la "$out"
 echo "== all done at $((SECONDS - start)) s"

@@ -421,7 +421,9 @@ class RunState:
         run.sampler.restore(saved["sampler"])
         checkpoint.restore_rng(saved["rng"])
         if run.geometry:
-            run.geometry.previous = saved["geometry"]
+            # the checkpoint loads onto the CPU; the gradients it is compared with are on the model's device
+            device = next(run.policy.model.parameters()).device
+            run.geometry.previous = {name: grad.to(device) for name, grad in saved["geometry"].items()}
         return cls(
             step=saved["step"],
             evals=saved["evals"],

@@ -19,7 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advbench.harness import losses, models, rollout, tasks, warmstart
+from advbench.harness import checkpoint, losses, models, rollout, tasks, warmstart
 from advbench.harness.config import ConfigError, load
 from advbench.harness.loop import micro_batches, train, update_policy
 from advbench.harness.rollout import EngineUnavailable, Rollout, SamplingParams
@@ -331,9 +331,12 @@ def test_a_run_with_the_paged_engine(fast_overrides):
     assert all(0 < m["train/response_length"] <= 6 for m in steps)
 
 
-@pytest.mark.skipif(
+CUDA_ONLY = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA device (benchmarks/gpu_session.sh runs it)"
 )
+
+
+@CUDA_ONLY
 def test_a_run_on_cuda_under_autocast(fast_overrides):
     """The whole loop on a GPU: rollout and update there, estimator and verifier on the CPU.
 
@@ -348,3 +351,35 @@ def test_a_run_on_cuda_under_autocast(fast_overrides):
     assert len(steps) == cfg.trainer.steps and len(result.evals) == 3
     assert all(math.isfinite(value) for m in steps for value in m.values())
     assert any(m["axes/mass_pos"] + m["axes/mass_neg"] > 0 for m in steps)  # groups can all tie
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA_ONLY)])
+def test_a_run_resumes_from_its_checkpoint_on_its_device(fast_overrides, device):
+    """A checkpoint loads onto the CPU; a resumed GPU run must take its state back to the GPU.
+
+    The 150-step gpu-50m suite (2026-11-30, H200) failed a cell resumed after a timeout: the
+    geometry probe compared this step's gradient (GPU) with the checkpointed previous one (CPU).
+    The CPU case checks the test's own kill-and-resume; the CUDA case is the one that failed.
+    """
+    overrides = [*fast_overrides, f"model.device={device}", "geometry.every=2"]
+    if device == "cuda":
+        overrides.append("model.autocast=bfloat16")
+    (cfg,) = load([*overrides, "trainer.checkpoint_every=2"])
+
+    def kill_after_the_checkpoint(step, metrics):
+        if step == 3:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(cfg, on_step=kill_after_the_checkpoint)
+    saved = checkpoint.load(cfg)
+    assert saved is not None and saved["step"] == 2
+    steps = []
+    train(cfg, resume=saved, on_step=lambda step, metrics: steps.append(metrics))
+    assert len(steps) == cfg.trainer.steps - 2
+    assert all(math.isfinite(value) for m in steps for value in m.values())
+    assert any("cosine_prev" in key for key in steps[0])  # compared with the restored gradient
