@@ -6,6 +6,7 @@
     advbench leaderboard SUITE               ranking with confidence intervals, plots, HTML and Markdown
     advbench check SUITE --baseline FILE     run a suite, compare with a stored baseline; --update it
     advbench axes RUN                        plot a run's (or a parent's runs') sign x difficulty path
+    advbench claims [FILE] [--only CLAIM]    run declared claims, write their verdicts (leaderboards/claims)
 
 The config is resolved and validated before torch, transformers or MLflow are imported, so a bad
 config fails fast with the key and the valid choices. Re-running a finished run (same resolved
@@ -32,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from advbench.harness.config import ConfigError, RunConfig, group_choices, load
+from advbench.harness.config import ConfigError, RunConfig, config_hash, group_choices, load
 from advbench.harness.metrics import RunSummary
 from advbench.harness.runner import CellOutcome, cell_lock, check_devices, quiet_libraries
 
@@ -190,9 +191,13 @@ def _run_suite(args: argparse.Namespace):
     """Expand, record and run a suite; its outcomes and failures."""
     from advbench.harness.suites import load_suite
 
-    suite = load_suite(args.suite, args.overrides)
+    return _run_loaded_suite(load_suite(args.suite, args.overrides), args.ray)
+
+
+def _run_loaded_suite(suite, ray: str | None):
+    """Record and run an expanded suite: (suite, tracker, parent run, outcomes, failures)."""
     quiet_libraries()
-    if args.ray is None:
+    if ray is None:
         check_devices(suite.cells)
     from advbench.harness.tracking import Tracker
 
@@ -200,14 +205,14 @@ def _run_suite(args: argparse.Namespace):
     command = " ".join(["advbench", *sys.argv[1:]])
     with cell_lock(suite.cells[0], f"suite-{suite.hash}"):  # two processes at once: still one parent run
         parent = tracker.start_suite(suite, tags={"advbench.command": command})
-    where = "on Ray" if args.ray is not None else "here, one after the other"
+    where = "on Ray" if ray is not None else "here, one after the other"
     console.print(
         f"[bold]advbench suite {escape(suite.name)}[/]: {len(suite.cells)} cells ({len(suite.labels)} "
         f"estimators), {where}; MLflow parent run {parent.run_id} ({suite.cells[0].tracking.uri})"
     )
     status = "FAILED"
     try:
-        outcomes, failures = _run_cells(suite.cells, tracker, parent, args.ray, keep_going=True)
+        outcomes, failures = _run_cells(suite.cells, tracker, parent, ray, keep_going=True)
         status = "FINISHED" if not failures else "FAILED"
     finally:
         parent.finish(status)
@@ -283,6 +288,55 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         console.print(f"[yellow]{len(board.missing)} cell(s) have no finished run[/]; they are left out")
     console.print(f"wrote {paths['html']}, {paths['markdown']} and the plots beside them")
     return 0
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from advbench.harness import claims
+
+    if args.metrics:
+        table = Table(title="metrics a claim's predicate can name")
+        table.add_column("metric")
+        table.add_column("what it is, per run")
+        for name, metric in claims.METRICS.items():
+            table.add_row(name, metric.description)
+        _results_console().print(table)
+        return 0
+    # every claim, suite and predicate checked before anything runs
+    declared = claims.load_claims(args.claims, args.overrides, args.only, args.seeds)
+    console.print(
+        f"[bold]advbench claims {escape(declared.name)}[/]: {len(declared.claims)} claim(s), "
+        f"{len({config_hash(c) for claim in declared.claims for c in claim.suite.cells})} cell(s) in all "
+        "(cells the claims share run once)"
+    )
+    results, failed = [], 0
+    for claim in declared.claims:
+        start = time.perf_counter()
+        if args.no_run:
+            quiet_libraries()
+            from advbench.harness.tracking import Tracker
+
+            tracker = Tracker(claim.suite.cells[0].tracking)
+            parent = None
+        else:
+            console.print(f"[bold]claim {escape(claim.key)}[/]: suite {escape(claim.suite.name)}")
+            _, tracker, parent, _, failures = _run_loaded_suite(claim.suite, args.ray)
+            failed += len(failures)
+        result = claims.run_claim(claim, tracker, parent, seconds=time.perf_counter() - start)
+        results.append(result)
+        console.print(f"claim {escape(claim.key)}: [bold]{result.verdict}[/]")
+    from advbench.harness import report
+
+    out = Path(args.out or Path("leaderboards") / "claims")
+    paths = report.write_claims(declared, results, out, command=" ".join(["advbench", *sys.argv[1:]]))
+    header, rows = report.claims_table(results)
+    table = Table(title=f"advbench claims: {declared.name}")
+    for column in header:
+        table.add_column(escape(column), justify="left")
+    for row in rows:
+        table.add_row(*map(escape, row))
+    _results_console().print(table)
+    console.print(f"wrote {paths['html']} and {paths['markdown']}")
+    return 1 if failed else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -437,6 +491,20 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--baseline", required=True, help="baseline JSON (per-estimator metrics, tolerances)")
     chk.add_argument("--update", action="store_true", help="write the current results as the baseline")
     chk.set_defaults(func=cmd_check)
+    cl = sub.add_parser("claims", help="run declared claims (suites + predicates), write their verdicts")
+    cl.add_argument(
+        "claims", nargs="?", default="seeds", help="a claims file, or the name of one under suites/claims/"
+    )
+    cl.add_argument(
+        "--only", action="append", default=[], metavar="CLAIM", help="run this claim (repeatable)"
+    )
+    cl.add_argument("--seeds", type=int, default=0, help="keep the first N seeds of every suite (0: all)")
+    cl.add_argument("--out", help="output folder (default leaderboards/claims)")
+    cl.add_argument("--no-run", action="store_true", help="judge the runs MLflow has; run nothing")
+    cl.add_argument("--metrics", action="store_true", help="list the metrics a predicate can name")
+    cl.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run cells as Ray tasks")
+    cl.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
+    cl.set_defaults(func=cmd_claims)
     lst = sub.add_parser("list", help="list registered estimators, losses, tasks and models")
     add_plugin_argument(lst)
     lst.set_defaults(func=cmd_list)
@@ -459,12 +527,16 @@ def main(argv: list[str] | None = None) -> int:
     # Overrides may come before or after options (`run estimator=x --name y seed=1`): argparse
     # stops a positional list at the first option, so the key=value items after it arrive as extras.
     args, extra = parser.parse_known_args(argv)
-    if extra and (args.command not in ("run", "suite", "check") or any("=" not in item for item in extra)):
+    if extra and (
+        args.command not in ("run", "suite", "check", "claims") or any("=" not in item for item in extra)
+    ):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
     if getattr(args, "plugin", None) and args.command != "list":  # travels with every run's config
         args.overrides = [*args.overrides, "plugins=[" + ",".join(repr(p) for p in args.plugin) + "]"]
+    if args.command == "claims" and "=" in args.claims:  # no file named: the item is an override
+        args.overrides, args.claims = [args.claims, *args.overrides], "seeds"
     if getattr(args, "ray", None) and "=" in args.ray:  # `--ray key=value`: the item is an override
         args.overrides, args.ray = [args.ray, *args.overrides], "local"
     start = time.perf_counter()

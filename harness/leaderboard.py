@@ -103,8 +103,24 @@ def collect(tracker: Any, parent: Any) -> Board:
 
     suite_name = parent.data.tags.get("advbench.suite", parent.info.run_name)
     cells = json.loads(load_text(f"{parent.info.artifact_uri}/cells.json"))
+    runs, missing = collect_cells(tracker, cells["cells"])
+    return Board(
+        suite=suite_name,
+        description=parent.data.tags.get("mlflow.note.content", ""),
+        reference=parent.data.tags.get("advbench.reference", cells["labels"][0]),
+        labels=cells["labels"],
+        runs=runs,
+        missing=missing,
+        tracking_uri=tracker.cfg.uri,
+        overrides=command_overrides(parent.data.tags.get("advbench.command", "")),
+    )
+
+
+def collect_cells(tracker: Any, cells: list[dict[str, Any]]) -> tuple[list[CellRun], list[dict[str, Any]]]:
+    """The finished run of each cell (a suite record: hash, label, task, model, seed), and the cells
+    that have none."""
     runs, missing = [], []
-    for cell in cells["cells"]:
+    for cell in cells:
         found = tracker.find_finished(cell["hash"])
         if found is None:
             missing.append(cell)
@@ -128,16 +144,7 @@ def collect(tracker: Any, parent: Any) -> Board:
                 mean_difficulty=difficulty,
             )
         )
-    return Board(
-        suite=suite_name,
-        description=parent.data.tags.get("mlflow.note.content", ""),
-        reference=parent.data.tags.get("advbench.reference", cells["labels"][0]),
-        labels=cells["labels"],
-        runs=runs,
-        missing=missing,
-        tracking_uri=tracker.cfg.uri,
-        overrides=command_overrides(parent.data.tags.get("advbench.command", "")),
-    )
+    return runs, missing
 
 
 def command_overrides(command: str) -> list[str]:

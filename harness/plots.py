@@ -3,7 +3,8 @@
 - ``plot_axes_groups``: runs on the sign x difficulty plane, averaged over the runs of a group;
 - ``plot_pass_at_1``: eval pass@1 during training per estimator, mean over seeds with a min-max band;
 - ``plot_pass_at_k``: pass@k against k after training;
-- ``plot_accuracy_diversity``: final pass@1 against final pass@k_max, seeds and means.
+- ``plot_accuracy_diversity``: final pass@1 against final pass@k_max, seeds and means;
+- ``plot_claim``: the runs' values of the metrics a claim's predicates name.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from advbench.harness.metrics import smooth
 from advbench.harness.tracking import metric_history
 
 if TYPE_CHECKING:
+    from advbench.harness.claims import ClaimResult
     from advbench.harness.leaderboard import Board
 
 
@@ -203,4 +205,40 @@ def plot_gpu_benchmark(results: list[dict], engines: Sequence[str], out: Path) -
         right.set_yscale("log")
     right.set_ylabel("MFU (%)" if with_mfu else "trained tokens / s")
     right.set_title("training step" + ("" if with_mfu else " (no peak FLOP/s known: no MFU)"))
+    return _save(fig, out)
+
+
+def plot_claim(result: ClaimResult, out: Path) -> Path:
+    """A claim's metrics, one panel each: every run's value (a dot per seed, a marker per task) for
+    each estimator the claim names, the mean of each as a bar; a range or a number it is compared
+    with as a dashed line."""
+    plt = _pyplot()
+    metrics = list(result.values)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
+    markers = ["o", "s", "^", "D", "v"]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        per_label = result.values[metric]
+        strata = sorted({s for values in per_label.values() for s, _, _ in values})
+        colours = _colours(strata)
+        for x, values in enumerate(per_label.values()):
+            for i, stratum in enumerate(strata):
+                ys = [v for s, _, v in values if s == stratum]
+                offset = (i - (len(strata) - 1) / 2) * 0.18
+                ax.scatter(
+                    np.full(len(ys), x + offset),
+                    ys,
+                    color=colours[stratum],
+                    marker=markers[i % len(markers)],
+                    s=22,
+                    label=stratum.split("/")[0] if x == 0 else None,
+                )
+            ax.hlines(np.mean([v for _, _, v in values]), x - 0.3, x + 0.3, color="#222", lw=2)
+        for predicate in result.claim.predicates:
+            if predicate.metric != metric:
+                continue
+            for level in predicate.bounds or ([predicate.value] if predicate.value is not None else []):
+                ax.axhline(level, color="#888", ls="--", lw=1)
+        ax.set_xticks(range(len(per_label)), list(per_label), rotation=20)
+        _label_axes(ax, "", metric, metric, "best")
+    fig.suptitle(f"{result.claim.key}: {result.verdict}  (dots: runs; bars: means)", fontsize=10)
     return _save(fig, out)

@@ -1,14 +1,17 @@
 """The leaderboard page of a suite: its ranking and runs as Markdown, an HTML page, a JSON summary
-and plots under ``leaderboards/SUITE/``, rendered from harness/leaderboard.py's numbers."""
+and plots under ``leaderboards/SUITE/``, rendered from harness/leaderboard.py's numbers; and the
+claims page (``leaderboards/claims/``) from harness/claims.py's verdicts."""
 
 from __future__ import annotations
 
 import html
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
-from advbench.harness import plots, stats
+from advbench.harness import claims, leaderboard, plots, stats
+from advbench.harness.claims import ClaimResult, ClaimsFile
 from advbench.harness.leaderboard import (
     Board,
     Row,
@@ -194,6 +197,31 @@ def _compared(rows: list[Row]) -> int:
     return sum(row.comparison is not None for row in rows)
 
 
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
+th { background: #f3f3f3; } table.ranking td:nth-child(2) { text-align: left; font-weight: 600; }
+table.cells td:first-child, table.claims td:first-child, table.tests td:first-child {
+  text-align: left; font-weight: 600; }
+.figures { display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }
+figure { margin: 0; } figure img { width: 100%; border: 1px solid #eee; }
+figcaption { text-align: center; color: #555; } .notes li { margin: 0.3rem 0; color: #444; }
+.holds { color: #1a7f37; font-weight: 700; } .contradicted { color: #b42318; font-weight: 700; }
+.inconclusive { color: #8a6d00; font-weight: 700; }
+"""
+
+
+def _html_page(title: str, body: str) -> str:
+    """A standalone page: the leaderboards' and the claims' one style."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head><body>
+{body}
+</body></html>
+"""
+
+
 def write(board: Board, out: Path, rows: list[Row] | None = None) -> dict[str, Path]:
     """Render the leaderboard into ``out``: leaderboard.md, index.html, leaderboard.json and plots.
 
@@ -238,19 +266,9 @@ def write(board: Board, out: Path, rows: list[Row] | None = None) -> dict[str, P
         "</figcaption></figure>"
         for t, p in figures.items()
     )
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>advbench leaderboard: {html.escape(board.suite)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }}
-table {{ border-collapse: collapse; margin: 1rem 0; font-size: 0.9rem; }}
-th, td {{ border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }}
-th {{ background: #f3f3f3; }} table.ranking td:nth-child(2) {{ text-align: left; font-weight: 600; }}
-table.cells td:first-child {{ text-align: left; font-weight: 600; }}
-.figures {{ display: grid; grid-template-columns: 1fr 1fr; gap: 1rem; }}
-figure {{ margin: 0; }} figure img {{ width: 100%; border: 1px solid #eee; }}
-figcaption {{ text-align: center; color: #555; }} .notes li {{ margin: 0.3rem 0; color: #444; }}
-</style></head><body>
-<h1>Leaderboard: {html.escape(board.suite)}</h1>
+    page = _html_page(
+        f"advbench leaderboard: {board.suite}",
+        f"""<h1>Leaderboard: {html.escape(board.suite)}</h1>
 <p>{html.escape(board.description)}</p>
 <p>Generated {stamp} from <code>{html.escape(board.tracking_uri)}</code>;
 reference estimator: <b>{html.escape(board.reference)}</b>.</p>
@@ -259,9 +277,191 @@ reference estimator: <b>{html.escape(board.reference)}</b>.</p>
 <ul class="notes">{"".join(f"<li>{html.escape(n)}</li>" for n in notes)}</ul>
 <h2>Plots</h2><div class="figures">{figure_html}</div>
 <h2>Runs</h2>
-{_html_table(cell_header, cell_rows, "cells")}
-</body></html>
-"""
+{_html_table(cell_header, cell_rows, "cells")}""",
+    )
     paths["html"].write_text(page)
     paths["json"].write_text(json.dumps(summary_json(board, rows), indent=1) + "\n")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# the claims page (harness/claims.py's verdicts)
+
+
+def _test_rows(result: ClaimResult) -> tuple[list[str], list[list[str]]]:
+    header = [
+        "test",
+        "effect [95% CI]",
+        "per task",
+        "p",
+        "p (Holm)",
+        "pairing",
+        "detectable effect",
+        "outcome",
+    ]
+    rows = []
+    for test in result.tests:
+        c = test.comparison
+        detectable = f"{c.detectable:.3g}" if math.isfinite(c.detectable) else "none (too few seeds)"
+        rows.append(
+            [
+                test.text(),
+                f"{test.effect:+.3g} [{test.interval[0]:+.3g}, {test.interval[1]:+.3g}]",
+                ", ".join(f"{name.split('/')[0]} {value:+.3g}" for name, value in test.per_stratum.items()),
+                f"{c.p_value:.3g}",
+                f"{test.adjusted_p:.3g}",
+                "by seed" if c.paired else "unpaired",
+                detectable,
+                test.outcome,
+            ]
+        )
+    return header, rows
+
+
+def claims_table(results: list[ClaimResult]) -> tuple[list[str], list[list[str]]]:
+    """One row per claim: its verdict and what decided it."""
+    header = ["claim", "verdict", "tests holding", "runs", "seeds", "wall time"]
+    rows = []
+    for r in results:
+        seeds = sorted({run.seed for run in r.board.runs})
+        rows.append(
+            [
+                r.claim.key,
+                r.verdict,
+                f"{sum(t.holds for t in r.tests)}/{len(r.tests)}"
+                + (f" (missing: {', '.join(r.missing)})" if r.missing else ""),
+                f"{len(r.board.runs)}/{len(r.claim.suite.cells)}",
+                str(len(seeds)),
+                f"{r.seconds / 60:.1f} min",
+            ]
+        )
+    return header, rows
+
+
+CLAIMS_NOTES = [
+    "Each test is a permutation test at 5% (two-sided) of the mean difference over the suite's "
+    "strata (tasks): paired seed by seed when both estimators have the same seeds (same seed: same "
+    "warm start, eval prompts and eval sampling stream) and the pairs can reach 5%; against a number, "
+    "a sign-flip test of the runs' values minus it. Effect: of - than (or of - the number), with a "
+    "95% stratified-bootstrap interval; the interval describes, the test decides.",
+    "A claim holds when every one of its tests holds at 5% (an intersection-union test: no "
+    "correction is needed to say 'all of them'); it is contradicted when a test is significant in "
+    "the other direction after Holm's correction over the claim's tests; else it is inconclusive. "
+    "Each claim is its own hypothesis at 5%: over five claims, about one in four pages would show a "
+    "false 'holds' somewhere if none held.",
+    "Detectable effect: the smallest true effect the test finds with 80% power at 5% (t approximation "
+    "with the runs' own spread); 'none' where no outcome of these seed counts could reach 5%.",
+    "not_less / not_greater are non-inferiority tests: 'no lower' holds when of > than - margin "
+    "significantly, and is contradicted when of < than - margin significantly.",
+]
+
+
+def write_claims(
+    declared: ClaimsFile, results: list[ClaimResult], out: Path, command: str
+) -> dict[str, Path]:
+    """leaderboards/claims/: claims.md, index.html, claims.json, one plot per claim, and each claim
+    suite's leaderboard in a folder of its own."""
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017  py3.10
+    summary_header, summary_rows = claims_table(results)
+    used = sorted({p.metric for r in results for p in r.claim.predicates})
+    metric_notes = [f"{name}: {claims.METRICS[name].description}." for name in used]
+    sections_md, sections_html, records = [], [], []
+    for r in results:
+        plot = plots.plot_claim(r, out / f"{r.claim.key}.png") if r.values else None
+        board_link = ""
+        if r.board.runs:
+            try:
+                write(r.board, out / r.claim.key)
+                board_link = f"{r.claim.key}/index.html"
+            except leaderboard.NonFiniteCurve as exc:
+                board_link = f"(no leaderboard: {exc})"
+        header, rows = _test_rows(r)
+        facts = (
+            f"Suite `{r.claim.suite.name}`: {len(r.board.runs)}/{len(r.claim.suite.cells)} runs finished, "
+            f"{len({run.seed for run in r.board.runs})} seeds; source: {r.claim.source}."
+        )
+        sections_md.append(
+            "\n\n".join(
+                filter(
+                    None,
+                    [
+                        f"## {r.claim.title}",
+                        f"**Verdict: {r.verdict}.** {r.claim.statement}",
+                        facts,
+                        _markdown(header, rows) if rows else "",
+                        f"Missing: {', '.join(r.missing)}." if r.missing else "",
+                        f"![{r.claim.key}]({plot.name})" if plot else "",
+                        f"The suite's leaderboard: [{r.claim.key}/]({board_link})" if board_link else "",
+                    ],
+                )
+            )
+        )
+        sections_html.append(
+            f"<h2>{html.escape(r.claim.title)}</h2>"
+            f'<p><span class="{r.verdict}">Verdict: {r.verdict}.</span> {html.escape(r.claim.statement)}</p>'
+            f"<p>{html.escape(facts)}</p>"
+            + (_html_table(header, rows, "tests") if rows else "")
+            + (f"<p>Missing: {html.escape(', '.join(r.missing))}.</p>" if r.missing else "")
+            + (f'<figure><img src="{html.escape(plot.name)}" alt="{r.claim.key}"></figure>' if plot else "")
+            + (
+                f'<p>The suite\'s leaderboard: <a href="{board_link}">{r.claim.key}/</a></p>'
+                if board_link
+                else ""
+            )
+        )
+        records.append(
+            {
+                "claim": r.claim.key,
+                "title": r.claim.title,
+                "verdict": r.verdict,
+                "suite": r.claim.suite.name,
+                "runs": len(r.board.runs),
+                "cells": len(r.claim.suite.cells),
+                "seconds": r.seconds,
+                "missing": r.missing,
+                "tests": [
+                    {
+                        "test": t.text(),
+                        "effect": t.effect,
+                        "interval": list(t.interval),
+                        "per_stratum": t.per_stratum,
+                        "p_value": t.comparison.p_value,
+                        "holm_p_value": t.adjusted_p,
+                        "paired": t.comparison.paired,
+                        "detectable": t.comparison.detectable
+                        if math.isfinite(t.comparison.detectable)
+                        else None,
+                        "outcome": t.outcome,
+                    }
+                    for t in r.tests
+                ],
+                "values": r.values,
+            }
+        )
+    generated = f"Generated {stamp} by `{command}` from {results[0].board.tracking_uri if results else ''}."
+    notes = CLAIMS_NOTES + metric_notes
+    markdown = "\n\n".join(
+        [
+            f"# Claims: {declared.name}",
+            declared.description,
+            generated,
+            _markdown(summary_header, summary_rows),
+            "\n".join(f"- {n}" for n in notes),
+            *sections_md,
+        ]
+    )
+    paths = {"markdown": out / "claims.md", "html": out / "index.html", "json": out / "claims.json"}
+    paths["markdown"].write_text(markdown + "\n")
+    paths["html"].write_text(
+        _html_page(
+            f"advbench claims: {declared.name}",
+            f"<h1>Claims: {html.escape(declared.name)}</h1><p>{html.escape(declared.description)}</p>"
+            f"<p>{html.escape(generated)}</p>"
+            + _html_table(summary_header, summary_rows, "claims")
+            + f'<ul class="notes">{"".join(f"<li>{html.escape(n)}</li>" for n in notes)}</ul>'
+            + "".join(sections_html),
+        )
+    )
+    paths["json"].write_text(json.dumps({"name": declared.name, "claims": records}, indent=1) + "\n")
     return paths

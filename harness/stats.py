@@ -121,6 +121,28 @@ def improvement_interval(
     return _percentile_interval(np.mean(per_stratum, axis=0), level)
 
 
+def difference_interval(
+    x_strata: Strata,
+    y_strata: Strata,
+    rng: np.random.Generator,
+    paired: bool = False,
+    reps: int = REPS,
+    level: float = LEVEL,
+) -> tuple[float, float]:
+    """Stratified-bootstrap interval of the mean over strata of X - Y: ``compare``'s difference.
+    Paired: the per-seed differences resampled within each stratum; else X and Y independently."""
+    pairs = _paired(x_strata, y_strata)
+    if paired:
+        per_stratum = [(d := x - y)[rng.integers(0, d.size, (reps, d.size))].mean(axis=1) for x, y in pairs]
+    else:
+        per_stratum = [
+            x[rng.integers(0, x.size, (reps, x.size))].mean(axis=1)
+            - y[rng.integers(0, y.size, (reps, y.size))].mean(axis=1)
+            for x, y in pairs
+        ]
+    return _percentile_interval(np.mean(per_stratum, axis=0), level)
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A pooled statistic with its stratified-bootstrap confidence interval."""
