@@ -41,13 +41,15 @@ from advbench.harness.tracking import Tracker
 
 
 def run_suite(
-    workdir: Path, name: str, description: str, matrix: dict, overrides: dict
+    workdir: Path, name: str, description: str, matrix: dict, overrides: dict, experiment: str = ""
 ) -> tuple[Board, Tracker]:
     """Write a suite file into ``workdir``, run it there (an MLflow store beside it: cached on a
-    re-run) and read its board back, with the store it is in."""
+    re-run) and read its board back, with the store it is in. ``experiment`` (default: the
+    suite's name): suites in one experiment share the cells they have in common."""
     from advbench.harness.cli import main as advbench
 
-    overrides = {**overrides, "tracking": {"experiment": name}}
+    experiment = experiment or name
+    overrides = {**overrides, "tracking": {"experiment": experiment}}
     suite = {"name": name, "description": description, "reference": matrix["estimator"][0]}
     suite |= {"matrix": matrix, "overrides": overrides}
     path = workdir / f"{name}.yaml"
@@ -56,16 +58,16 @@ def run_suite(
     code = advbench(["suite", str(path), f"tracking.uri={uri}", f"cache_dir={workdir / 'cache'}"])
     if code:
         raise SystemExit(f"suite {name} failed (exit {code})")
-    tracker = Tracker(TrackingConfig(uri=uri, experiment=name))
+    tracker = Tracker(TrackingConfig(uri=uri, experiment=experiment))
     return leaderboard.collect(tracker, leaderboard.find_suite_run(tracker, name)), tracker
 
 
-def grpo_seeds(workdir: Path, name: str, seeds: int, shuffle: bool) -> Board:
+def grpo_seeds(workdir: Path, name: str, seeds: int, shuffle: bool, experiment: str = "") -> Board:
     what = "null: advantages shuffled within groups" if shuffle else "one estimator, to relabel"
     matrix = {"estimator": ["grpo"], "seed": list(range(seeds)), "model": ["tiny"], "task": ["arithmetic"]}
     trainer = {"steps": 60, "checkpoint_every": 0, "shuffle_advantages": shuffle}
     description = f"calibration ({what}), {seeds} seeds of GRPO on the tiny model, arithmetic, 60 steps"
-    return run_suite(workdir, name, description, matrix, {"trainer": trainer})[0]
+    return run_suite(workdir, name, description, matrix, {"trainer": trainer}, experiment)[0]
 
 
 def shrunk_smooth(values: np.ndarray, window: int = 3) -> np.ndarray:
@@ -124,6 +126,32 @@ def verdicts(board: Board) -> dict:
     }
 
 
+def family_verdicts(board: Board, labels: int, partitions: int) -> dict:
+    """One estimator's seeds dealt into ``labels`` labels of equal size, ``partitions`` random ways:
+    how often a page calls any of the labels compared with the reference "better" or "worse" (a
+    family-wise error: Holm over the labels - 1 comparisons must keep it at the level)."""
+    runs = sorted(board.runs, key=lambda r: r.seed)
+    size = len(runs) // labels
+    names = [chr(ord("A") + i) for i in range(labels)]
+    rng = np.random.default_rng(0)
+    any_false, per_row = [], []
+    for _ in range(partitions):
+        order = rng.permutation(len(runs))[: size * labels]
+        relabelled = [dataclasses.replace(runs[i], label=names[j // size]) for j, i in enumerate(order)]
+        split = Board(suite=board.suite, description="", reference="A", labels=names, runs=relabelled)
+        rows = [r for r in leaderboard.rank(split, seed=int(rng.integers(1 << 31))) if r.label != "A"]
+        called = [r.verdict in ("better", "worse") for r in rows]
+        any_false.append(any(called))
+        per_row.extend(called)
+    return {
+        "seeds": size * labels,
+        "labels": labels,
+        "partitions": partitions,
+        "family_false": float(np.mean(any_false)),
+        "row_false": float(np.mean(per_row)),
+    }
+
+
 def report(result: dict, command: str, seconds: float) -> str:
     p, v, level = result["protocol"], result["verdicts"], 1 - stats.LEVEL
     return f"""
@@ -157,6 +185,21 @@ Stated level {level:.0%}. The splits share their runs, so they are not independe
 rate says what this one set of seeds gives under every labelling. Median smallest detectable
 difference in peak pass@1 at {v["seeds"] // 2} against {v["seeds"] // 2} seeds: {v["detectable_median"]:.3f}
 (the seeds' peaks spread with a standard deviation of {v["peak_sd"]:.3f}).
+""" + (_family_report(result["family"], level) if "family" in result else "")
+
+
+def _family_report(f: dict, level: float) -> str:
+    return f"""
+Several labels at once: {f["seeds"]} seeds of plain GRPO dealt into {f["labels"]} labels of \
+{f["seeds"] // f["labels"]} in {f["partitions"]} random ways, each page comparing {f["labels"] - 1} labels \
+with the reference (Holm over them); any "better" or "worse" is false:
+
+| error | rate |
+|---|---|
+| family-wise: a page with any false verdict | {f["family_false"]:.1%} |
+| per comparison | {f["row_false"]:.1%} |
+
+Stated family-wise level {level:.0%}.
 """
 
 
@@ -166,12 +209,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--workdir", type=Path, default=Path("calibration-runs"))
     parser.add_argument("--results", type=Path, help="append the tables to this Markdown file")
     parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument(
+        "--labels", type=int, default=0, help="also deal --family-seeds GRPO seeds into this many labels"
+    )
+    parser.add_argument("--family-seeds", type=int, default=18)
+    parser.add_argument("--partitions", type=int, default=200)
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     null = grpo_seeds(args.workdir.resolve(), "calibration-null", args.seeds, shuffle=True)
     grpo = grpo_seeds(args.workdir.resolve(), "calibration-grpo", args.seeds, shuffle=False)
     result = {"protocol": protocol(null), "verdicts": verdicts(grpo)}
+    if args.labels:  # the first --seeds of these are the runs above (same cells): only the rest run
+        family = grpo_seeds(
+            args.workdir.resolve(), "calibration-family", args.family_seeds, False, "calibration-grpo"
+        )
+        result["family"] = family_verdicts(family, args.labels, args.partitions)
     seconds = time.perf_counter() - start
     command = "python benchmarks/calibration.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     text = report(result, command, seconds)

@@ -356,6 +356,22 @@ CLAIMS_NOTES = [
 ]
 
 
+def _budget_note(results: list[ClaimResult]) -> list[str]:
+    """How the runs ended at their budget: a turned peak, still rising, or no detectable gain."""
+    runs = list({run.run_id: run for r in results for run in r.board.runs}.values())
+    if not runs:
+        return []
+    turned = sum(r.summary.gain_detected and not r.summary.still_rising for r in runs)
+    rising = sum(r.summary.still_rising for r in runs)
+    none = sum(not r.summary.gain_detected for r in runs)
+    return [
+        f"Budget: of the {len(runs)} distinct runs, {turned} ({turned / len(runs):.0%}) reached a peak "
+        f"that turned, {rising} ({rising / len(runs):.0%}) were still rising at their last eval and "
+        f"{none} ({none / len(runs):.0%}) had no detectable gain (time_to_peak counts those at the "
+        "last eval)."
+    ]
+
+
 def write_claims(
     declared: ClaimsFile, results: list[ClaimResult], out: Path, command: str
 ) -> dict[str, Path]:
@@ -440,7 +456,7 @@ def write_claims(
             }
         )
     generated = f"Generated {stamp} by `{command}` from {results[0].board.tracking_uri if results else ''}."
-    notes = CLAIMS_NOTES + metric_notes
+    notes = CLAIMS_NOTES + metric_notes + _budget_note(results)
     markdown = "\n\n".join(
         [
             f"# Claims: {declared.name}",

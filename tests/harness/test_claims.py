@@ -291,6 +291,7 @@ def test_the_claims_page_has_every_verdict_effect_interval_and_plot(tmp_path):
         assert f"**Verdict: {verdict}.**" in markdown
     assert "peak_pass_at_1(strong) > peak_pass_at_1(ref)" in markdown and "detectable effect" in markdown
     assert "[+0." in markdown  # an effect's interval
+    assert "Budget: of the 15 distinct runs" in markdown  # by run id: the hand-made ids repeat per task
     page = json.loads(paths["json"].read_text())
     assert [c["verdict"] for c in page["claims"]] == ["holds", "contradicted", "holds"]
     assert all((tmp_path / f"{key}.png").stat().st_size > 10_000 for key in ("up", "down", "band"))
