@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,10 @@ class Task:
         """Verify one completion. A verifier that raises, returns no finite number, or takes longer
         than ``task.verifier_timeout`` seconds costs the sample a zero and a counted error, never the run."""
         try:
-            with time_limit(self.cfg.verifier_timeout):
+            # countdown's verifier compiles the model's text: "(1, 2)(3)" warns "'tuple' object is not
+            # callable" on the user's terminal, about text that is only being scored
+            with time_limit(self.cfg.verifier_timeout), warnings.catch_warnings():
+                warnings.simplefilter("ignore", SyntaxWarning)
                 value = float(self._score_fn(self.extract_answer(completion), prompt.entry))
         except Exception:  # VerifierTimeout included
             return Score(reward=0.0, correct=False, error=True)

@@ -1,5 +1,6 @@
 import json
 import time
+import warnings
 
 import pytest
 from hypothesis import given, settings
@@ -87,6 +88,11 @@ def test_tagged_answers_and_partial_credit(tmp_path):
     assert not partial.correct and 0 < partial.reward < 1
     binary = ReasoningGymTask(TaskConfig(**{**cfg.__dict__, "reward": "binary"}), tmp_path)
     assert binary.score(prompt, "<answer>1+1</answer>").reward == 0.0
+    # the verifier compiles the text: "(1, 2)(3)" would warn on the user's terminal; scored quietly
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not task.score(prompt, "<answer>(1, 2)(3)</answer>").correct
+    assert not [w for w in caught if issubclass(w.category, SyntaxWarning)]
 
 
 def test_a_failing_verifier_costs_a_zero_not_the_run(tmp_path):
