@@ -321,7 +321,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
             console.print(f"[bold]claim {escape(claim.key)}[/]: suite {escape(claim.suite.name)}")
             _, tracker, parent, _, failures = _run_loaded_suite(claim.suite, args.ray)
             failed += len(failures)
-        result = claims.run_claim(claim, tracker, parent, seconds=time.perf_counter() - start)
+        seconds = 0.0 if args.no_run else time.perf_counter() - start  # --no-run: nothing was run
+        result = claims.run_claim(claim, tracker, parent, seconds=seconds)
         results.append(result)
         console.print(f"claim {escape(claim.key)}: [bold]{result.verdict}[/]")
     from advbench.harness import report

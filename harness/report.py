@@ -332,7 +332,7 @@ def claims_table(results: list[ClaimResult]) -> tuple[list[str], list[list[str]]
                 + (f" (missing: {', '.join(r.missing)})" if r.missing else ""),
                 f"{len(r.board.runs)}/{len(r.claim.suite.cells)}",
                 str(len(seeds)),
-                f"{r.seconds / 60:.1f} min",
+                f"{r.seconds / 60:.1f} min" if r.seconds else "not run here (--no-run)",
             ]
         )
     return header, rows
@@ -372,6 +372,82 @@ def _budget_note(results: list[ClaimResult]) -> list[str]:
     ]
 
 
+def _claim_record(r: ClaimResult) -> dict:
+    """A claim's verdict, tests and per-run values as claims.json holds them."""
+    return {
+        "claim": r.claim.key,
+        "title": r.claim.title,
+        "verdict": r.verdict,
+        "suite": r.claim.suite.name,
+        "runs": len(r.board.runs),
+        "cells": len(r.claim.suite.cells),
+        "seconds": r.seconds,
+        "missing": r.missing,
+        "tests": [
+            {
+                "test": t.text(),
+                "effect": t.effect,
+                "interval": list(t.interval),
+                "per_stratum": t.per_stratum,
+                "p_value": t.comparison.p_value,
+                "holm_p_value": t.adjusted_p,
+                "paired": t.comparison.paired,
+                "detectable": t.comparison.detectable if math.isfinite(t.comparison.detectable) else None,
+                "outcome": t.outcome,
+            }
+            for t in r.tests
+        ],
+        "values": r.values,
+    }
+
+
+def _claim_section(r: ClaimResult, out: Path) -> tuple[str, str]:
+    """A claim's part of the page (Markdown, HTML): verdict, tests, plot, and its suite's leaderboard
+    written beside it."""
+    plot = plots.plot_claim(r, out / f"{r.claim.key}.png") if r.values else None
+    board_link = ""
+    if r.board.runs:
+        try:
+            write(r.board, out / r.claim.key)
+            board_link = f"{r.claim.key}/index.html"
+        except leaderboard.NonFiniteCurve as exc:
+            board_link = f"(no leaderboard: {exc})"
+    header, rows = _test_rows(r)
+    facts = (
+        f"Suite `{r.claim.suite.name}`: {len(r.board.runs)}/{len(r.claim.suite.cells)} runs finished, "
+        f"{len({run.seed for run in r.board.runs})} seeds; source: {r.claim.source}."
+    )
+    missing = f"Missing: {', '.join(r.missing)}." if r.missing else ""
+    markdown = "\n\n".join(
+        filter(
+            None,
+            [
+                f"## {r.claim.title}",
+                f"**Verdict: {r.verdict}.** {r.claim.statement}",
+                facts,
+                _markdown(header, rows) if rows else "",
+                missing,
+                f"![{r.claim.key}]({plot.name})" if plot else "",
+                f"The suite's leaderboard: [{r.claim.key}/]({board_link})" if board_link else "",
+            ],
+        )
+    )
+    page = (
+        f"<h2>{html.escape(r.claim.title)}</h2>"
+        f'<p><span class="{r.verdict}">Verdict: {r.verdict}.</span> {html.escape(r.claim.statement)}</p>'
+        f"<p>{html.escape(facts)}</p>"
+        + (_html_table(header, rows, "tests") if rows else "")
+        + (f"<p>{html.escape(missing)}</p>" if missing else "")
+        + (f'<figure><img src="{html.escape(plot.name)}" alt="{r.claim.key}"></figure>' if plot else "")
+        + (
+            f'<p>The suite\'s leaderboard: <a href="{board_link}">{r.claim.key}/</a></p>'
+            if board_link
+            else ""
+        )
+    )
+    return markdown, page
+
+
 def write_claims(
     declared: ClaimsFile, results: list[ClaimResult], out: Path, command: str
 ) -> dict[str, Path]:
@@ -382,79 +458,7 @@ def write_claims(
     summary_header, summary_rows = claims_table(results)
     used = sorted({p.metric for r in results for p in r.claim.predicates})
     metric_notes = [f"{name}: {claims.METRICS[name].description}." for name in used]
-    sections_md, sections_html, records = [], [], []
-    for r in results:
-        plot = plots.plot_claim(r, out / f"{r.claim.key}.png") if r.values else None
-        board_link = ""
-        if r.board.runs:
-            try:
-                write(r.board, out / r.claim.key)
-                board_link = f"{r.claim.key}/index.html"
-            except leaderboard.NonFiniteCurve as exc:
-                board_link = f"(no leaderboard: {exc})"
-        header, rows = _test_rows(r)
-        facts = (
-            f"Suite `{r.claim.suite.name}`: {len(r.board.runs)}/{len(r.claim.suite.cells)} runs finished, "
-            f"{len({run.seed for run in r.board.runs})} seeds; source: {r.claim.source}."
-        )
-        sections_md.append(
-            "\n\n".join(
-                filter(
-                    None,
-                    [
-                        f"## {r.claim.title}",
-                        f"**Verdict: {r.verdict}.** {r.claim.statement}",
-                        facts,
-                        _markdown(header, rows) if rows else "",
-                        f"Missing: {', '.join(r.missing)}." if r.missing else "",
-                        f"![{r.claim.key}]({plot.name})" if plot else "",
-                        f"The suite's leaderboard: [{r.claim.key}/]({board_link})" if board_link else "",
-                    ],
-                )
-            )
-        )
-        sections_html.append(
-            f"<h2>{html.escape(r.claim.title)}</h2>"
-            f'<p><span class="{r.verdict}">Verdict: {r.verdict}.</span> {html.escape(r.claim.statement)}</p>'
-            f"<p>{html.escape(facts)}</p>"
-            + (_html_table(header, rows, "tests") if rows else "")
-            + (f"<p>Missing: {html.escape(', '.join(r.missing))}.</p>" if r.missing else "")
-            + (f'<figure><img src="{html.escape(plot.name)}" alt="{r.claim.key}"></figure>' if plot else "")
-            + (
-                f'<p>The suite\'s leaderboard: <a href="{board_link}">{r.claim.key}/</a></p>'
-                if board_link
-                else ""
-            )
-        )
-        records.append(
-            {
-                "claim": r.claim.key,
-                "title": r.claim.title,
-                "verdict": r.verdict,
-                "suite": r.claim.suite.name,
-                "runs": len(r.board.runs),
-                "cells": len(r.claim.suite.cells),
-                "seconds": r.seconds,
-                "missing": r.missing,
-                "tests": [
-                    {
-                        "test": t.text(),
-                        "effect": t.effect,
-                        "interval": list(t.interval),
-                        "per_stratum": t.per_stratum,
-                        "p_value": t.comparison.p_value,
-                        "holm_p_value": t.adjusted_p,
-                        "paired": t.comparison.paired,
-                        "detectable": t.comparison.detectable
-                        if math.isfinite(t.comparison.detectable)
-                        else None,
-                        "outcome": t.outcome,
-                    }
-                    for t in r.tests
-                ],
-                "values": r.values,
-            }
-        )
+    sections = [_claim_section(r, out) for r in results]
     generated = f"Generated {stamp} by `{command}` from {results[0].board.tracking_uri if results else ''}."
     notes = CLAIMS_NOTES + metric_notes + _budget_note(results)
     markdown = "\n\n".join(
@@ -464,7 +468,7 @@ def write_claims(
             generated,
             _markdown(summary_header, summary_rows),
             "\n".join(f"- {n}" for n in notes),
-            *sections_md,
+            *(md for md, _ in sections),
         ]
     )
     paths = {"markdown": out / "claims.md", "html": out / "index.html", "json": out / "claims.json"}
@@ -476,8 +480,9 @@ def write_claims(
             f"<p>{html.escape(generated)}</p>"
             + _html_table(summary_header, summary_rows, "claims")
             + f'<ul class="notes">{"".join(f"<li>{html.escape(n)}</li>" for n in notes)}</ul>'
-            + "".join(sections_html),
+            + "".join(page for _, page in sections),
         )
     )
+    records = [_claim_record(r) for r in results]
     paths["json"].write_text(json.dumps({"name": declared.name, "claims": records}, indent=1) + "\n")
     return paths
