@@ -88,7 +88,9 @@ def test_a_bad_suite_is_refused_with_the_file_and_the_key(tmp_path, text, messag
 
 def test_an_unknown_suite_name_lists_the_shipped_ones():
     with pytest.raises(
-        ConfigError, match="suites: difficulty, fade-probes, gpu-50m, leaderboard-gpu, sign-axis, smoke"
+        ConfigError,
+        match="suites: claim-difficulty, claim-fade, claim-mismatch, claim-rank, claim-sign, difficulty, "
+        "fade-probes, gpu-50m, leaderboard-gpu, sign-axis, smoke",
     ):
         load_suite("nope")
 
