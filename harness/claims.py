@@ -304,12 +304,12 @@ def load_claims(
             or not entry.predicates
         ):
             raise ConfigError(f"{at}: 'suite' and a non-empty list 'predicates' are required")
+        if only and key not in only:
+            continue  # its suite is not expanded: overrides meant for the chosen claims may not fit it
         suite = load_suite(str(entry.suite), overrides)
         predicates = [
             _predicate(p, suite.labels, f"{at}, predicate {i + 1}") for i, p in enumerate(entry.predicates)
         ]
-        if only and key not in only:
-            continue
         if seeds:
             suite = keep_seeds(suite, seeds)
         claims.append(

@@ -41,7 +41,10 @@ def test_the_seed_claims_load_and_share_their_cells():
 
 
 def test_only_and_seeds_reduce_the_run():
-    declared = load_claims("seeds", ["trainer.steps=7"], only=["fade-headline"], seeds=2)
+    # trainer.group_size=4 would make claim-rank's variants one config; only the chosen claim expands
+    declared = load_claims(
+        "seeds", ["trainer.steps=7", "trainer.group_size=4"], only=["fade-headline"], seeds=2
+    )
     (claim,) = declared.claims
     assert len(claim.suite.cells) == 2 * 2 * 2  # estimators x tasks x seeds
     assert {cfg.trainer.steps for cfg in claim.suite.cells} == {7}
