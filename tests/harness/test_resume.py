@@ -104,7 +104,19 @@ def test_sigkill_at_random_points_then_rerun_matches_the_uninterrupted_run(tmp_p
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         assert "resuming MLflow run" in rerun.stderr, f"kill {kill} left nothing to resume"
         resumed_from.append(int(rerun.stderr.split("after step ")[1].split()[0]))
-        assert finished_history(db) == reference, f"kill {kill} (resumed after step {resumed_from[-1]})"
+        history = finished_history(db)
+        where = f"kill {kill} (resumed after step {resumed_from[-1]})"
+        # Every metric at the same steps; values equal up to float32 rounding: an eval computed in
+        # another process can differ in the 7th digit (CI, 2026-11-30: step 0's eval entropy
+        # 1.7849102 against 1.7849107, every training metric identical). A resume that broke the
+        # run's state moves the values by far more than that.
+        assert {k: [s for s, _ in v] for k, v in history.items()} == {
+            k: [s for s, _ in v] for k, v in reference.items()
+        }, where
+        for key, points in history.items():
+            assert [v for _, v in points] == pytest.approx(
+                [v for _, v in reference[key]], rel=1e-5, abs=1e-6
+            ), f"{where}: {key}"
         assert not path.exists()  # a finished run removes its checkpoint
     print("resumed after steps:", resumed_from)
     assert len(set(resumed_from)) >= 3
