@@ -49,7 +49,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from advbench.harness import stats
 from advbench.harness.config import ConfigError, load_yaml, search_path
-from advbench.harness.leaderboard import Board, CellRun
+from advbench.harness.leaderboard import Board, CellRun, aligned
 from advbench.harness.metrics import smooth
 from advbench.harness.suites import Suite, load_suite
 
@@ -413,18 +413,6 @@ def _stratum_name(stratum: tuple[str, str]) -> str:
     return "/".join(stratum)
 
 
-def _values(
-    board: Board, label: str, metric: str, history: History
-) -> dict[tuple[str, str], dict[int, float]]:
-    """Per stratum, seed -> the metric of the label's run."""
-    fn = METRICS[metric].value
-    return {
-        stratum: {run.seed: fn(run, history) for run in board.of(label, stratum)}
-        for stratum in board.strata
-        if board.of(label, stratum)
-    }
-
-
 def _test(
     board: Board,
     predicate: Predicate,
@@ -433,25 +421,22 @@ def _test(
     history: History,
     rng: np.random.Generator,
 ) -> Test | None:
-    """One test of ``predicate``: against ``than``'s runs, or against the number ``bound``."""
-    xs = _values(board, predicate.of, predicate.metric, history)
+    """One test of ``predicate``: against ``than``'s runs (paired as the leaderboard pairs), or
+    against the number ``bound`` (a sign-flip test of the runs' values minus it)."""
+    fn = METRICS[predicate.metric].value
+
+    def value(run: CellRun) -> float:
+        return fn(run, history)
+
     if predicate.than is not None:
-        ys = _values(board, predicate.than, predicate.metric, history)
-        common = [s for s in xs if s in ys]
-        if not common:
-            return None
-        same = all(sorted(xs[s]) == sorted(ys[s]) for s in common)
-        x = [np.array([xs[s][k] for k in sorted(xs[s])]) for s in common]
-        y = [np.array([ys[s][k] for k in sorted(ys[s])]) for s in common]
-        pairs = sum(a.size for a in x)
-        paired = same and stats.smallest_sign_flip_p(pairs) <= ALPHA
+        common, x, y, paired = aligned(board, predicate.of, predicate.than, ALPHA, value)
     else:
-        common = list(xs)
-        if not common:
-            return None
-        x = [np.array([xs[s][k] for k in sorted(xs[s])]) for s in common]
+        common = [s for s in board.strata if board.of(predicate.of, s)]
+        x = board.strata_of(predicate.of, value)
         y = [np.full(a.size, bound, dtype=float) for a in x]
         paired = True
+    if not common:
+        return None
     shift = direction * predicate.margin if predicate.relation.startswith("not_") else 0.0
     comparison = stats.compare([a + shift for a in x], y, rng, paired=paired, alpha=ALPHA)
     interval = stats.difference_interval(x, y, rng, paired=paired)

@@ -284,10 +284,21 @@ def shared_strata(board: Board, x: str, y: str) -> list[tuple[str, str]]:
 
 def compare(board: Board, x: str, y: str, rng: np.random.Generator, alpha: float) -> stats.Comparison:
     """Peak pass@1 of label x against label y over their shared strata, its smallest detectable
-    difference at ``alpha``. Paired seed by seed when every shared stratum has the same seeds (same
-    seed: same eval prompts and eval sampling stream) and there are enough pairs to reach alpha."""
+    difference at ``alpha`` (paired as ``aligned`` decides)."""
+    _, xs, ys, paired = aligned(board, x, y, alpha)
+    return stats.compare(xs, ys, rng, paired=paired, alpha=alpha)
+
+
+def aligned(
+    board: Board, x: str, y: str, alpha: float, value: Callable[[CellRun], float] | None = None
+) -> tuple[list[tuple[str, str]], list[np.ndarray], list[np.ndarray], bool]:
+    """Labels x and y on their shared strata: those strata, each label's ``value`` per run (default
+    peak pass@1) seed-ordered within each stratum, and whether to pair them seed by seed: when every
+    shared stratum has the same seeds for both (same seed: same eval prompts and eval sampling
+    stream) and there are enough pairs to reach alpha."""
+    value = value or _peak
     common = shared_strata(board, x, y)
-    runs = {label: _by_seed(board, label, common) for label in (x, y)}
+    runs = {label: [sorted(board.of(label, s), key=lambda r: r.seed) for s in common] for label in (x, y)}
     same_seeds = all(
         [r.seed for r in a] == [r.seed for r in b] for a, b in zip(runs[x], runs[y], strict=True)
     )
@@ -295,16 +306,8 @@ def compare(board: Board, x: str, y: str, rng: np.random.Generator, alpha: float
     # pairs its smallest p is 1/8): chosen from the seed counts alone, never from the outcomes.
     pairs = sum(len(group) for group in runs[x])
     paired = same_seeds and stats.smallest_sign_flip_p(pairs) <= alpha
-    return stats.compare(_peaks(runs[x]), _peaks(runs[y]), rng, paired=paired, alpha=alpha)
-
-
-def _by_seed(board: Board, label: str, strata: list[tuple[str, str]]) -> list[list[CellRun]]:
-    """The label's runs in each of ``strata``, ordered by seed."""
-    return [sorted(board.of(label, s), key=lambda r: r.seed) for s in strata]
-
-
-def _peaks(groups: list[list[CellRun]]) -> list[np.ndarray]:
-    return [np.array([_peak(r) for r in group]) for group in groups]
+    xs, ys = ([np.array([value(r) for r in group]) for group in runs[label]] for label in (x, y))
+    return common, xs, ys, paired
 
 
 def _judge(board: Board, rows: list[Row], reference: str | None, rng: np.random.Generator) -> None:
@@ -320,8 +323,7 @@ def _judge(board: Board, rows: list[Row], reference: str | None, rng: np.random.
             compared.append(row)
     for row in compared:  # detectable differences at Holm's first step, alpha / m
         row.comparison = compare(board, row.label, reference, rng, alpha / len(compared))
-        common = shared_strata(board, row.label, reference)
-        x, y = (_peaks(_by_seed(board, label, common)) for label in (row.label, reference))
+        _, x, y, _ = aligned(board, row.label, reference, alpha)
         row.improvement = stats.probability_of_improvement(x, y)
         row.improvement_ci = stats.improvement_interval(x, y, rng)
     for row, adjusted in zip(compared, stats.holm([r.comparison.p_value for r in compared]), strict=True):

@@ -422,7 +422,7 @@ class RunState:
         checkpoint.restore_rng(saved["rng"])
         if run.geometry:
             # the checkpoint loads onto the CPU; the gradients it is compared with are on the model's device
-            device = next(run.policy.model.parameters()).device
+            device = run.policy.device
             run.geometry.previous = {name: grad.to(device) for name, grad in saved["geometry"].items()}
         return cls(
             step=saved["step"],
