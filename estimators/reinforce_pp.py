@@ -28,6 +28,8 @@ from advbench.estimators.registry import AdvantageBatch, NoParams, TrainingSigna
 class ReinforcePPParams:
     gamma: float = 1.0  # discount from the last token backwards
     kl_coef: float = 0.0  # KL to the reference folded into the token rewards; 0 = off (verl's form)
+    # the whitening's variance over N response tokens divides by N; True: by N - 1 (verl's masked_whiten)
+    unbiased: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.gamma <= 1:
@@ -48,7 +50,7 @@ def reinforce_pp(
 ) -> torch.Tensor:
     """REINFORCE++: discounted returns of the outcome reward (and KL), whitened over the batch's tokens."""
     if params.gamma == 1.0 and params.kl_coef == 0:  # every token of a completion has the return r_i
-        return whiten_completions(batch.rewards, batch.valid, batch.response_mask)
+        return whiten_completions(batch.rewards, batch.valid, batch.response_mask, unbiased=params.unbiased)
     weights = token_weights(batch.valid, batch.response_mask)
     # The outcome reward sits on each response's last token.
     tokens_after = weights.flip(-1).cumsum(-1).flip(-1) - weights
@@ -62,7 +64,7 @@ def reinforce_pp(
     for t in reversed(range(token_rewards.shape[-1])):  # G_t = r_t + gamma G_{t+1}
         running = token_rewards[..., t] + params.gamma * running
         returns[..., t] = running
-    return whiten_tokens(returns * (weights > 0), weights)
+    return whiten_tokens(returns * (weights > 0), weights, unbiased=params.unbiased)
 
 
 @register("reinforce_pp_baseline", source="arXiv 2501.03262 [peer]", token_level=True)
@@ -75,7 +77,11 @@ def reinforce_pp_baseline(
 
 
 def whiten_completions(
-    values: torch.Tensor, valid: torch.Tensor, response_mask: torch.Tensor | None, eps: float = 1e-8
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    response_mask: torch.Tensor | None,
+    eps: float = 1e-8,
+    unbiased: bool = False,
 ) -> torch.Tensor:
     """whiten_tokens for a value constant over each completion's tokens ([P, G]), in O(P G) work.
 
@@ -86,5 +92,5 @@ def whiten_completions(
     counts = mask.sum(-1, dtype=values.dtype)
     total = counts.sum().clamp(min=1.0)
     mean = (values * counts).sum() / total
-    std = ((((values - mean) ** 2) * counts).sum() / total).sqrt()
+    std = ((((values - mean) ** 2) * counts).sum() / (total - 1 if unbiased else total).clamp(min=1.0)).sqrt()
     return torch.where(mask, ((values - mean) / (std + eps)).unsqueeze(-1), 0.0)

@@ -21,6 +21,20 @@ def test_reinforce_pp_discounted_returns_whitened_over_tokens():
     assert torch.allclose(out[0, 1], torch.tensor([whitened[3], 0.0, 0.0]), atol=1e-5)
 
 
+def test_reinforce_pp_unbiased_whitening_divides_by_n_minus_1():
+    # verl's masked_whiten: both paths (gamma 1 per completion; gamma < 1 per token) honour it
+    lengths = torch.tensor([[3, 1]])
+    batch = AdvantageBatch(torch.tensor([[1.0, 0.0]]), lengths=lengths, response_mask=_mask(lengths, 3))
+    for gamma, values in [
+        (1.0, torch.tensor([1.0, 1.0, 1.0, 0.0])),
+        (0.5, torch.tensor([0.25, 0.5, 1.0, 0.0])),
+    ]:
+        out = estimators.get("reinforce_pp")(batch, gamma=gamma, unbiased=True)
+        whitened = (values - values.mean()) / values.std(unbiased=True)
+        assert torch.allclose(out[0, 0], whitened[:3], atol=1e-5)
+        assert torch.allclose(out[0, 1, 0], whitened[3], atol=1e-5)
+
+
 def test_reinforce_pp_baseline_group_centred_then_whitened():
     lengths = torch.tensor([[3, 1]])
     batch = AdvantageBatch(torch.tensor([[1.0, 0.0]]), lengths=lengths, response_mask=_mask(lengths, 3))
