@@ -267,9 +267,14 @@ def _rank(board):
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from advbench.harness import leaderboard, report
 
+    if args.runs:
+        args.experiment = args.experiment or args.suite
     name, tracker = _tracker_for(args.suite, args)
     try:
-        board = leaderboard.collect(tracker, leaderboard.find_suite_run(tracker, name))
+        if args.runs:
+            board = leaderboard.collect_trainer_runs(tracker, args.reference)
+        else:
+            board = leaderboard.collect(tracker, leaderboard.find_suite_run(tracker, name))
         ranking = _rank(board)
         if ranking is None:
             return 2
@@ -486,6 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", help="output folder (default leaderboards/SUITE)")
     board.add_argument("--tracking-uri", help="MLflow tracking URI (default: the suite's)")
     board.add_argument("--experiment", help="MLflow experiment (default: the suite's)")
+    board.add_argument(
+        "--runs",
+        action="store_true",
+        help="SUITE names an MLflow experiment of TRL runs made with advbench's adapter (README, "
+        "'Beyond one machine'): rank those instead of a suite's cells",
+    )
+    board.add_argument("--reference", help="with --runs: the label compared against (default: the first)")
     board.set_defaults(func=cmd_leaderboard, overrides=[])
     chk = sub.add_parser("check", help="run a suite and compare it with a stored baseline")
     add_suite_arguments(chk)

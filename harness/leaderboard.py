@@ -125,26 +125,75 @@ def collect_cells(tracker: Any, cells: list[dict[str, Any]]) -> tuple[list[CellR
         if found is None:
             missing.append(cell)
             continue
-        run_id = found.info.run_id
-        client = tracker.client
-        steps, pass_at_1 = metric_history(client, run_id, "eval/pass_at_1")
-        _, balance = metric_history(client, run_id, "axes/sign_balance")
-        _, difficulty = metric_history(client, run_id, "axes/mean_difficulty")
+        runs.append(read_run(tracker.client, found, cell["label"], cell["task"], cell["model"], cell["seed"]))
+    return runs, missing
+
+
+def read_run(client: Any, run: Any, label: str, task: str, model: str, seed: Any) -> CellRun:
+    """A finished MLflow run as a board's cell: its summary and the curves the plots need."""
+    run_id = run.info.run_id
+    steps, pass_at_1 = metric_history(client, run_id, "eval/pass_at_1")
+    _, balance = metric_history(client, run_id, "axes/sign_balance")
+    _, difficulty = metric_history(client, run_id, "axes/mean_difficulty")
+    return CellRun(
+        label=label,
+        task=task,
+        model=model,
+        seed=int(seed),
+        run_id=run_id,
+        summary=RunSummary.from_metrics(run.data.metrics),
+        eval_steps=steps,
+        pass_at_1=pass_at_1,
+        sign_balance=balance,
+        mean_difficulty=difficulty,
+    )
+
+
+TRAINERS = ("trl",)  # runs of other trainers advbench's leaderboard reads (harness/adapters)
+
+
+def collect_trainer_runs(tracker: Any, reference: str | None = None) -> Board:
+    """The finished runs of other trainers in ``tracker``'s experiment, as one board.
+
+    A TRL run made with ``harness.adapters.trl.AdvbenchEval`` logs advbench's own metric names,
+    per-prompt counts and summary, and the tags read here (label, task, model, seed): every column
+    fills as for a suite's run. A label's runs on one (task, model) are its seeds there.
+    """
+    experiment = tracker.cfg.experiment
+    found = tracker.client.search_runs(
+        [tracker.experiment_id],
+        filter_string="attributes.status = 'FINISHED' and tags.`advbench.trainer` != ''",
+        max_results=10_000,
+    )
+    runs = []
+    for run in found:
+        tags = run.data.tags
+        if tags.get("advbench.trainer") not in TRAINERS or "summary/peak_pass_at_1" not in run.data.metrics:
+            continue  # a run of another trainer, or one that ended before its summary
         runs.append(
-            CellRun(
-                label=cell["label"],
-                task=cell["task"],
-                model=cell["model"],
-                seed=int(cell["seed"]),
-                run_id=run_id,
-                summary=RunSummary.from_metrics(found.data.metrics),
-                eval_steps=steps,
-                pass_at_1=pass_at_1,
-                sign_balance=balance,
-                mean_difficulty=difficulty,
+            read_run(
+                tracker.client, run, *(tags[f"advbench.{key}"] for key in ("label", "task", "model", "seed"))
             )
         )
-    return runs, missing
+    if not runs:
+        raise LookupError(
+            f"no finished run of {', '.join(TRAINERS)} with advbench's evaluation in MLflow experiment "
+            f"'{experiment}' at {tracker.cfg.uri} (a TRL run logs it with harness.adapters.trl.AdvbenchEval)"
+        )
+    labels = sorted({run.label for run in runs})
+    if reference is not None and reference not in labels:
+        raise LookupError(
+            f"reference '{reference}' has no run in '{experiment}'; labels: {', '.join(labels)}"
+        )
+    return Board(
+        suite=experiment,
+        description=f"runs of {', '.join(sorted({r.data.tags['advbench.trainer'] for r in found}))} "
+        f"in MLflow experiment '{experiment}'",
+        reference=reference or labels[0],
+        labels=labels,
+        runs=sorted(runs, key=lambda r: (r.label, r.task, r.model, r.seed)),
+        tracking_uri=tracker.cfg.uri,
+    )
 
 
 def command_overrides(command: str) -> list[str]:
