@@ -494,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument(
         "--runs",
         action="store_true",
-        help="SUITE names an MLflow experiment of TRL runs made with advbench's adapter (README, "
+        help="SUITE names an MLflow experiment of TRL runs (advbench's adapter) or verl runs (README, "
         "'Beyond one machine'): rank those instead of a suite's cells",
     )
     board.add_argument("--reference", help="with --runs: the label compared against (default: the first)")

@@ -7,15 +7,21 @@ intervals and the probability of improvement over the suite's reference. The num
 page (Markdown, HTML, plots under ``leaderboards/SUITE/``) is harness/report.py's.
 
 Strata are the suite's (task, model) pairs; seeds are the samples within a stratum.
+
+``collect_trainer_runs`` builds the same board from other trainers' runs in one experiment: TRL
+runs made with advbench's adapter (its own metric names) and verl runs (through a mapping of
+verl's names, with the columns they cannot fill named: ``Board.unfilled``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,6 +70,8 @@ class Board:
     missing: list[dict[str, Any]] = field(default_factory=list)  # cells without a finished run
     tracking_uri: str = ""
     overrides: list[str] = field(default_factory=list)  # key=value given to `advbench suite` for every cell
+    # columns (by the start of their header) that these runs cannot fill, and why (other trainers' runs)
+    unfilled: dict[str, str] = field(default_factory=dict)
 
     @property
     def strata(self) -> list[tuple[str, str]]:
@@ -149,7 +157,16 @@ def read_run(client: Any, run: Any, label: str, task: str, model: str, seed: Any
     )
 
 
-TRAINERS = ("trl",)  # runs of other trainers advbench's leaderboard reads (harness/adapters)
+TRAINERS = ("trl", "verl")  # runs of other trainers advbench's leaderboard reads (harness/adapters)
+# What a verl run's MLflow metrics cannot give (verl logs its validation as means over samples).
+VERL_UNFILLED = {
+    "gain over start": "it is cross-fitted over per-prompt counts, which verl does not log",
+    "final pass@": "verl logs best@N as a bootstrap over its samples, not the unbiased pass@k",
+    "time-to-peak": "its tolerance is the paired per-prompt standard error; verl logs no per-prompt counts",
+    "step of peak": "as time-to-peak",
+    "entropy": "verl logs the training batch's entropy (actor/entropy), not an eval's",
+}
+VERL_PASS_AT_1 = re.compile(r"^val-core/(?P<source>.+)/(?P<var>acc|reward)/mean_at_(?P<n>\d+)$")
 
 
 def collect_trainer_runs(tracker: Any, reference: str | None = None) -> Board:
@@ -157,28 +174,28 @@ def collect_trainer_runs(tracker: Any, reference: str | None = None) -> Board:
 
     A TRL run made with ``harness.adapters.trl.AdvbenchEval`` logs advbench's own metric names,
     per-prompt counts and summary, and the tags read here (label, task, model, seed): every column
-    fills as for a suite's run. A label's runs on one (task, model) are its seeds there.
+    fills as for a suite's run. A verl run (``trainer.logger=[mlflow]``) is read through
+    ``verl_run``; the columns it cannot fill are the board's ``unfilled``, which the page names.
+    A label's runs on one (task, model) are its seeds there.
     """
     experiment = tracker.cfg.experiment
     found = tracker.client.search_runs(
-        [tracker.experiment_id],
-        filter_string="attributes.status = 'FINISHED' and tags.`advbench.trainer` != ''",
-        max_results=10_000,
+        [tracker.experiment_id], filter_string="attributes.status = 'FINISHED'", max_results=10_000
     )
-    runs = []
-    for run in found:
+    runs, trainers = [], set()
+    for run in sorted(found, key=lambda r: r.info.start_time):
         tags = run.data.tags
-        if tags.get("advbench.trainer") not in TRAINERS or "summary/peak_pass_at_1" not in run.data.metrics:
-            continue  # a run of another trainer, or one that ended before its summary
-        runs.append(
-            read_run(
-                tracker.client, run, *(tags[f"advbench.{key}"] for key in ("label", "task", "model", "seed"))
-            )
-        )
+        if tags.get("advbench.trainer") == "trl" and "summary/peak_pass_at_1" in run.data.metrics:
+            keys = ("label", "task", "model", "seed")
+            runs.append(read_run(tracker.client, run, *(tags[f"advbench.{key}"] for key in keys)))
+            trainers.add("trl")
+        elif "algorithm/adv_estimator" in run.data.params and (cell := verl_run(tracker.client, run, runs)):
+            runs.append(cell)
+            trainers.add("verl")
     if not runs:
         raise LookupError(
-            f"no finished run of {', '.join(TRAINERS)} with advbench's evaluation in MLflow experiment "
-            f"'{experiment}' at {tracker.cfg.uri} (a TRL run logs it with harness.adapters.trl.AdvbenchEval)"
+            f"no finished run of TRL (with advbench's evaluation, harness.adapters.trl.AdvbenchEval) or "
+            f"of verl (with validation) in MLflow experiment '{experiment}' at {tracker.cfg.uri}"
         )
     labels = sorted({run.label for run in runs})
     if reference is not None and reference not in labels:
@@ -187,13 +204,53 @@ def collect_trainer_runs(tracker: Any, reference: str | None = None) -> Board:
         )
     return Board(
         suite=experiment,
-        description=f"runs of {', '.join(sorted({r.data.tags['advbench.trainer'] for r in found}))} "
-        f"in MLflow experiment '{experiment}'",
+        description=f"runs of {' and '.join(sorted(trainers))} in MLflow experiment '{experiment}'",
         reference=reference or labels[0],
         labels=labels,
         runs=sorted(runs, key=lambda r: (r.label, r.task, r.model, r.seed)),
         tracking_uri=tracker.cfg.uri,
+        unfilled=VERL_UNFILLED if "verl" in trainers else {},
     )
+
+
+def verl_run(client: Any, run: Any, earlier: list[CellRun], window: int = 3) -> CellRun | None:
+    """A verl run as a board's cell, or None without validation metrics.
+
+    Mapping: label = ``algorithm.adv_estimator`` (advbench's prefix dropped), with ``+<loss_mode>``
+    unless verl's vanilla loss; task = the validation data source (``advbench/`` dropped); model =
+    the last part of ``actor_rollout_ref.model.path``; seed = ``data.seed`` (unset: the run's place
+    among the label's earlier runs there). pass@1 curve = ``val-core/<source>/acc/mean@N`` (or its
+    ``reward``, verl's fallback for a reward function without ``acc``), with the smoothed peak of
+    DESIGN.md's protocol; the rest of the summary is what ``VERL_UNFILLED`` does not name (the
+    fields it names hold placeholders that neither the page nor ``summary_json`` shows).
+    """
+    params = run.data.params
+    curves = [m for key in run.data.metrics if (m := VERL_PASS_AT_1.match(key))]
+    if not curves:
+        return None
+    chosen = min(curves, key=lambda m: (m["var"] != "acc", m["source"]))
+    steps, curve = metric_history(client, run.info.run_id, chosen.string)
+    loss = params.get("actor_rollout_ref/actor/policy_loss/loss_mode", "vanilla")
+    label = params["algorithm/adv_estimator"].removeprefix("advbench_")
+    label += "" if loss == "vanilla" else "+" + loss.removeprefix("advbench_")
+    task = chosen["source"].removeprefix("advbench/")
+    model = Path(params.get("actor_rollout_ref/model/path", "unknown")).name
+    seed = params.get("data/seed", "None")
+    if not seed.lstrip("-").isdigit():
+        seed = sum(1 for r in earlier if (r.label, r.task, r.model) == (label, task, model))
+    smoothed = smooth(curve, window)
+    summary = RunSummary(
+        initial_pass_at_1=float(curve[0]),
+        peak_pass_at_1=float(smoothed.max()),
+        peak_tolerance=0.0,
+        gain=float(smoothed.max() - curve[0]),  # not cross-fitted: for the ranking's arithmetic, never shown
+        gain_detected=False,
+        still_rising=False,
+        final_entropy=0.0,  # unknown (VERL_UNFILLED): never shown
+        final_pass_at_k={1: float(curve[-1])},
+    )
+    empty = np.array([], dtype=float)
+    return CellRun(label, task, model, int(seed), run.info.run_id, summary, steps, curve, empty, empty)
 
 
 def command_overrides(command: str) -> list[str]:
@@ -409,19 +466,29 @@ def smallest_detectable(rows: list[Row]) -> float | None:
 
 
 def summary_json(board: Board, rows: list[Row]) -> dict[str, Any]:
-    """Per estimator label, the numbers ``advbench check`` compares (means over seeds and strata)."""
+    """Per estimator label, the numbers ``advbench check`` compares (means over seeds and strata);
+    None for what the board's runs cannot give (``Board.unfilled``)."""
+    hidden = {
+        "gain over start": "gain",
+        "final pass@": "final_pass_at_kmax",
+        "time-to-peak": "time_to_peak_step",
+    }
+    blank = {hidden[column] for column in board.unfilled if column in hidden}
+    numbers = {
+        row.label: {
+            "peak_pass_at_1": round(row.peak_mean, 6),
+            "gain": round(row.gain.value, 6),
+            "final_pass_at_1": round(row.final_pass_at_1, 6),
+            "final_pass_at_kmax": round(row.final_pass_at_kmax.value, 6),
+            "time_to_peak_step": row.time_to_peak[0],
+            "seeds": row.seeds,
+        }
+        for row in rows
+    }
     return {
         "suite": board.suite,
         "estimators": {
-            row.label: {
-                "peak_pass_at_1": round(row.peak_mean, 6),
-                "gain": round(row.gain.value, 6),
-                "final_pass_at_1": round(row.final_pass_at_1, 6),
-                "final_pass_at_kmax": round(row.final_pass_at_kmax.value, 6),
-                "time_to_peak_step": row.time_to_peak[0],
-                "seeds": row.seeds,
-            }
-            for row in rows
+            label: {k: (None if k in blank else v) for k, v in n.items()} for label, n in numbers.items()
         },
     }
 

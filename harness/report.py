@@ -81,7 +81,18 @@ def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[s
                 f"{row.entropy:.3f}",
             ]
         )
-    return header, table
+    return header, _unfilled(board, header, table)
+
+
+def _unfilled(board: Board, header: list[str], table: list[list[str]]) -> list[list[str]]:
+    """The table with the columns its runs cannot fill (``board.unfilled``) as "n/a" (the plain
+    "final pass@1", the curve's last point, is always filled)."""
+    blank = [
+        i
+        for i, column in enumerate(header)
+        if column.startswith(tuple(board.unfilled)) and column != "final pass@1"
+    ]
+    return [[("n/a" if i in blank else cell) for i, cell in enumerate(row)] for row in table]
 
 
 def cells_table(board: Board) -> tuple[list[str], list[list[str]]]:
@@ -105,7 +116,7 @@ def cells_table(board: Board) -> tuple[list[str], list[list[str]]]:
                     r.run_id,
                 ]
             )
-    return header, table
+    return header, _unfilled(board, header, table)
 
 
 def _markdown(header: list[str], table: list[list[str]]) -> str:
@@ -179,6 +190,12 @@ def _notes(board: Board, rows: list[Row]) -> list[str]:
         notes.append(
             f"{len(board.missing)} cell(s) have no finished run and are left out: "
             + ", ".join(f"{c['label']}/{c['task']}/{c['model']}/s{c['seed']}" for c in board.missing)
+        )
+    if board.unfilled:
+        notes.append(
+            "Columns these runs cannot fill (n/a): "
+            + "; ".join(f"{column}: {why}" for column, why in board.unfilled.items())
+            + "."
         )
     for label, strata in missing_strata(board).items():
         notes.append(

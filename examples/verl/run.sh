@@ -6,7 +6,7 @@
 #   python examples/verl/make_data.py task=countdown --out data/countdown
 #   MODEL=/models/qwen2.5-1.5b ESTIMATOR=fade LOSS=drpo bash examples/verl/run.sh trainer.n_gpus_per_node=8
 # Hyperparameters: ADVBENCH_VERL_PARAMS='{"estimator": {"fade": {"ema": 0.05}}}' (verl's processes
-# inherit it); advbench's leaderboard does not read verl's runs yet (README, "Beyond one machine").
+# inherit it). Then: advbench leaderboard verl-runs --runs --tracking-uri "$MLFLOW_TRACKING_URI".
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 data="${DATA:-data/countdown}"
@@ -22,5 +22,5 @@ exec python -m verl.trainer.main_ppo \
     custom_reward_function.path="$here/reward.py" custom_reward_function.name=compute_score \
     trainer.logger='["console","mlflow"]' trainer.project_name="${EXPERIMENT:-verl-runs}" \
     trainer.experiment_name="${ESTIMATOR:-fade}-${LOSS:-drpo}" trainer.val_before_train=true \
-    trainer.test_freq=10 trainer.total_training_steps="${STEPS:-150}" \
+    trainer.test_freq=10 trainer.total_training_steps="${STEPS:-150}" data.seed="${SEED:-0}" \
     "$@"

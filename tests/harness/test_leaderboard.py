@@ -224,3 +224,57 @@ def test_a_page_of_overridden_runs_says_so(tmp_path):
         "Run with overrides"
         not in report.write(three_estimators(), tmp_path / "plain")["markdown"].read_text()
     )
+
+
+def test_verl_runs_are_read_through_the_mapping_and_the_page_names_what_they_cannot_fill(tmp_path):
+    """MLflow runs as verl's logger writes them ("@" as "_at_", params flattened with "/"), read by
+    `advbench leaderboard EXPERIMENT --runs`."""
+    import mlflow
+
+    from advbench.harness.config import TrackingConfig
+    from advbench.harness.tracking import Tracker
+
+    cfg = TrackingConfig(
+        uri=f"sqlite:///{tmp_path}/verl.db", experiment="verl-runs", artifact_root=str(tmp_path)
+    )
+    tracker = Tracker(cfg)
+    mlflow.set_tracking_uri(cfg.uri)
+    curves = {"fade": [0.20, 0.30, 0.42, 0.45, 0.44], "grpo": [0.20, 0.25, 0.30, 0.31, 0.30]}
+    for estimator, curve in curves.items():
+        for seed in (0, 1, "None"):
+            with mlflow.start_run(experiment_id=tracker.experiment_id) as run:
+                params = {"algorithm/adv_estimator": f"advbench_{estimator}", "data/seed": seed}
+                params["actor_rollout_ref/model/path"] = "/models/qwen2.5-1.5b"
+                params["actor_rollout_ref/actor/policy_loss/loss_mode"] = "advbench_drpo"
+                mlflow.log_params(params)
+                for step, value in enumerate(curve):
+                    shift = 0.01 * (seed if seed != "None" else 2)
+                    mlflow.log_metric(
+                        "val-core/advbench/countdown/acc/mean_at_8", value + shift, step=10 * step
+                    )
+                    mlflow.log_metric("val-core/advbench/countdown/acc/best_at_8/mean", 0.9, step=10 * step)
+                    mlflow.log_metric("actor/entropy", 1.0, step=10 * step)
+            assert run.info.run_id
+    with mlflow.start_run(experiment_id=tracker.experiment_id):  # verl without validation: left out
+        mlflow.log_params({"algorithm/adv_estimator": "grpo"})
+    board = leaderboard.collect_trainer_runs(tracker, reference="grpo+drpo")
+    assert board.labels == ["fade+drpo", "grpo+drpo"] and len(board.runs) == 6
+    fade = board.of("fade+drpo")
+    assert [r.seed for r in fade] == [0, 1, 2]  # data.seed unset: numbered after the label's earlier runs
+    assert {(r.task, r.model) for r in fade} == {("countdown", "qwen2.5-1.5b")}
+    assert fade[0].eval_steps.tolist() == [0, 10, 20, 30, 40]
+    # the smoothed peak (window 3): max of the centred means, never the raw maximum
+    assert fade[0].summary.peak_pass_at_1 == pytest.approx((0.42 + 0.45 + 0.44) / 3)
+    assert fade[0].summary.initial_pass_at_1 == pytest.approx(0.20)
+    rows = leaderboard.rank(board)
+    header, table = report.ranking_table(board, rows)
+    values = dict(zip(header, table[0], strict=True))
+    assert values["time-to-peak (median step)"] == "n/a" and values["entropy"] == "n/a"
+    assert values["final pass@1"] != "n/a" and values["peak pass@1 IQM [95% CI]"] != "n/a"
+    paths = report.write(board, tmp_path / "page", rows)
+    text = paths["markdown"].read_text()
+    assert "Columns these runs cannot fill (n/a): gain over start: it is cross-fitted" in text
+    assert "verl logs no per-prompt counts" in text
+    numbers = json.loads(paths["json"].read_text())["estimators"]["fade+drpo"]
+    assert numbers["gain"] is None and numbers["time_to_peak_step"] is None
+    assert numbers["peak_pass_at_1"] > 0.4
