@@ -402,8 +402,12 @@ def build_trainer(
 
     call = AdvantageCall(cfg.estimator, cfg.estimator_params.get(cfg.estimator))  # fails before any loading
     Tracker(cfg.tracking)  # the experiment, created with the config's artifact root if new
+    import mlflow
+
+    # transformers' MLflow callback reads the environment; mlflow's own setting, when a caller made one, wins
     os.environ["MLFLOW_TRACKING_URI"] = cfg.tracking.uri
     os.environ["MLFLOW_EXPERIMENT_NAME"] = cfg.tracking.experiment
+    mlflow.set_tracking_uri(cfg.tracking.uri)
     task = tasks.build(cfg.task, cfg.cache_dir)
     path = cfg.model.path or str(warmstart.load_tiny(cfg.model, task, cfg.cache_dir))
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")

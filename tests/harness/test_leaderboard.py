@@ -229,8 +229,6 @@ def test_a_page_of_overridden_runs_says_so(tmp_path):
 def test_verl_runs_are_read_through_the_mapping_and_the_page_names_what_they_cannot_fill(tmp_path):
     """MLflow runs as verl's logger writes them ("@" as "_at_", params flattened with "/"), read by
     `advbench leaderboard EXPERIMENT --runs`."""
-    import mlflow
-
     from advbench.harness.config import TrackingConfig
     from advbench.harness.tracking import Tracker
 
@@ -238,25 +236,29 @@ def test_verl_runs_are_read_through_the_mapping_and_the_page_names_what_they_can
         uri=f"sqlite:///{tmp_path}/verl.db", experiment="verl-runs", artifact_root=str(tmp_path)
     )
     tracker = Tracker(cfg)
-    mlflow.set_tracking_uri(cfg.uri)
+    client = tracker.client
     curves = {"fade": [0.20, 0.30, 0.42, 0.45, 0.44], "grpo": [0.20, 0.25, 0.30, 0.31, 0.30]}
     for estimator, curve in curves.items():
         for seed in (0, 1, "None"):
-            with mlflow.start_run(experiment_id=tracker.experiment_id) as run:
-                params = {"algorithm/adv_estimator": f"advbench_{estimator}", "data/seed": seed}
-                params["actor_rollout_ref/model/path"] = "/models/qwen2.5-1.5b"
-                params["actor_rollout_ref/actor/policy_loss/loss_mode"] = "advbench_drpo"
-                mlflow.log_params(params)
-                for step, value in enumerate(curve):
-                    shift = 0.01 * (seed if seed != "None" else 2)
-                    mlflow.log_metric(
-                        "val-core/advbench/countdown/acc/mean_at_8", value + shift, step=10 * step
-                    )
-                    mlflow.log_metric("val-core/advbench/countdown/acc/best_at_8/mean", 0.9, step=10 * step)
-                    mlflow.log_metric("actor/entropy", 1.0, step=10 * step)
-            assert run.info.run_id
-    with mlflow.start_run(experiment_id=tracker.experiment_id):  # verl without validation: left out
-        mlflow.log_params({"algorithm/adv_estimator": "grpo"})
+            run_id = client.create_run(tracker.experiment_id).info.run_id
+            params = {"algorithm/adv_estimator": f"advbench_{estimator}", "data/seed": seed}
+            params["actor_rollout_ref/model/path"] = "/models/qwen2.5-1.5b"
+            params["actor_rollout_ref/actor/policy_loss/loss_mode"] = "advbench_drpo"
+            for key, value in params.items():
+                client.log_param(run_id, key, value)
+            shift = 0.01 * (seed if seed != "None" else 2)
+            for step, value in enumerate(curve):
+                client.log_metric(
+                    run_id, "val-core/advbench/countdown/acc/mean_at_8", value + shift, step=10 * step
+                )
+                client.log_metric(
+                    run_id, "val-core/advbench/countdown/acc/best_at_8/mean", 0.9, step=10 * step
+                )
+                client.log_metric(run_id, "actor/entropy", 1.0, step=10 * step)
+            client.set_terminated(run_id)
+    run_id = client.create_run(tracker.experiment_id).info.run_id  # verl without validation: left out
+    client.log_param(run_id, "algorithm/adv_estimator", "grpo")
+    client.set_terminated(run_id)
     board = leaderboard.collect_trainer_runs(tracker, reference="grpo+drpo")
     assert board.labels == ["fade+drpo", "grpo+drpo"] and len(board.runs) == 6
     fade = board.of("fade+drpo")
