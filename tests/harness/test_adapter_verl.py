@@ -188,3 +188,16 @@ def test_bad_input_is_refused_naming_the_choices(monkeypatch):
     adapter.register()  # good parameters register again over advbench's own entries
     with pytest.raises(ConfigError, match="not advbench's"):
         adapter._put(core_algos.ADV_ESTIMATOR_REGISTRY, "grpo", lambda: None)
+
+
+def test_verls_trainer_has_no_rollout_this_machine_can_run():
+    """Why verl's trainer is not run here: verl 0.9.1 samples only through rollout servers (vLLM,
+    SGLang, TensorRT-LLM), none of which installs on these CPU machines; its HF rollout is not wired
+    into the trainer. Should that change, this fails, and a CPU run of a few steps belongs here."""
+    import importlib.util
+
+    from verl.workers.rollout.replica import RolloutReplicaRegistry
+
+    backends = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt_llm"}
+    assert set(RolloutReplicaRegistry._registry) == set(backends)
+    assert [name for name, module in backends.items() if importlib.util.find_spec(module)] == []
