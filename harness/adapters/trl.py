@@ -245,6 +245,8 @@ class AdvbenchEval(TrainerCallback):
     ...), with the per-prompt correct counts as an artifact and, at the end, the run's summary (the
     time-to-peak protocol, ``evaluation.summarize``) and the tags ``advbench leaderboard --runs``
     reads: advbench.trainer, advbench.label, advbench.task, advbench.model, advbench.seed.
+    The main process generates alone, so the weights must be whole on it: DDP or ZeRO-1/2, not
+    ZeRO-3 or FSDP's sharded parameters (the other processes would wait at TRL's next collective).
     """
 
     def __init__(self, trainer: AdvbenchGRPOTrainer, task: Task, cfg: RunConfig, label: str | None = None):
