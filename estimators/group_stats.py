@@ -52,14 +52,11 @@ def token_weights(batch_valid: torch.Tensor, response_mask: torch.Tensor | None)
     return response_mask.to(torch.float32) * batch_valid.unsqueeze(-1)
 
 
-def whiten_tokens(
-    values: torch.Tensor, weights: torch.Tensor, eps: float = 1e-8, unbiased: bool = False
-) -> torch.Tensor:
-    """(x - mean) / (std + eps) over all weighted tokens of the batch; 0 where the weight is 0.
-    The variance divides by the token count N, or by N - 1 when ``unbiased`` (verl's masked_whiten)."""
+def whiten_tokens(values: torch.Tensor, weights: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / (std + eps) over all weighted tokens of the batch; 0 where the weight is 0."""
     total = weights.sum().clamp(min=1.0)
     mean = (values * weights).sum() / total
-    var = (((values - mean) ** 2) * weights).sum() / (total - 1 if unbiased else total).clamp(min=1.0)
+    var = (((values - mean) ** 2) * weights).sum() / total
     return (values - mean) / (var.sqrt() + eps) * (weights > 0)
 
 

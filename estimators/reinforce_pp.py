@@ -64,7 +64,11 @@ def reinforce_pp(
     for t in reversed(range(token_rewards.shape[-1])):  # G_t = r_t + gamma G_{t+1}
         running = token_rewards[..., t] + params.gamma * running
         returns[..., t] = running
-    return whiten_tokens(returns * (weights > 0), weights, unbiased=params.unbiased)
+    whitened = whiten_tokens(returns * (weights > 0), weights)
+    count = weights.sum()
+    if params.unbiased and count > 1:  # whiten_tokens divides the variance by N; verl by N - 1
+        whitened = whitened * torch.sqrt((count - 1) / count)
+    return whitened
 
 
 @register("reinforce_pp_baseline", source="arXiv 2501.03262 [peer]", token_level=True)
