@@ -111,7 +111,10 @@ def plot_axes_groups(groups: dict[str, list[Any]], out: Path, window: int = 5) -
     ax.set_xlabel("sign balance (M+ - M-) / (M+ + M-)   <- negative mass | positive mass ->")
     ax.set_ylabel("mean difficulty of the gradient mass (1 - pass rate)")
     ax.set_title("Gradient mass on the sign x difficulty plane (o start, ■ end)")
-    ax.legend(fontsize=8, loc="best")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="best")
+    else:  # e.g. verl's runs, which log no advantages' axes
+        ax.text(0.0, 0.5, "no run here logged the two axes", ha="center", va="center", color="grey")
     return _save(fig, out)
 
 
