@@ -4,6 +4,7 @@
     advbench list                            registered estimators, losses, tasks and models
     advbench suite SUITE [--ray [ADDR]]      run a suite's cells (skips finished ones, resumes died ones)
     advbench leaderboard SUITE               ranking with confidence intervals, plots, HTML and Markdown
+    advbench leaderboard EXPERIMENT --runs   the same for TRL and verl runs in an MLflow experiment
     advbench check SUITE --baseline FILE     run a suite, compare with a stored baseline; --update it
     advbench axes RUN                        plot a run's (or a parent's runs') sign x difficulty path
     advbench claims [FILE] [--only CLAIM]    run declared claims, write their verdicts (leaderboards/claims)
@@ -267,6 +268,8 @@ def _rank(board):
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from advbench.harness import leaderboard, report
 
+    if args.reference and not args.runs:
+        raise ConfigError("--reference chooses the label of --runs; a suite's reference is in its file")
     if args.runs:
         args.experiment = args.experiment or args.suite
     name, tracker = _tracker_for(args.suite, args)

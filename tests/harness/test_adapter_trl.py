@@ -189,6 +189,7 @@ def test_an_advbench_config_trains_in_trl_and_lands_on_the_leaderboard(fast_over
     assert "fade" in (out / "leaderboard.md").read_text() and (out / "pass_at_1.png").exists()
     with pytest.raises(LookupError, match="reference 'grpo' has no run in 'trl-runs'; labels: fade, rloo"):
         leaderboard.collect_trainer_runs(Tracker(cfg.tracking), reference="grpo")
+    assert main(["leaderboard", "trl-runs", "--reference", "fade", "--tracking-uri", cfg.tracking.uri]) == 2
 
 
 def test_losses_without_a_trl_equivalent_are_refused(fast_overrides, tmp_path):
