@@ -52,6 +52,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from advbench import estimators
+from advbench.estimators.registry import build_params
 from advbench.harness import losses
 from advbench.harness.adapters import AdvantageCall, Groups
 from advbench.harness.errors import ConfigError
@@ -136,10 +137,10 @@ def policy_loss_fn(
 ) -> Callable[..., tuple[torch.Tensor, dict]]:
     """verl's policy-loss signature around advbench's surrogate ``name`` (module docstring)."""
     loss = losses.get(name)
-    try:
-        base = loss.params(**dict(params or {}))
+    try:  # the same checks as a run's `loss` node: unknown names refused, values typed
+        base = build_params(loss.params, params, f"loss '{name}'")
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"loss '{name}': {exc}") from None
+        raise ConfigError(str(exc)) from None
 
     def compute(
         old_log_prob,

@@ -178,6 +178,11 @@ def test_bad_input_is_refused_naming_the_choices(monkeypatch):
     monkeypatch.setenv(adapter.PARAMS_ENV, json.dumps({"estimator": {"grpo": {"epsilon": 1}}}))
     with pytest.raises(ConfigError, match="has no hyperparameter 'epsilon'; its hyperparameters are: eps"):
         adapter.register()
+    monkeypatch.setenv(adapter.PARAMS_ENV, json.dumps({"loss": {"drpo": {"deltaa": 1.0}}}))
+    with pytest.raises(
+        ConfigError, match="loss 'drpo' has no hyperparameter 'deltaa'; its hyperparameters are"
+    ):
+        adapter.register()
     monkeypatch.setenv(adapter.PARAMS_ENV, json.dumps({"loss": {"ppo_clip": {}}}))
     with pytest.raises(ConfigError, match="advbench's losses in verl"):
         adapter.register()
