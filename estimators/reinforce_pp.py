@@ -50,7 +50,7 @@ def reinforce_pp(
 ) -> torch.Tensor:
     """REINFORCE++: discounted returns of the outcome reward (and KL), whitened over the batch's tokens."""
     if params.gamma == 1.0 and params.kl_coef == 0:  # every token of a completion has the return r_i
-        return whiten_completions(batch.rewards, batch.valid, batch.response_mask, unbiased=params.unbiased)
+        return _bessel(whiten_completions(batch.rewards, batch.valid, batch.response_mask), batch, params)
     weights = token_weights(batch.valid, batch.response_mask)
     # The outcome reward sits on each response's last token.
     tokens_after = weights.flip(-1).cumsum(-1).flip(-1) - weights
@@ -64,11 +64,18 @@ def reinforce_pp(
     for t in reversed(range(token_rewards.shape[-1])):  # G_t = r_t + gamma G_{t+1}
         running = token_rewards[..., t] + params.gamma * running
         returns[..., t] = running
-    whitened = whiten_tokens(returns * (weights > 0), weights)
-    count = weights.sum()
-    if params.unbiased and count > 1:  # whiten_tokens divides the variance by N; verl by N - 1
-        whitened = whitened * torch.sqrt((count - 1) / count)
-    return whitened
+    return _bessel(whiten_tokens(returns * (weights > 0), weights), batch, params)
+
+
+def _bessel(whitened: torch.Tensor, batch: AdvantageBatch, params: ReinforcePPParams) -> torch.Tensor:
+    """The whitening as verl's masked_whiten when ``unbiased``: variance over N - 1 tokens, not N
+    (both whitenings here divide by N, the N tokens that count: ``token_weights``)."""
+    if not params.unbiased:
+        return whitened
+    count = token_weights(batch.valid, batch.response_mask).sum()
+    if count <= 1:
+        return whitened
+    return whitened * torch.sqrt((count - 1) / count)
 
 
 @register("reinforce_pp_baseline", source="arXiv 2501.03262 [peer]", token_level=True)
@@ -81,11 +88,7 @@ def reinforce_pp_baseline(
 
 
 def whiten_completions(
-    values: torch.Tensor,
-    valid: torch.Tensor,
-    response_mask: torch.Tensor | None,
-    eps: float = 1e-8,
-    unbiased: bool = False,
+    values: torch.Tensor, valid: torch.Tensor, response_mask: torch.Tensor | None, eps: float = 1e-8
 ) -> torch.Tensor:
     """whiten_tokens for a value constant over each completion's tokens ([P, G]), in O(P G) work.
 
@@ -96,5 +99,5 @@ def whiten_completions(
     counts = mask.sum(-1, dtype=values.dtype)
     total = counts.sum().clamp(min=1.0)
     mean = (values * counts).sum() / total
-    std = ((((values - mean) ** 2) * counts).sum() / (total - 1 if unbiased else total).clamp(min=1.0)).sqrt()
+    std = ((((values - mean) ** 2) * counts).sum() / total).sqrt()
     return torch.where(mask, ((values - mean) / (std + eps)).unsqueeze(-1), 0.0)
