@@ -25,6 +25,7 @@ from pathlib import Path
 from calibration import run_suite
 
 from advbench.harness import plots
+from advbench.harness.evaluation import CORRECT_COUNTS
 from advbench.harness.metrics import time_to_peak
 from advbench.harness.tracking import Tracker
 
@@ -34,7 +35,7 @@ ESTIMATORS = ("grpo", "psr", "nsr", "fade")
 def eval_counts(tracker: Tracker, run_id: str) -> tuple[list[int], list[list[int]], int]:
     """(eval steps, per-prompt correct counts per eval, samples per prompt) as the run logged them."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(run_id, "eval_correct_counts.json", tmp)
+        path = tracker.client.download_artifacts(run_id, CORRECT_COUNTS, tmp)
         data = json.loads(Path(path).read_text())
     steps = sorted(int(step) for step in data["correct"])
     return steps, [data["correct"][str(step)] for step in steps], int(data["n"])

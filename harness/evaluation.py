@@ -7,6 +7,7 @@ disturbs the training randomness nor differs between runs that reach the same we
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -148,6 +149,20 @@ class EvalPoint:
     rollouts: int  # training completions generated so far
     tokens: int  # training tokens generated so far
     seconds: float  # wall-clock seconds of training so far (evals excluded)
+
+
+CORRECT_COUNTS = "eval_correct_counts.json"  # the artifact every run's evals leave (DESIGN.md: c_i per eval)
+
+
+def correct_counts(results: Sequence[EvalResult], prompts: Sequence[Prompt], n: int) -> str:
+    """The per-prompt correct counts of every eval so far, as the ``CORRECT_COUNTS`` artifact holds
+    them: any pass@k, area or bootstrap can be recomputed from it without sampling again."""
+    counts = {
+        "n": n,
+        "prompts": [p.text for p in prompts],
+        "correct": {str(r.step): r.correct for r in results},
+    }
+    return json.dumps(counts)
 
 
 SCALERL = ("scalerl_asymptote", "scalerl_c_mid_rollouts", "scalerl_efficiency")  # RunSummary's fields

@@ -157,7 +157,6 @@ def read_run(client: Any, run: Any, label: str, task: str, model: str, seed: Any
     )
 
 
-TRAINERS = ("trl", "verl")  # runs of other trainers advbench's leaderboard reads (harness/adapters)
 # What a verl run's MLflow metrics cannot give (verl logs its validation as means over samples).
 VERL_UNFILLED = {
     "gain over start": "it is cross-fitted over per-prompt counts, which verl does not log",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import random
 import time
 from collections import defaultdict
@@ -31,7 +30,14 @@ from advbench.estimators.group_stats import shuffle_within_groups
 from advbench.harness import checkpoint, losses, models, plugins, rollout, tasks, warmstart
 from advbench.harness.axes import two_axes
 from advbench.harness.config import RunConfig
-from advbench.harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
+from advbench.harness.evaluation import (
+    CORRECT_COUNTS,
+    EvalPoint,
+    EvalResult,
+    correct_counts,
+    evaluate,
+    summarize,
+)
 from advbench.harness.geometry import GeometryProbe
 from advbench.harness.metrics import RunSummary
 from advbench.harness.rollout import Rollout, SamplingParams, token_logprobs
@@ -445,9 +451,7 @@ def run_eval(run: Run, state: RunState, tracker: RunTracker | None, step: int) -
     if tracker:
         tracker.log_metrics(result.metrics(), step)
         tracker.log_jsonl(result.samples, f"eval_samples/step_{step:06d}.jsonl")
-        counts = {"n": cfg.eval.n, "prompts": [p.text for p in run.eval_prompts]}
-        counts["correct"] = {str(r.step): r.correct for r in state.evals}
-        tracker.log_text(json.dumps(counts), "eval_correct_counts.json")
+        tracker.log_text(correct_counts(state.evals, run.eval_prompts, cfg.eval.n), CORRECT_COUNTS)
 
 
 @dataclass

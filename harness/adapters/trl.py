@@ -55,10 +55,18 @@ from advbench.harness.adapters import AdvantageCall, Groups
 from advbench.harness.axes import two_axes
 from advbench.harness.config import RunConfig
 from advbench.harness.errors import ConfigError
-from advbench.harness.evaluation import EvalPoint, EvalResult, evaluate, summarize
+from advbench.harness.evaluation import (
+    CORRECT_COUNTS,
+    EvalPoint,
+    EvalResult,
+    correct_counts,
+    evaluate,
+    summarize,
+)
 from advbench.harness.models import Policy
 from advbench.harness.rollout import HFEngine
 from advbench.harness.tasks import Task
+from advbench.harness.tracking import RunTracker
 
 try:
     import trl
@@ -256,7 +264,7 @@ class AdvbenchEval(TrainerCallback):
         self.results: list[EvalResult] = []
         self.points: list[EvalPoint] = []
         self.summary = None
-        self.run_id: str | None = None
+        self.tracker: RunTracker | None = None
         self._eval_seconds, self._start = 0.0, time.perf_counter()
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -264,7 +272,8 @@ class AdvbenchEval(TrainerCallback):
 
         self._start = time.perf_counter()
         active = mlflow.active_run() if state.is_world_process_zero else None
-        self.run_id = active.info.run_id if active else None
+        # by id: TRL's MLflow callback may close the run before ``on_train_end`` reaches this one
+        self.tracker = RunTracker(mlflow.MlflowClient(), active.info.run_id) if active else None
         self._log(
             tags={
                 "advbench.trainer": "trl",
@@ -316,29 +325,20 @@ class AdvbenchEval(TrainerCallback):
             EvalPoint(state.global_step, self.trainer.rollouts, self.trainer.generated_tokens, seconds)
         )
         self._eval_seconds += time.perf_counter() - started
-        counts = {"n": cfg.eval.n, "prompts": [p.text for p in self.prompts]}
-        counts["correct"] = {str(r.step): r.correct for r in self.results}
-        self._log(
-            metrics=result.metrics(),
-            step=state.global_step,
-            text=(json.dumps(counts), "eval_correct_counts.json"),
-        )
+        self._log(metrics=result.metrics(), step=state.global_step)
+        if self.tracker:
+            self.tracker.log_text(correct_counts(self.results, self.prompts, cfg.eval.n), CORRECT_COUNTS)
 
-    def _log(self, metrics=None, step: int = 0, tags=None, text=None) -> None:
-        """To the run TRL opened (by id: TRL's callback may have closed it before ``on_train_end``)."""
-        if self.run_id is None:
+    def _log(
+        self, metrics: dict[str, float] | None = None, step: int = 0, tags: dict[str, str] | None = None
+    ):
+        """To the run TRL opened, through advbench's own run tracker (batched, retried)."""
+        if self.tracker is None:
             return
-        from mlflow import MlflowClient
-        from mlflow.entities import Metric, RunTag
-
-        stamp = int(time.time() * 1000)
-        MlflowClient().log_batch(
-            self.run_id,
-            metrics=[Metric(key, float(value), stamp, step) for key, value in (metrics or {}).items()],
-            tags=[RunTag(key, value) for key, value in (tags or {}).items()],
-        )
-        if text is not None:
-            MlflowClient().log_text(self.run_id, *text)
+        for key, value in (tags or {}).items():
+            self.tracker.set_tag(key, value)
+        self.tracker.log_metrics(metrics or {}, step)
+        self.tracker.flush()
 
 
 # advbench's loss aggregation -> TRL's loss_type (the same normaliser)

@@ -4,6 +4,7 @@ tiny model on the CPU, a few steps each."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -168,6 +169,7 @@ def test_an_advbench_config_trains_in_trl_and_lands_on_the_leaderboard(fast_over
     from advbench.harness import leaderboard
     from advbench.harness.adapters.trl import build_trainer
     from advbench.harness.cli import main
+    from advbench.harness.evaluation import CORRECT_COUNTS
     from advbench.harness.tracking import Tracker
 
     for estimator in ("rloo", "fade"):
@@ -181,6 +183,11 @@ def test_an_advbench_config_trains_in_trl_and_lands_on_the_leaderboard(fast_over
         assert ((cell.pass_at_1 >= 0) & (cell.pass_at_1 <= 1)).all() and len(cell.sign_balance) == 4
         assert cell.summary.initial_pass_at_1 == cell.pass_at_1[0] and cell.summary.k_max == 4
         assert (cell.task, cell.model, cell.seed) == ("arithmetic", "tiny", 0)
+        saved = Tracker(cfg.tracking).client.download_artifacts(
+            cell.run_id, CORRECT_COUNTS, str(tmp_path / cell.label)
+        )
+        counts = json.loads(Path(saved).read_text())  # what advbench's own runs leave: every eval's c_i
+        assert sorted(counts["correct"]) == ["0", "2", "4"] and counts["n"] == 4
     out = tmp_path / "page"
     assert (
         main(["leaderboard", "trl-runs", "--runs", "--tracking-uri", cfg.tracking.uri, "--out", str(out)])
