@@ -176,7 +176,7 @@ def load_policy(
     on_step: Callable[[int, float], None] | None = None,
 ) -> Policy:
     """The policy to train: the warm-started tiny model, or the local checkpoint at model.path."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     device = resolve_device(model_cfg.device)  # before any work: a cuda config fails here without CUDA
     if model_cfg.path:
@@ -185,10 +185,18 @@ def load_policy(
             raise ConfigError(f"config key 'model.path': no Hugging Face checkpoint (config.json) in {path}")
     else:
         path = load_tiny(model_cfg, task, cache_dir, on_step)
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[model_cfg.dtype])
     model.to(device)
     model.eval()
     return Policy(model=model, tokenizer=tokenizer, device=device, path=path, autocast=model_cfg.autocast)
+
+
+def load_tokenizer(path: str | os.PathLike[str]):
+    """The checkpoint's tokenizer as rollouts need it: left padding, and a pad token (EOS if none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer

@@ -182,7 +182,7 @@ class AdvbenchGRPOTrainer(GRPOTrainer):
             groups.grid(rewards),
             groups.grid(rewards >= self.correct_at, fill=False),
             groups.grid(tokens["response_mask"]),
-            {loss_type: ours for ours, loss_type in LOSS_TYPES.items()}.get(self.loss_type, "token_mean"),
+            AGGREGATION_OF.get(self.loss_type, "token_mean"),
             valid=groups.valid & groups.grid(valid, fill=False),
             trains=groups.grid(kept, fill=False),
         )
@@ -343,6 +343,7 @@ class AdvbenchEval(TrainerCallback):
 
 # advbench's loss aggregation -> TRL's loss_type (the same normaliser)
 LOSS_TYPES = {"token_mean": "dapo", "seq_mean_token_mean": "grpo", "seq_sum_const": "dr_grpo"}
+AGGREGATION_OF = {loss_type: ours for ours, loss_type in LOSS_TYPES.items()}  # for the two axes' weights
 
 
 def grpo_config(cfg: RunConfig, output_dir: str, world_size: int = 1, **overrides: Any) -> trl.GRPOConfig:
@@ -397,8 +398,6 @@ def build_trainer(
     task (train prompts and verifier), model (``model.path``, or the tiny model's warm start) and
     batch (``grpo_config``), with advbench's evaluation (``AdvbenchEval``) logging to the config's
     MLflow store and experiment, where ``advbench leaderboard EXPERIMENT --runs`` reads it."""
-    from transformers import AutoTokenizer
-
     from advbench.harness import tasks, warmstart
     from advbench.harness.tracking import Tracker
 
@@ -412,9 +411,7 @@ def build_trainer(
     mlflow.set_tracking_uri(cfg.tracking.uri)
     task = tasks.build(cfg.task, cfg.cache_dir)
     path = cfg.model.path or str(warmstart.load_tiny(cfg.model, task, cfg.cache_dir))
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = warmstart.load_tokenizer(path)
     dataset, reward = task_data(task, seed=cfg.seed)
     trainer = AdvbenchGRPOTrainer(
         model=str(path),
