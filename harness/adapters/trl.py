@@ -183,7 +183,7 @@ class AdvbenchGRPOTrainer(GRPOTrainer):
             groups.grid(rewards >= self.correct_at, fill=False),
             groups.grid(tokens["response_mask"]),
             AGGREGATION_OF.get(self.loss_type, "token_mean"),
-            valid=groups.valid & groups.grid(valid, fill=False),
+            valid=groups.grid(valid, fill=False),  # empty slots (fill) are invalid too
             trains=groups.grid(kept, fill=False),
         )
         for key, value in {
