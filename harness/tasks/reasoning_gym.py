@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import json
 import os
+import re
+from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +29,9 @@ class ReasoningGymTask(Task):
     """A reasoning-gym procedural dataset, scored by reasoning-gym's own ``score_answer``."""
 
     def __init__(self, cfg: TaskConfig, cache_dir: str | os.PathLike[str]) -> None:
-        import reasoning_gym
-
         super().__init__(cfg)
         try:
-            self._score_fn = reasoning_gym.get_score_answer_fn(cfg.dataset)
+            self._score_fn = FAST_SCORERS.get(cfg.dataset) or reasoning_gym_scorer(cfg.dataset)
         except Exception:
             raise ConfigError(
                 f"config key 'task.dataset': unknown reasoning-gym dataset '{cfg.dataset}'"
@@ -76,3 +79,68 @@ class ReasoningGymTask(Task):
     def _render(self, entry: dict[str, Any]) -> Prompt:
         text = self._format({**entry.get("metadata", {}), "question": entry["question"]})
         return Prompt(text=text, answer=str(entry["answer"]), entry=entry)
+
+
+# -- faster paths to reasoning-gym's own scores --------------------------------------------------
+# A scorer here returns exactly what reasoning-gym's score_answer returns for every answer (a test
+# compares them on generated and sampled answers); it only takes a cheaper road where that is safe.
+
+
+@functools.cache
+def reasoning_gym_scorer(dataset: str) -> Callable[[str | None, dict[str, Any]], float]:
+    """reasoning-gym's own score_answer for ``dataset`` (ValueError when it has none)."""
+    import reasoning_gym
+
+    return reasoning_gym.get_score_answer_fn(dataset)
+
+
+_ARITHMETIC = re.compile(r"[0-9+\-*/() ]+")
+_OPERATORS = {ast.Add: Fraction.__add__, ast.Sub: Fraction.__sub__, ast.Mult: Fraction.__mul__}
+
+
+def _exact_value(node: ast.AST) -> Fraction:
+    """The exact value of integers under + - * / and signs; ValueError for anything else."""
+    if isinstance(node, ast.Constant) and type(node.value) is int and node.value < 10**12:
+        return Fraction(node.value)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
+        value = _exact_value(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp):
+        left, right = _exact_value(node.left), _exact_value(node.right)
+        if isinstance(node.op, ast.Div):
+            if right == 0:
+                raise ValueError("division by zero: sympy's zoo and nan decide")
+            return left / right
+        if type(node.op) in _OPERATORS:
+            return _OPERATORS[type(node.op)](left, right)
+    raise ValueError(f"not plain arithmetic: {ast.dump(node)}")
+
+
+def _countdown_score(answer: str | None, entry: dict[str, Any]) -> float:
+    """reasoning-gym's countdown score_answer (0.01 no or unparsable answer, 0.05 wrong, 1.0 right)
+    without sympy for answers written in integers, + - * /, parentheses and spaces: sympy parses
+    those with Python's own grammar (a text Python cannot parse, sympy cannot either: 0.01) and
+    computes them exactly, as Fraction does here. ~0.3 ms of sympy per answer was half a countdown
+    eval (benchmarks/RESULTS.md). Any other answer goes to reasoning-gym."""
+    from reasoning_gym.games.countdown import _extract_ints
+
+    if answer is None or not answer.strip() or not _ARITHMETIC.fullmatch(answer) or "//" in answer:
+        return reasoning_gym_scorer("countdown")(answer, entry)
+    try:
+        tree = ast.parse(answer.strip(), mode="eval")  # sympy strips the text too
+    except SyntaxError:
+        return 0.01
+    except (RecursionError, MemoryError):
+        return reasoning_gym_scorer("countdown")(answer, entry)
+    try:
+        value = float(_exact_value(tree.body))
+    except (ValueError, RecursionError, OverflowError):
+        return reasoning_gym_scorer("countdown")(answer, entry)
+    if sorted(_extract_ints(answer)) != sorted(entry["metadata"]["numbers"]):
+        return 0.05
+    target = entry["metadata"]["target"]
+    # np.isclose(value, target, atol=1e-6) as numpy defines it (rtol 1e-5), for two finite numbers
+    return 1.0 if abs(value - target) <= 1e-6 + 1e-5 * abs(target) else 0.05
+
+
+FAST_SCORERS: dict[str, Callable[[str | None, dict[str, Any]], float]] = {"countdown": _countdown_score}

@@ -3,7 +3,7 @@ import time
 import warnings
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from advbench.harness.config import ConfigError, TaskConfig, load
@@ -32,6 +32,13 @@ def arithmetic(tmp_path, **changes) -> ReasoningGymTask:
     }
     cfg = TaskConfig(**fields)
     return ReasoningGymTask(cfg, tmp_path)
+
+
+def countdown_config(**changes) -> TaskConfig:
+    """The shipped countdown task (configs/task/countdown.yaml), small."""
+    (cfg,) = load(["task=countdown"])
+    fields = {**cfg.task.__dict__, "train_size": 20, "eval_size": 5}
+    return TaskConfig(**{**fields, **changes})
 
 
 def test_train_and_eval_prompts_are_disjoint_and_cached(tmp_path):
@@ -65,22 +72,7 @@ def test_scores_with_reasoning_gym(tmp_path):
 
 
 def test_tagged_answers_and_partial_credit(tmp_path):
-    cfg = TaskConfig(
-        name="countdown",
-        dataset="countdown",
-        template="{target}:{numbers}=",
-        answer_format="tagged",
-        params={
-            "min_numbers": 3,
-            "max_numbers": 3,
-            "min_value": 1,
-            "max_value": 20,
-            "min_target": 10,
-            "max_target": 60,
-        },
-        train_size=20,
-        eval_size=5,
-    )
+    cfg = countdown_config(answer_format="tagged")
     task = ReasoningGymTask(cfg, tmp_path)
     prompt = task.prompts("eval")[0]
     assert task.score(prompt, f"think... <answer>{prompt.answer}</answer>").correct
@@ -293,3 +285,94 @@ def test_the_configs_task_sources_are_the_registered_ones():
 
     (source,) = [f for f in dataclasses.fields(TaskConfig) if f.name == "source"]
     assert sorted(source.metadata["choices"]) == tasks.SOURCES.names() == ["code", "jsonl", "reasoning_gym"]
+
+
+# -- countdown's scorer without sympy: the same scores as reasoning-gym's -------------------------
+
+COUNTDOWN_ENTRY = {"metadata": {"numbers": [3, 5, 7], "target": 22}}
+
+
+def countdown_answers():
+    """Answers of the kind the fast path takes (integers, + - * /, parentheses, spaces) and beyond it."""
+    from hypothesis import strategies as st
+
+    numbers = st.sampled_from(["3", "5", "7", "0", "05", "12", "1_0", "2.5", "x"])
+    leaf = numbers | st.builds(lambda s, n: s + n, st.sampled_from(["-", "+", "--"]), numbers)
+    expressions = st.recursive(
+        leaf,
+        lambda inner: st.builds(
+            lambda a, op, b, wrap: f"({a}{op}{b})" if wrap else f"{a}{op}{b}",
+            inner,
+            st.sampled_from(["+", "-", "*", "/", " * ", "//", "**", ""]),
+            inner,
+            st.booleans(),
+        ),
+        max_leaves=6,
+    )
+    # one power at most: sympy computes 12**12**12 in full, and no time limit stops it in C
+    text = st.text(alphabet="0123456789+-*/() x.,", max_size=14).filter(lambda t: "**" not in t)
+    return (expressions | text).filter(lambda answer: answer.count("**") <= 1)
+
+
+@given(
+    answer=countdown_answers(),
+    numbers_from_answer=st.booleans(),
+    hit=st.booleans(),
+    target=st.integers(-9, 60),
+)
+@example(answer="7/2*2+3", numbers_from_answer=True, hit=True, target=0)  # exact, not floor, division
+@example(answer="(3-5)/(7-7)", numbers_from_answer=True, hit=False, target=0)  # sympy's zoo
+@settings(max_examples=800, deadline=None)
+def test_countdown_fast_score_is_reasoning_gyms(answer, numbers_from_answer, hit, target):
+    """Entries made to reach every branch: the answer's own numbers, and its own value (by sympy) as
+    the target, or not."""
+    from reasoning_gym.games.countdown import _extract_ints
+    from sympy.parsing.sympy_parser import parse_expr
+
+    from advbench.harness.tasks.reasoning_gym import FAST_SCORERS, reasoning_gym_scorer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        if hit:
+            try:
+                value = float(parse_expr(answer))
+                target = int(value) if value == int(value) else target
+            except Exception:
+                pass
+        numbers = _extract_ints(answer) if numbers_from_answer else [3, 5, 7]
+        entry = {"metadata": {"numbers": numbers, "target": target}}
+        expected = reasoning_gym_scorer("countdown")(answer, entry)
+        assert FAST_SCORERS["countdown"](answer, entry) == expected
+
+
+@pytest.mark.parametrize(
+    "answer, score",
+    [
+        ("3*5+7", 1.0),  # right
+        ("7 + 5*3", 1.0),  # spaces, precedence
+        ("((3)*5)+7", 1.0),
+        ("3*(5+7)", 0.05),  # the numbers, a wrong value
+        ("3+5", 0.05),  # not every number
+        ("3/0+5+7", 0.01),  # sympy's zoo cannot be a float: reasoning-gym's 0.01, through its own path
+        ("05+3+7", 0.01),  # a leading zero does not parse
+        ("", 0.01),
+        (None, 0.01),
+    ],
+)
+def test_countdown_fast_score_by_hand(answer, score):
+    from advbench.harness.tasks.reasoning_gym import FAST_SCORERS, reasoning_gym_scorer
+
+    assert FAST_SCORERS["countdown"](answer, COUNTDOWN_ENTRY) == score
+    assert reasoning_gym_scorer("countdown")(answer, COUNTDOWN_ENTRY) == score
+
+
+def test_countdown_task_scores_its_real_answers_as_reasoning_gym_does(tmp_path):
+    """Every eval prompt's gold answer and a wrong variant of it, through the task."""
+    from advbench.harness.tasks.reasoning_gym import reasoning_gym_scorer
+
+    task = ReasoningGymTask(countdown_config(eval_size=64), tmp_path)
+    slow = reasoning_gym_scorer("countdown")
+    for prompt in task.prompts("eval"):
+        for answer in (prompt.answer, prompt.answer.replace("+", "-", 1), prompt.answer[:-1]):
+            assert task._score_fn(answer, prompt.entry) == slow(answer, prompt.entry), answer
+        assert task.score(prompt, prompt.answer).correct
