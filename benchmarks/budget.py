@@ -59,32 +59,45 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--task", default="arithmetic")
+    parser.add_argument("--tasks", nargs="+", default=["arithmetic"])
+    parser.add_argument(
+        "--schedule", default="constant", help="trainer.lr_schedule; a decaying one is judged at --steps only"
+    )
+    parser.add_argument("--ray", action="store_true", help="two one-thread Ray workers, as the claims run")
     parser.add_argument("--workdir", type=Path, default=Path("calibration-runs"))
     parser.add_argument("--results", type=Path)
     parser.add_argument("--plot", type=Path)
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    name = f"budget-{args.task}-{args.steps}-lr{args.lr:g}"
+    tasks = "-".join(args.tasks)
+    name = f"budget-{tasks}-{args.steps}-lr{args.lr:g}" + (
+        "" if args.schedule == "constant" else f"-{args.schedule}"
+    )
     matrix = {
         "estimator": list(ESTIMATORS),
         "seed": list(range(args.seeds)),
         "model": ["tiny"],
-        "task": [args.task],
+        "task": list(args.tasks),
     }
-    trainer = {"steps": args.steps, "lr": args.lr, "checkpoint_every": 0}
+    trainer = {"steps": args.steps, "lr": args.lr, "lr_schedule": args.schedule, "checkpoint_every": 0}
     description = (
         f"budget study: {', '.join(ESTIMATORS)} x {args.seeds} seeds, {args.steps} steps, lr {args.lr:g}"
+        f" ({args.schedule})"
     )
-    board, tracker = run_suite(args.workdir.resolve(), name, description, matrix, {"trainer": trainer})
-    budgets = [b for b in (60, 100, 150, 200, 250, 300, 400, 500) if b <= args.steps]
+    options = ["threads=1", "--ray"] if args.ray else []
+    board, tracker = run_suite(
+        args.workdir.resolve(), name, description, matrix, {"trainer": trainer}, options=options
+    )
+    # a decaying schedule depends on the budget: its runs say nothing of a shorter one
+    cuts = (60, 100, 150, 200, 250, 300, 400, 500) if args.schedule == "constant" else ()
+    budgets = [b for b in cuts if b < args.steps] + [args.steps]
     shares = censoring(board, tracker, budgets)
     command = "python benchmarks/budget.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [
         f"\n### Budget study, {datetime.date.today().isoformat()} (issue 15)\n",
         f"`{command}` ({(time.perf_counter() - start) / 60:.1f} min, runs included): {description}, "
-        f"{args.task}, tiny model; each run's evals cut at B steps.\n",
+        f"{', '.join(args.tasks)}, tiny model; each run's evals cut at B steps.\n",
         "| budget B (steps) | peak reached and turned | still rising | no detectable gain |",
         "|---|---|---|---|",
         *(f"| {b} | {s['peak']:.0%} | {s['rising']:.0%} | {s['none']:.0%} |" for b, s in shares.items()),

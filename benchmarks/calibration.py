@@ -29,6 +29,7 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +42,18 @@ from advbench.harness.tracking import Tracker
 
 
 def run_suite(
-    workdir: Path, name: str, description: str, matrix: dict, overrides: dict, experiment: str = ""
+    workdir: Path,
+    name: str,
+    description: str,
+    matrix: dict,
+    overrides: dict,
+    experiment: str = "",
+    options: Sequence[str] = (),
 ) -> tuple[Board, Tracker]:
     """Write a suite file into ``workdir``, run it there (an MLflow store beside it: cached on a
     re-run) and read its board back, with the store it is in. ``experiment`` (default: the
-    suite's name): suites in one experiment share the cells they have in common."""
+    suite's name): suites in one experiment share the cells they have in common. ``options``:
+    more arguments for `advbench suite` (``--ray``, ``threads=1``)."""
     from advbench.harness.cli import main as advbench
 
     experiment = experiment or name
@@ -55,7 +63,7 @@ def run_suite(
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
     uri = f"sqlite:///{workdir / 'calibration.db'}"
-    code = advbench(["suite", str(path), f"tracking.uri={uri}", f"cache_dir={workdir / 'cache'}"])
+    code = advbench(["suite", str(path), f"tracking.uri={uri}", f"cache_dir={workdir / 'cache'}", *options])
     if code:
         raise SystemExit(f"suite {name} failed (exit {code})")
     tracker = Tracker(TrackingConfig(uri=uri, experiment=experiment))

@@ -287,6 +287,8 @@ class TrainerConfig(Checked):
     lr: float = bounded(2e-4, gt=0)
     # linear lr warm-up: a fresh Adam's first steps are ~lr * sign(grad) on every weight
     warmup_steps: int = bounded(10, ge=0)
+    # after the warm-up: hold lr, or decay it to zero at the last step (linear, or half a cosine)
+    lr_schedule: str = choice("constant", "cosine", "linear")
     weight_decay: float = bounded(0.0, ge=0)
     max_grad_norm: float = bounded(1.0, gt=0)
     update_epochs: int = bounded(1, ge=1)  # optimizer passes over each rollout batch

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import random
 import time
 from collections import defaultdict
@@ -329,6 +330,18 @@ class Run:
     samples: int  # completions per prompt: G, plus the estimator's extra ones
 
 
+def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
+    """The learning rate of training step ``step`` (0-based) of ``steps``, as a fraction of
+    trainer.lr: a linear warm-up over ``warmup`` steps, then constant, or decayed (linearly or along
+    half a cosine) to zero at step ``steps``."""
+    ramp = min(1.0, (step + 1) / max(1, warmup))
+    if schedule == "constant":
+        return ramp
+    progress = min(1.0, max(0.0, (step - warmup) / max(1, steps - warmup)))
+    decay = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return ramp * decay
+
+
 def build_run(cfg: RunConfig, tracker: RunTracker | None, on_warmstart: Callable | None) -> Run:
     """Task, policy (warm-started), engine, estimator, loss, optimizer, samplers: in this order, as
     the random streams are drawn."""
@@ -360,8 +373,10 @@ def build_run(cfg: RunConfig, tracker: RunTracker | None, on_warmstart: Callable
     optimizer = torch.optim.AdamW(
         policy.model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
     )
-    warmup = max(1, cfg.trainer.warmup_steps)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda update: min(1.0, (update + 1) / warmup))
+    trainer = cfg.trainer
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, trainer.steps, trainer.warmup_steps, trainer.lr_schedule)
+    )
     return Run(
         cfg=cfg,
         task=task,

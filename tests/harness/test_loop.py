@@ -274,3 +274,26 @@ def test_the_shuffled_null_control_permutes_the_first_steps_advantages(fast_over
     assert first[True]["train/reward_mean"] == first[False]["train/reward_mean"]
     assert first[True]["train/advantage_abs_mean"] == pytest.approx(first[False]["train/advantage_abs_mean"])
     assert first[True]["train/loss"] != first[False]["train/loss"]  # the same values on other samples
+
+
+@pytest.mark.parametrize(
+    "schedule, expected",
+    [
+        # 10 steps, 2 of warm-up: 1/2, 1, then the decay over the 8 steps after it
+        ("constant", [0.5, 1, 1, 1, 1, 1, 1, 1, 1, 1]),
+        ("linear", [0.5, 1, 1, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8]),
+        ("cosine", [0.5, 1] + [0.5 * (1 + np.cos(np.pi * i / 8)) for i in range(8)]),
+    ],
+)
+def test_lr_schedules_by_hand(schedule, expected):
+    from advbench.harness.loop import lr_factor
+
+    assert [lr_factor(step, 10, 2, schedule) for step in range(10)] == pytest.approx(expected)
+
+
+def test_a_decaying_schedule_reaches_the_optimizer(fast_overrides):
+    (cfg,) = load([*fast_overrides, "trainer.lr_schedule=linear", "trainer.warmup_steps=0"])
+    lrs = []
+    train(cfg, on_step=lambda step, metrics: lrs.append(metrics["train/lr"]))
+    steps = cfg.trainer.steps
+    assert lrs == pytest.approx([cfg.trainer.lr * (1 - s / steps) for s in range(steps)])
