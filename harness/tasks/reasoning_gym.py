@@ -6,6 +6,7 @@ import ast
 import functools
 import hashlib
 import json
+import operator
 import os
 import re
 from collections.abc import Callable
@@ -95,24 +96,19 @@ def reasoning_gym_scorer(dataset: str) -> Callable[[str | None, dict[str, Any]],
 
 
 _ARITHMETIC = re.compile(r"[0-9+\-*/() ]+")
-_OPERATORS = {ast.Add: Fraction.__add__, ast.Sub: Fraction.__sub__, ast.Mult: Fraction.__mul__}
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
 
 
 def _exact_value(node: ast.AST) -> Fraction:
-    """The exact value of integers under + - * / and signs; ValueError for anything else."""
+    """The exact value of integers under + - * / and signs; ValueError for anything else (//, **,
+    names, calls), ZeroDivisionError for a division by zero (sympy's zoo and nan decide those)."""
     if isinstance(node, ast.Constant) and type(node.value) is int and node.value < 10**12:
         return Fraction(node.value)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
         value = _exact_value(node.operand)
         return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.BinOp):
-        left, right = _exact_value(node.left), _exact_value(node.right)
-        if isinstance(node.op, ast.Div):
-            if right == 0:
-                raise ValueError("division by zero: sympy's zoo and nan decide")
-            return left / right
-        if type(node.op) in _OPERATORS:
-            return _OPERATORS[type(node.op)](left, right)
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_exact_value(node.left), _exact_value(node.right))
     raise ValueError(f"not plain arithmetic: {ast.dump(node)}")
 
 
@@ -124,7 +120,7 @@ def _countdown_score(answer: str | None, entry: dict[str, Any]) -> float:
     eval (benchmarks/RESULTS.md). Any other answer goes to reasoning-gym."""
     from reasoning_gym.games.countdown import _extract_ints
 
-    if answer is None or not answer.strip() or not _ARITHMETIC.fullmatch(answer) or "//" in answer:
+    if answer is None or not answer.strip() or not _ARITHMETIC.fullmatch(answer):
         return reasoning_gym_scorer("countdown")(answer, entry)
     try:
         tree = ast.parse(answer.strip(), mode="eval")  # sympy strips the text too
@@ -134,7 +130,7 @@ def _countdown_score(answer: str | None, entry: dict[str, Any]) -> float:
         return reasoning_gym_scorer("countdown")(answer, entry)
     try:
         value = float(_exact_value(tree.body))
-    except (ValueError, RecursionError, OverflowError):
+    except (ValueError, ZeroDivisionError, RecursionError, OverflowError):
         return reasoning_gym_scorer("countdown")(answer, entry)
     if sorted(_extract_ints(answer)) != sorted(entry["metadata"]["numbers"]):
         return 0.05
