@@ -3,6 +3,8 @@ token's log-prob from the logits it samples with."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from advbench.harness.config import RolloutConfig
@@ -59,7 +61,12 @@ class HFEngine:
     name = "hf"
 
     def __init__(
-        self, policy: Policy, cache: str = "dynamic", compile: bool = False, precision: str | None = None
+        self,
+        policy: Policy,
+        cache: str = "dynamic",
+        compile: bool = False,
+        precision: str | None = None,
+        share_prompts: bool = True,
     ) -> None:
         if compile and policy.device.type != "cuda":
             raise EngineUnavailable(
@@ -69,6 +76,9 @@ class HFEngine:
         self.policy = policy
         self.precision = policy.autocast if precision is None else precision
         self.cache_args: dict = {"disable_compile": not compile}
+        # A prompt's n samples share its prefill (_prompt_cache); a static or compiled cache is
+        # allocated by generate itself, so those prefill every row as before.
+        self.share_prompts = share_prompts and cache == "dynamic" and not compile
         if cache == "static":
             self.cache_args["cache_implementation"] = "static"
         if compile:
@@ -101,7 +111,12 @@ class HFEngine:
             sample_args.update(temperature=1.0, top_p=1.0)
         was_training = model.training
         model.eval()
-        with autocast(device, self.precision):
+        with autocast(device, self.precision), warnings.catch_warnings():
+            if self.share_prompts and n > 1 and encoded["input_ids"].shape[1] > 1:
+                # generate's past_key_values is named cache from transformers 5.2x (the old name
+                # warns, not yet removed); the project supports 4.56 on, which knows only the old
+                warnings.filterwarnings("ignore", "`past_key_values` is deprecated", FutureWarning)
+                sample_args["past_key_values"] = _prompt_cache(model, encoded, n, device)
             sequences = model.generate(
                 input_ids=prompt_ids,
                 attention_mask=prompt_mask,
@@ -131,6 +146,23 @@ class HFEngine:
     def sync(self, policy: Policy) -> None:
         """Nothing to copy: this engine samples from the module being trained."""
         self.policy = policy
+
+
+def _prompt_cache(model: torch.nn.Module, encoded: dict, n: int, device: torch.device):
+    """The KV cache of every prompt but its last token, computed once per prompt and repeated for
+    its ``n`` samples: generate then starts from the last prompt token, so a prompt's prefill costs
+    one row instead of n (1.6-1.8x faster evals of 256 prompts x 8 samples on the tiny model,
+    benchmarks/RESULTS.md). The same tokens are sampled: each row's keys and values are the ones
+    its own prefill computes, up to float rounding of the smaller batch.
+
+    Positions are counted from each row's first real token (prompts are left-padded), as generate
+    counts them."""
+    ids = encoded["input_ids"][:, :-1].to(device)
+    mask = encoded["attention_mask"][:, :-1].to(device)
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    cache = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(n)
+    return cache
 
 
 # -- paged (transformers continuous batching) ---------------------------------------------------

@@ -117,11 +117,14 @@ def _countdown_score(answer: str | None, entry: dict[str, Any]) -> float:
     without sympy for answers written in integers, + - * /, parentheses and spaces: sympy parses
     those with Python's own grammar (a text Python cannot parse, sympy cannot either: 0.01) and
     computes them exactly, as Fraction does here. ~0.3 ms of sympy per answer was half a countdown
-    eval (benchmarks/RESULTS.md). Any other answer goes to reasoning-gym."""
+    eval (benchmarks/RESULTS.md). Other answers: 0.01 where sympy cannot even parse them
+    (_sympy_cannot_parse), else reasoning-gym's own score."""
     from reasoning_gym.games.countdown import _extract_ints
 
-    if answer is None or not answer.strip() or not _ARITHMETIC.fullmatch(answer):
-        return reasoning_gym_scorer("countdown")(answer, entry)
+    if answer is None or not answer.strip():
+        return 0.01
+    if not _ARITHMETIC.fullmatch(answer):
+        return 0.01 if _sympy_cannot_parse(answer) else reasoning_gym_scorer("countdown")(answer, entry)
     try:
         tree = ast.parse(answer.strip(), mode="eval")  # sympy strips the text too
     except SyntaxError:
@@ -137,6 +140,32 @@ def _countdown_score(answer: str | None, entry: dict[str, Any]) -> float:
     target = entry["metadata"]["target"]
     # np.isclose(value, target, atol=1e-6) as numpy defines it (rtol 1e-5), for two finite numbers
     return 1.0 if abs(value - target) <= 1e-6 + 1e-5 * abs(target) else 0.05
+
+
+def _sympy_cannot_parse(answer: str) -> bool:
+    """Whether sympy's ``parse_expr(answer)`` fails before it evaluates anything (reasoning-gym then
+    scores 0.01): the text as parse_expr rewrites it (its standard transformations) does not tokenize
+    or does not compile, the step parse_expr's ``eval`` takes first. Most of the tiny model's wrong
+    countdown answers are of this kind ("8 ]12 3 + 8", "19=3 *17": 40% of one eval's answers), and
+    this check costs a fraction of parse_expr's evaluation (benchmarks/RESULTS.md).
+
+    Only for text without letters: the rewriting of names (auto_symbol, lambda) depends on the
+    globals parse_expr passes; with no names it depends on nothing else. ``False`` means "not
+    known": the caller asks reasoning-gym."""
+    from sympy.parsing.sympy_parser import standard_transformations, stringify_expr
+
+    if not answer.isascii() or any(char.isalpha() or char == "_" for char in answer):
+        return False
+    try:
+        code = stringify_expr(answer, {}, {}, standard_transformations)
+    except Exception:  # tokenize's errors (an unclosed bracket), as inside reasoning-gym's try
+        return True
+    try:
+        # eval() of a string drops its leading spaces and tabs before compiling it; compile() does not
+        compile(code.lstrip(" \t"), "<string>", "eval")
+    except Exception:  # SyntaxError mostly; whatever compile raises, eval raises in reasoning-gym's try
+        return True
+    return False
 
 
 FAST_SCORERS: dict[str, Callable[[str | None, dict[str, Any]], float]] = {"countdown": _countdown_score}

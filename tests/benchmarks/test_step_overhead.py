@@ -54,6 +54,18 @@ def test_core_generate(benchmark, setup):
     benchmark(engine.generate, [p.text for p in prompts], cfg.trainer.group_size, sampling)
 
 
+@pytest.mark.benchmark(group="eval-generate")
+@pytest.mark.parametrize("share_prompts", [False, True], ids=["prefill-per-row", "prefill-per-prompt"])
+def test_eval_generate(benchmark, setup, share_prompts):
+    """One eval's sampling (the default's 256 prompts x 8 samples): each prompt's prefill once and
+    its cache repeated for its samples (HFEngine's default) against a prefill for every row."""
+    cfg, task, policy, engine, prompts, sampling, batch, child = setup
+    texts = [p.text for p in task.prompts("eval", cfg.task.eval_size, seed=0)]
+    engine = rollout.HFEngine(policy, share_prompts=share_prompts)
+    out = benchmark.pedantic(engine.generate, args=(texts, cfg.eval.n, sampling), rounds=3)
+    assert out.response_ids.shape[0] == len(texts) * cfg.eval.n == 2048
+
+
 @pytest.mark.benchmark(group="step")
 def test_core_update(benchmark, setup):
     cfg, task, policy, engine, prompts, sampling, batch, child = setup

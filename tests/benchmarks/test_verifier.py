@@ -15,7 +15,8 @@ from advbench.harness.config import load
 from advbench.harness.tasks import ReasoningGymTask
 from advbench.harness.tasks.reasoning_gym import FAST_SCORERS, reasoning_gym_scorer
 
-ALPHABET = "0123456789+-*/()"
+# the characters of countdown's prompts ("86:[14, 63, 1, 8]="), which the tiny model writes too
+ALPHABET = "0123456789+-*/() []:=,"
 
 
 def garble(answer: str, rng: random.Random) -> str:

@@ -55,3 +55,36 @@ def test_the_configs_engines_are_the_registered_ones():
 
     (engine,) = [f for f in dataclasses.fields(RolloutConfig) if f.name == "engine"]
     assert sorted(engine.metadata["choices"]) == rollout.ENGINES.names() == ["hf", "paged", "vllm"]
+
+
+def test_shared_prompt_prefill_samples_what_a_prefill_per_row_samples(setup):
+    """HFEngine prefills each prompt once and repeats its cache for the n samples; with the same
+    draws it must give the tokens, log-probs and entropies of prefilling every row, left padding
+    included (prompts of several lengths, one of two characters)."""
+    from advbench.harness.rollout import HFEngine, SamplingParams
+
+    _, _, policy, prompts, _ = setup
+    prompts = [*prompts[:5], prompts[5][-2:]]
+    encoded = policy.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert (encoded["attention_mask"] == 0).any()  # left padding is exercised
+    sampling = SamplingParams(max_new_tokens=8)
+    outputs = []
+    for share in (False, True):
+        engine = HFEngine(policy, share_prompts=share)
+        assert engine.share_prompts is share
+        torch.manual_seed(3)
+        outputs.append(engine.generate(prompts, 5, sampling))
+    per_row, shared = outputs
+    assert torch.equal(shared.response_ids, per_row.response_ids)
+    assert torch.equal(shared.response_mask, per_row.response_mask)
+    torch.testing.assert_close(shared.logprobs, per_row.logprobs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(shared.entropy, per_row.entropy, rtol=0, atol=1e-5)
+    assert shared.texts == per_row.texts
+
+
+def test_a_static_cache_prefills_every_row():
+    from advbench.harness.rollout import HFEngine
+
+    policy = type("P", (), {"device": torch.device("cpu"), "autocast": "none"})()
+    assert HFEngine(policy).share_prompts
+    assert not HFEngine(policy, cache="static").share_prompts

@@ -309,9 +309,12 @@ def countdown_answers():
         ),
         max_leaves=6,
     )
-    # one power at most: sympy computes 12**12**12 in full, and no time limit stops it in C
-    text = st.text(alphabet="0123456789+-*/() x.,", max_size=14).filter(lambda t: "**" not in t)
-    return (expressions | text).filter(lambda answer: answer.count("**") <= 1)
+    # and the tiny model's junk: the prompt's characters ("86:[14, 63, 1, 8]="), sympy's repeated
+    # decimals ("1.[3]") and factorials, a tab, a leading space
+    junk = st.text(alphabet="0123456789+-*/() x.,[]:=!\t", max_size=14)
+    # one power and one factorial at most: sympy computes 12**12**12 and 9!!! in full, and no time
+    # limit stops it in C
+    return (expressions | junk).filter(lambda answer: answer.count("**") <= 1 and answer.count("!") <= 1)
 
 
 @given(
@@ -355,6 +358,11 @@ def test_countdown_fast_score_is_reasoning_gyms(answer, numbers_from_answer, hit
         ("3+5", 0.05),  # not every number
         ("3/0+5+7", 0.01),  # sympy's zoo cannot be a float: reasoning-gym's 0.01, through its own path
         ("05+3+7", 0.01),  # a leading zero does not parse
+        ("3*5+[7", 0.01),  # an unclosed bracket: sympy cannot tokenize it
+        ("3*5+7=", 0.01),  # no expression
+        (" 3*5+7!", 0.05),  # a factorial: sympy parses and computes it
+        ("3*5+7.[3]", 0.05),  # 7.333...: sympy's repeated decimal, parsed; a wrong value
+        ("(3*5, 7)", 0.01),  # a tuple compiles, but is no number
         ("", 0.01),
         (None, 0.01),
     ],
