@@ -82,9 +82,9 @@ def test_shared_prompt_prefill_samples_what_a_prefill_per_row_samples(setup):
     assert shared.texts == per_row.texts
 
 
-def test_a_static_cache_prefills_every_row():
+def test_a_static_cache_prefills_every_row(setup):
     from advbench.harness.rollout import HFEngine
 
-    policy = type("P", (), {"device": torch.device("cpu"), "autocast": "none"})()
+    policy = setup[2]
     assert HFEngine(policy).share_prompts
     assert not HFEngine(policy, cache="static").share_prompts
