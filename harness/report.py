@@ -14,6 +14,7 @@ from advbench.harness import claims, leaderboard, plots, stats
 from advbench.harness.claims import ClaimResult, ClaimsFile
 from advbench.harness.leaderboard import (
     Board,
+    CellRun,
     Row,
     missing_strata,
     rank,
@@ -197,6 +198,7 @@ def _notes(board: Board, rows: list[Row]) -> list[str]:
             + "; ".join(f"{column}: {why}" for column, why in board.unfilled.items())
             + "."
         )
+    notes += budget_note(board.runs)
     for label, strata in missing_strata(board).items():
         notes.append(
             f"{label} has no finished run on {', '.join(f'{t}/{m}' for t, m in strata)}: its row pools only "
@@ -355,6 +357,10 @@ def claims_table(results: list[ClaimResult]) -> tuple[list[str], list[list[str]]
     return header, rows
 
 
+# The share of a page's runs whose peak should turn within the budget (issue 15): below it the page
+# says its time-to-peak is censored.
+UNCENSORED_TARGET = 0.8
+
 CLAIMS_NOTES = [
     "Each test is a permutation test at 5% (two-sided) of the mean difference over the suite's "
     "strata (tasks): paired seed by seed when both estimators have the same seeds (same seed: same "
@@ -373,20 +379,29 @@ CLAIMS_NOTES = [
 ]
 
 
-def _budget_note(results: list[ClaimResult]) -> list[str]:
-    """How the runs ended at their budget: a turned peak, still rising, or no detectable gain."""
-    runs = list({run.run_id: run for r in results for run in r.board.runs}.values())
+def budget_note(runs: list[CellRun]) -> list[str]:
+    """How the runs ended at their budget: a turned peak, still rising, or no detectable gain; and,
+    when fewer than ``UNCENSORED_TARGET`` of them turned, what the budget does to time-to-peak."""
+    runs = list({run.run_id: run for run in runs}.values())
     if not runs:
         return []
     turned = sum(r.summary.gain_detected and not r.summary.still_rising for r in runs)
     rising = sum(r.summary.still_rising for r in runs)
     none = sum(not r.summary.gain_detected for r in runs)
-    return [
+    note = (
         f"Budget: of the {len(runs)} distinct runs, {turned} ({turned / len(runs):.0%}) reached a peak "
         f"that turned, {rising} ({rising / len(runs):.0%}) were still rising at their last eval and "
         f"{none} ({none / len(runs):.0%}) had no detectable gain (time_to_peak counts those at the "
         "last eval)."
-    ]
+    )
+    if turned < UNCENSORED_TARGET * len(runs):
+        note += (
+            f" Fewer than {UNCENSORED_TARGET:.0%} turned: the budget ends before learning does, so "
+            "time-to-peak is censored by it (a rising run's step is its last eval); compare the steps "
+            "to 80% of R_ref (runs that reach a bar are timed whatever the budget) and each run's "
+            "ScaleRL fit (summary/scalerl_*), or run longer (benchmarks/budget.py measures how long)."
+        )
+    return [note]
 
 
 def _claim_record(r: ClaimResult) -> dict:
@@ -477,7 +492,7 @@ def write_claims(
     metric_notes = [f"{name}: {claims.METRICS[name].description}." for name in used]
     sections = [_claim_section(r, out) for r in results]
     generated = f"Generated {stamp} by `{command}` from {results[0].board.tracking_uri if results else ''}."
-    notes = CLAIMS_NOTES + metric_notes + _budget_note(results)
+    notes = CLAIMS_NOTES + metric_notes + budget_note([run for r in results for run in r.board.runs])
     markdown = "\n\n".join(
         [
             f"# Claims: {declared.name}",

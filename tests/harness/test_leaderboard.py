@@ -1,5 +1,6 @@
 """The leaderboard's ranking and rendering on boards built by hand (the MLflow path: test_suite_runs)."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -280,3 +281,20 @@ def test_verl_runs_are_read_through_the_mapping_and_the_page_names_what_they_can
     numbers = json.loads(paths["json"].read_text())["estimators"]["fade+drpo"]
     assert numbers["gain"] is None and numbers["time_to_peak_step"] is None
     assert numbers["peak_pass_at_1"] > 0.4
+
+
+def test_a_page_says_how_its_runs_ended_and_when_its_budget_censors_time_to_peak(tmp_path):
+    """80% of runs turned: the counts only; fewer: the page says time-to-peak is censored."""
+    turned = [cell("ref", s, 0.3, [0.3, 0.4, 0.5, 0.5, 0.45, 0.4]) for s in range(4)]
+    rising = cell("same", 0, 0.3, [0.3, 0.35, 0.4, 0.45, 0.5])
+    assert not any(r.summary.still_rising for r in turned) and rising.summary.still_rising
+    (enough,) = report.budget_note([*turned, rising, turned[0]])  # a run two suites share counts once
+    assert enough.startswith("Budget: of the 5 distinct runs, 4 (80%) reached a peak that turned, 1 (20%)")
+    assert "censored" not in enough
+    flat = cell("same", 1, 0.3, [0.3, 0.3, 0.3])
+    flat.summary = dataclasses.replace(flat.summary, gain_detected=False, still_rising=False)
+    (short,) = report.budget_note([*turned, rising, flat])
+    assert "4 (67%) reached a peak that turned, 1 (17%) were still rising" in short
+    assert "1 (17%) had no detectable gain" in short and "time-to-peak is censored" in short
+    page = report.write(board([*turned, rising, flat]), tmp_path / "board")["markdown"].read_text()
+    assert short in page
