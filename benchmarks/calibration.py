@@ -49,16 +49,18 @@ def run_suite(
     overrides: dict,
     experiment: str = "",
     options: Sequence[str] = (),
+    reference: str = "",
 ) -> tuple[Board, Tracker]:
     """Write a suite file into ``workdir``, run it there (an MLflow store beside it: cached on a
     re-run) and read its board back, with the store it is in. ``experiment`` (default: the
     suite's name): suites in one experiment share the cells they have in common. ``options``:
-    more arguments for `advbench suite` (``--ray``, ``threads=1``)."""
+    more arguments for `advbench suite` (``--ray``, ``threads=1``). ``reference``: the suite's
+    reference label (default: the first estimator, named by a plain string)."""
     from advbench.harness.cli import main as advbench
 
     experiment = experiment or name
     overrides = {**overrides, "tracking": {"experiment": experiment}}
-    suite = {"name": name, "description": description, "reference": matrix["estimator"][0]}
+    suite = {"name": name, "description": description, "reference": reference or matrix["estimator"][0]}
     suite |= {"matrix": matrix, "overrides": overrides}
     path = workdir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False))

@@ -396,10 +396,10 @@ def budget_note(runs: list[CellRun]) -> list[str]:
     )
     if turned < UNCENSORED_TARGET * len(runs):
         note += (
-            f" Fewer than {UNCENSORED_TARGET:.0%} turned: the budget ends before learning does, so "
-            "time-to-peak is censored by it (a rising run's step is its last eval); compare the steps "
-            "to 80% of R_ref (runs that reach a bar are timed whatever the budget) and each run's "
-            "ScaleRL fit (summary/scalerl_*), or run longer (benchmarks/budget.py measures how long)."
+            f" Fewer than {UNCENSORED_TARGET:.0%} turned: where runs still rise the budget ended before "
+            "learning did and their time-to-peak is censored (timed against a maximum the budget cut "
+            "short); compare the steps to 80% of R_ref (a bar a run reaches is timed whatever the "
+            "budget), or run longer (benchmarks/budget.py measures how long)."
         )
     return [note]
 
