@@ -391,8 +391,7 @@ def budget_note(runs: list[CellRun]) -> list[str]:
     note = (
         f"Budget: of the {len(runs)} distinct runs, {turned} ({turned / len(runs):.0%}) reached a peak "
         f"that turned, {rising} ({rising / len(runs):.0%}) were still rising at their last eval and "
-        f"{none} ({none / len(runs):.0%}) had no detectable gain (time_to_peak counts those at the "
-        "last eval)."
+        f"{none} ({none / len(runs):.0%}) had no detectable gain."
     )
     if turned < UNCENSORED_TARGET * len(runs):
         note += (
