@@ -33,7 +33,7 @@ from scipy.stats import norm
 
 from advbench.harness import plots
 from advbench.harness.evaluation import CORRECT_COUNTS
-from advbench.harness.metrics import smooth, time_to_peak
+from advbench.harness.metrics import paired_se, smooth, time_to_peak
 from advbench.harness.stats import LEVEL
 from advbench.harness.suites import resolve_path
 from advbench.harness.tracking import Tracker
@@ -75,7 +75,7 @@ def final_rise_z(correct: list[list[int]], n: int, back: int = 5) -> float:
     noise. Not the protocol's flag (DESIGN.md: a peak at the last eval), a diagnostic beside it."""
     per_prompt = smooth(np.asarray(correct, dtype=float) / n)
     rise = per_prompt[-1] - per_prompt[max(0, len(per_prompt) - 1 - back)]
-    se = rise.std(ddof=1) / np.sqrt(len(rise))
+    se = paired_se(rise)
     if se > 0:
         return float(rise.mean() / se)
     return math.copysign(math.inf, rise.mean()) if rise.mean() else 0.0

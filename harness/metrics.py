@@ -95,7 +95,7 @@ class TimeToPeak:
         return self.index is not None
 
 
-def _paired_se(differences: np.ndarray) -> float:
+def paired_se(differences: np.ndarray) -> float:
     """Standard error of the mean of per-prompt differences (0 with one prompt)."""
     return float(differences.std(ddof=1) / np.sqrt(len(differences))) if len(differences) > 1 else 0.0
 
@@ -145,7 +145,7 @@ def time_to_peak(
     peak, start = float(curve[best]), float(rates[0].mean())
 
     gains = per_prompt - rates[0]
-    ses = np.array([_paired_se(g) for g in gains])
+    ses = np.array([paired_se(g) for g in gains])
     with np.errstate(divide="ignore", invalid="ignore"):
         z_gain = np.where(
             ses > 0, gains.mean(1) / np.where(ses > 0, ses, 1.0), np.sign(gains.mean(1)) * np.inf
@@ -154,7 +154,7 @@ def time_to_peak(
     threshold = float(norm.ppf(1 - (1 - level) / len(curve)))
     detected = gain_z > threshold and peak > start
 
-    tolerances = np.maximum(delta_abs, z * np.array([_paired_se(per_prompt[best] - p) for p in per_prompt]))
+    tolerances = np.maximum(delta_abs, z * np.array([paired_se(per_prompt[best] - p) for p in per_prompt]))
     index = index_90 = None
     tolerance = delta_abs
     if detected:
