@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import json
 import os
 import resource
 import shutil
@@ -348,44 +349,137 @@ class _Tail(threading.Thread):
         return self.data.decode(errors="replace")[-self.limit :]
 
 
-def _run(program: str, limits: Limits, packages: tuple[str, ...], mode: str) -> Outcome:
+@dataclass
+class _Started:
+    """A program started in the sandbox: its process, its stderr's reader and its directory."""
+
+    proc: subprocess.Popen
+    tail: _Tail
+    workdir: str
+    start: float
+    ended: int | None = None
+    stopped: bool = False
+
+    def stop(self) -> int | None:
+        """Kill the program and anything it started, wait for it, remove its directory; its exit
+        status if it had ended on its own before, else None. Once: a reaped pid may be reused."""
+        if self.stopped:
+            return self.ended
+        self.stopped, self.ended = True, self.proc.poll()
+        # bwrap's death takes its whole PID namespace; the session, what the plain process started.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.tail.join(timeout=5.0)
+        self.proc.stderr.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return self.ended
+
+
+def _launch(program: str, limits: Limits, packages: tuple[str, ...], mode: str, stdin=None, stdout=None):
+    """Start ``program`` under the guard in isolation ``mode``; stdin/stdout default to /dev/null."""
     workdir = tempfile.mkdtemp(prefix="advbench-sandbox-")
+    if AS_NOBODY:
+        os.chown(workdir, NOBODY, NOBODY)
+    command = _bubblewrap_command(workdir, packages) if mode == "bubblewrap" else [sys.executable]
+    source = _prelude(packages) + GUARD.format(block_sockets=mode == "process" and not NETWORK_NAMESPACE)
+    start = time.perf_counter()
     try:
-        if AS_NOBODY:
-            os.chown(workdir, NOBODY, NOBODY)
-        command = _bubblewrap_command(workdir, packages) if mode == "bubblewrap" else [sys.executable]
-        source = _prelude(packages) + GUARD.format(block_sockets=mode == "process" and not NETWORK_NAMESPACE)
-        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [*command, "-I", "-c", source + "\n" + program],
+            cwd=workdir,
+            stdin=subprocess.DEVNULL if stdin is None else stdin,
+            stdout=subprocess.DEVNULL if stdout is None else stdout,
+            stderr=subprocess.PIPE,
+            env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "PYTHONHASHSEED": "0"},
+            preexec_fn=_preexec(limits, mode),
+            close_fds=True,
+        )
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    tail = _Tail(proc.stderr)
+    tail.start()
+    return _Started(proc, tail, workdir, start)
+
+
+def _run(program: str, limits: Limits, packages: tuple[str, ...], mode: str) -> Outcome:
+    """A plain program: passed when it exits 0 within its limits (the isolation's own tests)."""
+    try:
+        started = _launch(program, limits, packages, mode)
+    except OSError as exc:
+        return Outcome(False, "error", 0.0, f"{type(exc).__name__}: {exc}")
+    try:
+        started.proc.wait(timeout=limits.seconds)
+        status = "passed" if started.proc.returncode == 0 else "failed"
+    except subprocess.TimeoutExpired:
+        status = "timeout"
+    finally:
+        started.stop()
+    seconds = time.perf_counter() - started.start
+    return Outcome(status == "passed", status, seconds, started.tail.text(), started.proc.returncode)
+
+
+def _limit_judge(memory_mb: int):
+    def setup() -> None:
+        memory = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return setup
+
+
+def _judged(server: str, spec: dict, limits: Limits, packages: tuple[str, ...], mode: str) -> Outcome:
+    """Serve the candidate (``server``, see harness/judge.py) in the sandbox and run the tests of
+    ``spec`` against it in a trusted judge process; passed when the judge gets through them."""
+    from advbench.harness.judge import JUDGE, JUDGE_MEMORY_MB
+
+    private = tempfile.mkdtemp(prefix="advbench-judge-")  # 0700: the candidate cannot reach it
+    spec_path = os.path.join(private, "spec.json")
+    with open(spec_path, "w", encoding="utf-8") as file:
+        json.dump(spec, file)
+    requests_in, requests_out = os.pipe()
+    answers_in, answers_out = os.pipe()
+    judge = candidate = None
+    try:
         try:
-            proc = subprocess.Popen(
-                [*command, "-I", "-c", source + "\n" + program],
-                cwd=workdir,
+            candidate = _launch(server, limits, packages, mode, stdin=requests_in, stdout=answers_out)
+            judge = subprocess.Popen(
+                [sys.executable, "-I", "-c", JUDGE, spec_path, str(answers_in), str(requests_out)],
+                cwd=private,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "PYTHONHASHSEED": "0"},
-                preexec_fn=_preexec(limits, mode),
-                close_fds=True,
+                pass_fds=(answers_in, requests_out),
+                start_new_session=True,
+                preexec_fn=_limit_judge(JUDGE_MEMORY_MB),
             )
         except OSError as exc:
             return Outcome(False, "error", 0.0, f"{type(exc).__name__}: {exc}")
-        tail = _Tail(proc.stderr)
-        tail.start()
+        finally:  # this process keeps no end of the wire: each side sees the other's exit as EOF
+            for fd in (requests_in, requests_out, answers_in, answers_out):
+                os.close(fd)
+        verdict = _Tail(judge.stderr, limit=300)
+        verdict.start()
         try:
-            proc.wait(timeout=limits.seconds)
-            status = "passed" if proc.returncode == 0 else "failed"
+            judge.wait(timeout=max(0.0, limits.seconds - (time.perf_counter() - candidate.start)))
+            status = "passed" if judge.returncode == 0 else "failed"
         except subprocess.TimeoutExpired:
             status = "timeout"
-        finally:
-            # The program and anything it started: bwrap's death takes its whole PID namespace.
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        tail.join(timeout=5.0)
-        proc.stderr.close()
-        return Outcome(status == "passed", status, time.perf_counter() - start, tail.text(), proc.returncode)
+        returncode = candidate.stop()
+        seconds = time.perf_counter() - candidate.start
+        verdict.join(timeout=5.0)
+        stderr = (candidate.tail.text() + verdict.text())[-STDERR_TAIL:]
+        return Outcome(status == "passed", status, seconds, stderr, returncode)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if judge is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(judge.pid, signal.SIGKILL)
+            judge.wait()
+            judge.stderr.close()
+        if candidate is not None:
+            candidate.stop()
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def run_program(program: str, limits: Limits = Limits(), packages: tuple[str, ...] = ()) -> Outcome:
@@ -403,3 +497,18 @@ def run_programs(
     mode = isolation()  # decided (and warned about) once, before the threads
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda p: _run(p, limits, tuple(packages), mode), programs))
+
+
+def run_judged(
+    jobs: list[tuple[str, dict]],
+    limits: Limits = Limits(),
+    workers: int | None = None,
+    packages: tuple[str, ...] = (),
+) -> list[Outcome]:
+    """Judge many candidates, ``workers`` at a time (default: the CPU count); results in order.
+    Each job is (server program, test spec): harness/judge.py's ``server_program`` and a spec for
+    its ``JUDGE``."""
+    workers = workers or os.cpu_count() or 1
+    mode = isolation()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda job: _judged(*job, limits, tuple(packages), mode), jobs))

