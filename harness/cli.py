@@ -35,8 +35,15 @@ from rich.progress import (
 from rich.table import Table
 
 from advbench.harness.config import ConfigError, RunConfig, config_hash, group_choices, load
+from advbench.harness.errors import disk_full
 from advbench.harness.metrics import RunSummary
-from advbench.harness.runner import CellOutcome, cell_lock, check_devices, quiet_libraries
+from advbench.harness.runner import (
+    CellOutcome,
+    cell_lock,
+    check_cache_dirs,
+    check_devices,
+    quiet_libraries,
+)
 
 console = Console(stderr=True, soft_wrap=True)  # progress and messages
 
@@ -149,7 +156,7 @@ def _run_cells(
             try:
                 outcomes.append(_run_here(progress, cfg, tracker, parent))
             except Exception as exc:
-                if not keep_going:
+                if not keep_going or disk_full(exc):  # the next cell could not write either
                     raise
                 failures.append((cfg, f"{type(exc).__name__}: {exc}"))
                 console.print_exception(max_frames=4)
@@ -165,6 +172,7 @@ def _print_summary(outcomes: list[CellOutcome], final_k: int) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     runs = load(args.overrides, args.config)  # validated before anything heavy is imported
+    check_cache_dirs(runs)
     quiet_libraries()
     check_devices(runs)
     from advbench.harness.tracking import Tracker
@@ -183,9 +191,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         outcomes, _ = _run_cells(runs, tracker, parent)
         status = "FINISHED"
     finally:
-        parent.finish(status)
+        _finish_parent(parent, status)
         _print_summary(outcomes, runs[0].eval.n)
     return 0
+
+
+def _finish_parent(parent, status: str) -> None:
+    """Mark the invocation's parent run ended, unless the disk is full: nothing can be written
+    then, and the error being raised says what happened."""
+    failure = sys.exc_info()[1]
+    if failure is None or not disk_full(failure):
+        parent.finish(status)
 
 
 def _run_suite(args: argparse.Namespace):
@@ -197,6 +213,8 @@ def _run_suite(args: argparse.Namespace):
 
 def _run_loaded_suite(suite, ray: str | None):
     """Record and run an expanded suite: (suite, tracker, parent run, outcomes, failures)."""
+    if ray is None:
+        check_cache_dirs(suite.cells)
     quiet_libraries()
     if ray is None:
         check_devices(suite.cells)
@@ -216,7 +234,7 @@ def _run_loaded_suite(suite, ray: str | None):
         outcomes, failures = _run_cells(suite.cells, tracker, parent, ray, keep_going=True)
         status = "FINISHED" if not failures else "FAILED"
     finally:
-        parent.finish(status)
+        _finish_parent(parent, status)
     return suite, tracker, parent, outcomes, failures
 
 
@@ -265,13 +283,28 @@ def _rank(board):
         return None
 
 
+def _leaderboard_folder(name: str) -> Path:
+    """leaderboards/<name>, for a name that cannot lead out of it (``../..``, an absolute path)."""
+    from advbench.harness.suites import SUITE_NAME
+
+    if not SUITE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"leaderboard name {name!r} cannot name a folder under leaderboards/ (letters, digits, "
+            "'-', '_', '.'); give the output folder with --out"
+        )
+    return Path("leaderboards") / name
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from advbench.harness import leaderboard, report
+    from advbench.harness.suites import suite_file
 
     if args.reference and not args.runs:
         raise ConfigError("--reference chooses the label of --runs; a suite's reference is in its file")
     if args.runs:
         args.experiment = args.experiment or args.suite
+    if not args.out and suite_file(args.suite) is None:
+        _leaderboard_folder(args.suite)  # before the store is opened: a name leading out of leaderboards/
     name, tracker = _tracker_for(args.suite, args)
     try:
         if args.runs:
@@ -281,7 +314,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         ranking = _rank(board)
         if ranking is None:
             return 2
-        paths = report.write(board, Path(args.out or Path("leaderboards") / name), ranking)
+        paths = report.write(board, Path(args.out or _leaderboard_folder(name)), ranking)
     except LookupError as exc:  # no such suite, or none of its runs finished
         raise ConfigError(str(exc)) from None
     header, rows = report.ranking_table(board, ranking)
@@ -564,6 +597,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         return 130
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        console.print(
+            f"[bold red]no space left on the device[/] ({escape(' '.join(str(exc).split())[:160])}): "
+            "the run stopped; its last checkpoint is kept, so once there is room the same command "
+            "resumes it"
+        )
+        return 1
 
 
 if __name__ == "__main__":

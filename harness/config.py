@@ -89,6 +89,9 @@ def _require(condition: bool, key: str, message: str) -> None:
 # The size of int a config may hold, as estimators.registry.LARGEST_INT (imported there with torch;
 # a test keeps the two equal).
 LARGEST_INT = 2**31 - 1
+# Eval prompts are scored n times at every eval, and a procedural task generates each one
+# (countdown: ~13 ms): 65,536 is far beyond any use and still generated in minutes.
+MAX_EVAL_SIZE = 65_536
 
 
 def choice(*choices: str) -> Any:
@@ -170,7 +173,7 @@ class WarmStartConfig(Checked):
     # but spreads sampling mass over other tokens, as a pretrained LM sampled at T=1 does; RL's
     # sharpening then shows within a CPU budget.
     label_smoothing: float = bounded(0.2, ge=0, lt=1)
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
 
 
 @dataclass
@@ -222,8 +225,8 @@ class TaskConfig(Checked):
     answer_format: str = choice("plain", "tagged")  # tagged: the answer is in <answer>...</answer>
     reward: str = choice("raw", "binary")  # raw: the verifier's score; binary: 1 if correct else 0
     train_size: int = bounded(4000, ge=1)
-    eval_size: int = bounded(256, ge=1)
-    data_seed: int = 1234  # generates the train and eval items; fixed per suite, not per run
+    eval_size: int = bounded(256, ge=1, le=MAX_EVAL_SIZE)
+    data_seed: int = bounded(1234, ge=0)  # generates the train and eval items; fixed per suite, not per run
     verifier_timeout: float = bounded(5.0, gt=0)  # seconds per completion; past it: 0 (an error)
     # source: jsonl. One JSON object per line; the eval split is eval_path, or eval_size items of
     # path drawn by data_seed (the rest train). Relative paths: the working directory, then the project.
@@ -363,6 +366,37 @@ class TrackingConfig(Checked):
     uri: str = "sqlite:///advbench.db"  # MLflow tracking URI; a local SQLite file by default
     experiment: str = "advbench"
     artifact_root: str = "advbench-artifacts"  # where a new experiment stores artifacts (local store)
+    # How long a run's lease in the store lasts without a heartbeat (renewed every quarter of it):
+    # after that, another process may take the run over and resume it.
+    lease_seconds: float = bounded(60.0, ge=2.0)
+
+    # The stores MLflow's tracking client speaks to (a database URL may name its driver:
+    # postgresql+psycopg2://). Not its file store, which MLflow 3 refuses.
+    SCHEMES: ClassVar[tuple[str, ...]] = (
+        "sqlite",
+        "postgresql",
+        "mysql",
+        "mssql",
+        "http",
+        "https",
+        "databricks",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        scheme = self.uri.partition("://")[0].split("+")[0] if "://" in self.uri else ""
+        _require(
+            scheme in self.SCHEMES,
+            "tracking.uri",
+            f"'{self.uri}' is not a store MLflow can track to; use sqlite:///path/to/file.db (the "
+            f"default, sqlite:///advbench.db) or a server URL ({', '.join(self.SCHEMES)})",
+        )
+        folder = Path(self.uri.removeprefix("sqlite:///")).parent
+        if scheme == "sqlite" and folder.is_absolute() and not folder.is_dir():  # no folders from /
+            raise ConfigError(
+                f"config key 'tracking.uri': the folder of the SQLite store {self.uri} does not exist; "
+                f"create it first (mkdir -p {folder}) or give a store in an existing folder"
+            )
 
 
 @dataclass
@@ -370,7 +404,7 @@ class RunConfig(Checked):
     estimator: str = "grpo"
     label: str = ""  # display name of this estimator variant (suites, leaderboards); default: estimator
     estimator_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # {name: {knob: value}}
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     loss: dict[str, Any] = field(default_factory=lambda: {"name": "ppo_clip"})  # checked by its registry
@@ -578,6 +612,25 @@ def _require_known(key: str, kind: str, name: str, known: list[str]) -> None:
         )
 
 
+def _silent_on_single_samples(estimator: Any, params: dict[str, Any]) -> bool:
+    """Whether ``estimator`` gives every sample advantage 0 when each group holds one sample
+    (group-relative baselines: GRPO, RLOO, ...), tried on right and wrong single samples. An
+    estimator that needs more than rewards (token log-probs, a greedy pass) is not tried."""
+    import torch
+
+    from advbench.estimators import AdvantageBatch, TrainingSignals
+
+    if estimator.required(**params) or estimator.extra_samples:
+        return False
+    rewards = torch.tensor([[1.0], [0.0], [1.0], [0.0]])
+    batch = AdvantageBatch(rewards=rewards, lengths=torch.full_like(rewards, 4.0))
+    signals = TrainingSignals(step=1, total_steps=2, batch_pass_rate=0.5, entropy=1.0, initial_entropy=1.0)
+    try:
+        return bool((estimator(batch, signals, **params) == 0).all())
+    except Exception:  # it cannot even run on such a batch: the loop will say so, with the step
+        return False
+
+
 def _resolve_registries(cfg: RunConfig) -> RunConfig:
     """``cfg`` with its estimator's and loss's hyperparameters resolved (every knob, defaults
     included) and their code identity recorded; names and values checked by the registries (which
@@ -619,6 +672,12 @@ def _resolve_registries(cfg: RunConfig) -> RunConfig:
         params = estimator.make_params(cfg.estimator_params.get(cfg.estimator, {}))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config key 'estimator_params.{cfg.estimator}': {exc}") from None
+    if cfg.trainer.group_size == 1 and _silent_on_single_samples(estimator, dataclasses.asdict(params)):
+        raise ConfigError(
+            f"config key 'trainer.group_size': estimator '{cfg.estimator}' compares the samples of a "
+            "group, so with group_size=1 every advantage is 0 and nothing is learned; set "
+            "trainer.group_size=2 or more"
+        )
     try:
         loss = losses.resolve(cfg.loss)
     except (KeyError, TypeError, ValueError) as exc:
@@ -680,6 +739,31 @@ def _estimator_mappings(*layers: DictConfig) -> dict[str, Any]:
     return knobs
 
 
+ENVIRONMENT_RESOLVERS = ("oc.env", "oc.decode")  # resolvers that read the process's environment
+
+
+def _refuse_environment(node: Any, where: str, path: str = "") -> None:
+    """A run config may not read environment variables (``${oc.env:VAR}``): the resolved value
+    would be stored in MLflow's params, where a secret has no business (and a run would then
+    depend on something its config does not show)."""
+    if isinstance(node, DictConfig):
+        items = ((str(key), node._get_node(key)) for key in node)
+    elif isinstance(node, ListConfig):
+        items = ((str(i), node._get_node(i)) for i in range(len(node)))
+    else:
+        value = node._value() if hasattr(node, "_value") else node
+        if isinstance(value, str) and any(
+            f"${{{name}:" in value.replace(" ", "") for name in ENVIRONMENT_RESOLVERS
+        ):
+            raise ConfigError(
+                f"config key '{path}' ({where}): {value!r} reads the environment; run configs may "
+                "not (the value would be recorded in MLflow's params): write the value itself"
+            )
+        return
+    for key, child in items:
+        _refuse_environment(child, where, f"{path}.{key}" if path else key)
+
+
 def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | None) -> list[RunConfig]:
     base = load_yaml(CONFIG_DIR / "base.yaml")  # the shipped defaults; a user file overrides them (-c)
     if isinstance(config_file, DictConfig):
@@ -687,6 +771,8 @@ def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | No
     else:
         user = load_yaml(Path(config_file)) if config_file else OmegaConf.create({})
     selections, cli = parse_overrides(overrides or [])
+    _refuse_environment(user, "config file")
+    _refuse_environment(cli, "command line")
 
     defaults: dict[str, Any] = dict(base.pop("defaults", {}))
     defaults.update(user.pop("defaults", {}))

@@ -416,6 +416,7 @@ class RunState:
             tracker.flush()
         checkpoint.save(
             run.cfg,
+            tracker,
             {
                 "step": self.step,
                 "model": run.policy.model.state_dict(),
@@ -655,5 +656,5 @@ def train(
     if tracker:
         tracker.log_metrics(summary.metrics(), cfg.trainer.steps)
         tracker.flush()
-    checkpoint.remove(cfg)
+    checkpoint.remove(cfg, tracker)
     return RunResult(cfg=cfg, evals=state.evals, summary=summary)

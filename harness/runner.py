@@ -2,16 +2,20 @@
 
 ``run_cell`` is the one way a config becomes a finished MLflow run, for ``advbench run``, ``suite``
 and ``check`` alike: a cell already finished in the tracking store (same config hash) is reported,
-not run; a cell that died resumes from its checkpoint into its MLflow run; otherwise it starts a new
-child run under the given parent. A file lock per config hash (under ``cache_dir/locks``) makes two
-processes that share a cache take turns on a cell: the second finds it finished and skips it.
+not run; a cell another process is training (a live lease in the store, harness/tracking.py) is
+waited for; a cell that died resumes into its MLflow run, from its checkpoint when this cache holds
+one, else from step 0 with the steps the store already holds skipped; otherwise it starts a new
+child run under the given parent. Nothing is deleted but a run this process has just made and lost
+to a rival. A file lock per config hash (under ``cache_dir/locks``) also makes two processes that
+share a cache take turns on a cell without asking the store.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import sys
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +23,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from advbench.harness.config import ConfigError, RunConfig, config_hash
+from advbench.harness.errors import disk_full
 from advbench.harness.metrics import RunSummary
+from advbench.harness.tracking import Held, LeaseLost
 
 
 @dataclass
@@ -40,6 +46,9 @@ def quiet_libraries() -> None:
 
     for name in ("mlflow", "alembic"):  # schema migrations of a new store are not news
         logging.getLogger(name).setLevel(logging.WARNING)
+    # MLflow logs each failed database call with its traceback and then raises it to us as well:
+    # the harness's retries and errors say it once.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
@@ -67,32 +76,58 @@ def run_cell(
     from advbench.harness.loop import train
 
     with cell_lock(cfg):
-        done = tracker.find_finished(cfg)
-        if done is not None:
-            summary = RunSummary.from_metrics(done.data.metrics)
-            say(f"{cfg.run_name}: finished before in MLflow run {done.info.run_id}; not run again")
-            return CellOutcome(cfg, done.info.run_id, summary, "cached")
-        state = checkpoint.load(cfg)
-        child = tracker.resume_child(state["mlflow_run_id"], parent) if state else None
-        if child is None:  # nothing to resume, or its MLflow run is gone: start afresh
-            state = None
-            checkpoint.remove(cfg)
-            for run_id in tracker.drop_abandoned(cfg):
-                say(f"{cfg.run_name}: deleted MLflow run {run_id}, which died before its first checkpoint")
-            child = tracker.start_child(parent, cfg)
-        else:
-            say(f"{cfg.run_name}: resuming MLflow run {child.run_id} after step {state['step']}")
+        waiting_for = None
+        while True:
+            done = tracker.find_finished(cfg)
+            if done is not None:
+                summary = RunSummary.from_metrics(done.data.metrics)
+                say(f"{cfg.run_name}: finished before in MLflow run {done.info.run_id}; not run again")
+                return CellOutcome(cfg, done.info.run_id, summary, "cached")
+            child = tracker.claim(cfg, parent)
+            if not isinstance(child, Held):
+                break
+            if waiting_for != child.run_id:
+                owner = child.lease.owner
+                say(f"{cfg.run_name}: MLflow run {child.run_id} is being trained by {owner}; waiting")
+                waiting_for = child.run_id
+            time.sleep(min(5.0, cfg.tracking.lease_seconds / 2))
+        child.keep_lease()
         try:
+            state = checkpoint.load(cfg, child)
+            if state is not None:
+                say(f"{cfg.run_name}: resuming MLflow run {child.run_id} after step {state['step']}")
+            elif child.resumed:
+                say(f"{cfg.run_name}: resuming MLflow run {child.run_id} from the start (no checkpoint here)")
             result = train(cfg, child, on_step=on_step, on_warmstart=on_warmstart, resume=state)
-        except BaseException:
-            child.finish("KILLED" if isinstance(sys.exc_info()[1], KeyboardInterrupt) else "FAILED")
+        except BaseException as exc:
+            if isinstance(exc, LeaseLost) or disk_full(exc):
+                # another owner has it, or nothing can be written: the lease expires, the run resumes
+                child.release(write=not disk_full(exc))
+            else:
+                child.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise
         child.finish()
-        return CellOutcome(cfg, child.run_id, result.summary, "resumed" if state else "ran")
+        return CellOutcome(cfg, child.run_id, result.summary, "resumed" if child.resumed else "ran")
 
 
 # ---------------------------------------------------------------------------------------------
 # Ray
+
+
+def check_cache_dirs(cells: Sequence[RunConfig]) -> None:
+    """Before anything starts here, each cell's cache_dir must be a folder this process can write
+    (made if missing): a ConfigError naming the key otherwise. Not for Ray, as check_devices."""
+    for folder in sorted({cell.cache_dir for cell in cells}):
+        path = Path(folder).expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
+                pass
+        except OSError as exc:
+            raise ConfigError(
+                f"config key 'cache_dir': cannot write {folder} ({exc.strerror or exc}); give a "
+                "folder you may write, e.g. cache_dir=~/.cache/advbench"
+            ) from None
 
 
 def check_devices(cells: Sequence[RunConfig]) -> None:

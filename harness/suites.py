@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from advbench.harness.config import (
     sweep,
 )
 
+SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 SUITE_KEYS = ("name", "description", "base", "reference", "matrix", "overrides")
 MATRIX_KEYS = ("estimator", "seed", *GROUPS)
 
@@ -162,6 +164,15 @@ def load_suite(ref: str | Path, overrides: list[str] | None = None) -> Suite:
         raise ConfigError(
             f"{where}: unknown matrix key(s) {', '.join(unknown)}; valid: {', '.join(MATRIX_KEYS)}"
         )
+    for key in matrix:
+        if not _as_list(matrix[key]) or matrix[key] is None:
+            raise ConfigError(f"{where}: matrix.{key} is empty; give it at least one value")
+    name = str(raw.get("name") or path.stem)
+    if not SUITE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where}: name {name!r} must be letters, digits, '-', '_' or '.', starting with a letter "
+            "or digit (it names the leaderboard's folder)"
+        )
     variants = [_variant(e, f"{where}, matrix.estimator") for e in _as_list(matrix.estimator)]
     labels = [v.label for v in variants]
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
@@ -200,7 +211,7 @@ def load_suite(ref: str | Path, overrides: list[str] | None = None) -> Suite:
     if len(set(hashes)) != len(hashes):
         raise ConfigError(f"{where}: two cells resolve to the same config (a variant repeats another)")
     return Suite(
-        name=str(raw.get("name") or path.stem),
+        name=name,
         path=path,
         description=str(raw.get("description") or ""),
         reference=reference,

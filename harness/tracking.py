@@ -5,15 +5,26 @@ process. Step metrics are buffered and sent with log_batch. A child run is ident
 of its resolved config (tag ``advbench.config_hash``): a finished one is found and not run again.
 A suite's parent run is identified by its cells (tag ``advbench.suite_hash``) and found again when
 the same suite runs again, so its cells gather under one parent however often it was interrupted.
+
+Who trains a run is decided in the store itself: the process that trains a child run holds a lease
+on it (tag ``advbench.lease``: host, pid, a token and an expiry), renewed by a heartbeat every
+quarter of ``tracking.lease_seconds``. Any process on the same store, whatever its cache folder,
+waits while a lease is live and may take a run over only once its lease has expired; nothing with
+a live lease is ever deleted. Expiry compares the writer's clock with the reader's: processes on
+several machines need their clocks in step (NTP) to within a small part of the lease.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import random
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -21,11 +32,14 @@ from urllib.parse import urlparse
 import numpy as np
 
 from advbench.harness.config import RunConfig, TrackingConfig, config_hash, flatten, to_yaml
+from advbench.harness.errors import disk_full
 
 if TYPE_CHECKING:
     from advbench.harness.suites import Suite
 
 CONFIG_HASH_TAG = "advbench.config_hash"
+LEASE_TAG = "advbench.lease"
+CLAIM_SETTLE_SECONDS = 0.5  # between writing a claim and reading it back: a rival's write lands first
 SUITE_TAG = "advbench.suite"
 SUITE_HASH_TAG = "advbench.suite_hash"
 PARENT_TAG = "mlflow.parentRunId"
@@ -57,7 +71,7 @@ def retrying(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if delay is None or getattr(exc, "error_code", None) in PERMANENT_ERRORS:
+            if delay is None or getattr(exc, "error_code", None) in PERMANENT_ERRORS or disk_full(exc):
                 raise
             log.warning(
                 "tracking: %s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay
@@ -130,9 +144,14 @@ def _is_local(uri: str) -> bool:
 class RunTracker:
     """The child run of one training run: buffered step metrics, params, artifacts."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, lease: Lease | None = None) -> None:
         self.client = client
         self.run_id = run_id
+        self.lease = lease  # held while this process trains the run (Tracker.claim)
+        self._heartbeat: threading.Thread | None = None
+        self._stop_heartbeat = threading.Event()
+        self.lease_lost: str | None = None  # why another process owns the run now
+        self.resumed = False  # an existing run taken over (Tracker.claim), not a new one
         self._buffer: list[Any] = []
         # The loop turns this off while it checkpoints: it then flushes with each checkpoint.
         self.auto_flush = True
@@ -161,6 +180,8 @@ class RunTracker:
 
     def flush(self) -> None:
         """Send the buffered metrics; a batch leaves the buffer only once the store has it."""
+        if self.lease_lost:
+            raise LeaseLost(f"MLflow run {self.run_id}: {self.lease_lost}; this process stops training it")
         while self._buffer:
             batch = self._buffer[:MAX_METRICS_PER_BATCH]
             retrying("log_batch", self.client.log_batch, self.run_id, metrics=batch, synchronous=True)
@@ -184,8 +205,99 @@ class RunTracker:
         retrying("set_tag", self.client.set_tag, self.run_id, key, value)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.flush()
-        retrying("set_terminated", self.client.set_terminated, self.run_id, status=status)
+        try:
+            self.flush()
+            retrying("set_terminated", self.client.set_terminated, self.run_id, status=status)
+        finally:
+            self.release()
+
+    def keep_lease(self) -> None:
+        """Renew the lease in the background until ``release``; a renewal that finds another
+        process's token marks the lease lost (the next flush raises LeaseLost)."""
+        if self.lease is None or self._heartbeat is not None:
+            return
+
+        def beat() -> None:
+            while not self._stop_heartbeat.wait(self.lease.seconds / 4):
+                try:
+                    held = Lease.parse(retrying("get_run", self.client.get_run, self.run_id).data.tags)
+                    if held is not None and held.token != self.lease.token:
+                        self.lease_lost = f"its lease passed to {held.owner}"
+                        return
+                    self.lease = self.lease.renewed()
+                    retrying("set_tag", self.client.set_tag, self.run_id, LEASE_TAG, self.lease.tag())
+                except Exception as exc:  # the store is away: the next beat tries again
+                    log.warning("tracking: lease heartbeat failed (%s: %s)", type(exc).__name__, exc)
+
+        self._heartbeat = threading.Thread(target=beat, name=f"lease-{self.run_id[:8]}", daemon=True)
+        self._heartbeat.start()
+
+    def release(self, write: bool = True) -> None:
+        """Stop renewing and give the lease up (expired at once), if this process still holds it;
+        ``write=False`` leaves it to expire (a full disk: the store cannot take the write)."""
+        if self.lease is None:
+            return
+        self._stop_heartbeat.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+        if write and not self.lease_lost:
+            with contextlib.suppress(Exception):
+                released = dataclasses.replace(self.lease, until=0.0)
+                retrying("set_tag", self.client.set_tag, self.run_id, LEASE_TAG, released.tag())
+        self.lease = None
+
+
+class LeaseLost(RuntimeError):
+    """Another process took over the run this process was training (its lease had expired)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who trains a run, until when (seconds since the epoch): the tag ``advbench.lease``."""
+
+    host: str
+    pid: int
+    token: str
+    until: float
+    seconds: float
+
+    @classmethod
+    def new(cls, seconds: float) -> Lease:
+        import socket
+        import uuid
+
+        return cls(socket.gethostname(), os.getpid(), uuid.uuid4().hex, time.time() + seconds, seconds)
+
+    def renewed(self) -> Lease:
+        return dataclasses.replace(self, until=time.time() + self.seconds)
+
+    def tag(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def parse(cls, tags: dict[str, str]) -> Lease | None:
+        """The lease in a run's tags, or None when it has none (a run of an older version, or a
+        tag that cannot be read: neither is a live owner)."""
+        try:
+            return cls(**json.loads(tags[LEASE_TAG]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @property
+    def live(self) -> bool:
+        return self.until > time.time()
+
+    @property
+    def owner(self) -> str:
+        return f"{self.host} pid {self.pid}"
+
+
+@dataclass(frozen=True)
+class Held:
+    """A run another process is training: wait for it."""
+
+    run_id: str
+    lease: Lease
 
 
 class Tracker:
@@ -197,8 +309,19 @@ class Tracker:
         self.cfg = cfg
         check_reachable(cfg.uri)
         _create_sqlite_store(cfg.uri)
-        self.client = MlflowClient(tracking_uri=cfg.uri)
-        experiment = self.client.get_experiment_by_name(cfg.experiment)
+        try:
+            self.client = MlflowClient(tracking_uri=cfg.uri)
+            experiment = self.client.get_experiment_by_name(cfg.experiment)
+        except Exception as exc:
+            if urlparse(cfg.uri).scheme != "sqlite":
+                raise
+            from advbench.harness.config import ConfigError
+
+            reason = " ".join(str(exc).split("[SQL:")[0].split())[:200]
+            raise ConfigError(
+                f"config key 'tracking.uri': the SQLite store {cfg.uri} cannot be read ({reason}); "
+                "if it is damaged (a copy cut short, a full disk), move it aside and run again"
+            ) from None
         if experiment is None:
             # A local store keeps artifacts in a folder beside it, named by the config.
             location = Path(cfg.artifact_root).resolve().as_uri() if _is_local(cfg.uri) else None
@@ -271,35 +394,56 @@ class Tracker:
         )
         return runs[0] if runs else None
 
-    def drop_abandoned(self, cfg: RunConfig) -> list[str]:
-        """Delete the RUNNING or KILLED runs of this config: runs that died before their first checkpoint.
-
-        Called under the cell's lock, before a fresh start, so no live process owns them; without this
-        a cell killed early would show in MLflow twice. FAILED runs (an error, e.g. a NaN) are kept.
-        """
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{config_hash(cfg)}'"
+    def _unfinished(self, digest: str) -> list[Any]:
+        """The active, unfinished child runs of a config hash, oldest first."""
+        runs = retrying(
+            "search_runs",
+            self.client.search_runs,
+            [self.experiment_id],
+            filter_string=f"tags.`{CONFIG_HASH_TAG}` = '{digest}' and attributes.status != 'FINISHED'",
         )
-        stale = [run for run in runs if run.info.status in ("RUNNING", "KILLED")]
-        for run in stale:
-            self.client.delete_run(run.info.run_id)
-        return [run.info.run_id for run in stale]
+        return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
 
-    def resume_child(self, run_id: str, parent: RunTracker) -> RunTracker | None:
-        """The unfinished child run ``run_id`` marked running again, or None if it is gone or finished."""
-        try:
-            run = self.client.get_run(run_id)
-        except Exception:
-            return None
-        if run.info.status == "FINISHED" or run.info.lifecycle_stage != "active":
-            return None
-        self.client.update_run(run_id, status="RUNNING")
-        self.client.set_tag(run_id, "advbench.resumed_by", parent.run_id)
-        child = RunTracker(self.client, run_id)
-        child.skip_logged()
-        return child
+    def claim(self, cfg: RunConfig, parent: RunTracker) -> RunTracker | Held:
+        """This process's lease on the run of ``cfg``: the unfinished run whose lease expired (to
+        resume), or a new child run; or Held when another process's lease on it is live.
 
-    def start_child(self, parent: RunTracker, cfg: RunConfig) -> RunTracker:
+        A claim is written, then read back after CLAIM_SETTLE_SECONDS: of two processes claiming at
+        once the later write wins and the other backs off. A new run that finds a rival live run
+        deletes itself (its own, just made, nothing logged) and the claim is tried again.
+        Store errors are retried and then raised, never taken for "nothing to resume".
+        """
+        digest = config_hash(cfg)
+        seconds = self.cfg.lease_seconds
+        for _ in range(20):
+            unfinished = self._unfinished(digest)
+            for run in unfinished:
+                lease = Lease.parse(run.data.tags)
+                if lease is not None and lease.live:
+                    return Held(run.info.run_id, lease)
+            if unfinished:
+                run_id = unfinished[-1].info.run_id  # the newest: older ones are leftovers
+                lease = Lease.new(seconds)
+                retrying("set_tag", self.client.set_tag, run_id, LEASE_TAG, lease.tag())
+                time.sleep(CLAIM_SETTLE_SECONDS)
+                held = Lease.parse(retrying("get_run", self.client.get_run, run_id).data.tags)
+                if held is None or held.token != lease.token:
+                    continue  # a rival's claim landed after ours: it holds the run now
+                retrying("update_run", self.client.update_run, run_id, status="RUNNING")
+                retrying("set_tag", self.client.set_tag, run_id, "advbench.resumed_by", parent.run_id)
+                child = RunTracker(self.client, run_id, lease.renewed())
+                child.resumed = True
+                child.skip_logged()
+                return child
+            child = self.start_child(parent, cfg, Lease.new(seconds))
+            rivals = [run for run in self._unfinished(digest) if run.info.run_id != child.run_id]
+            if not any((lease := Lease.parse(run.data.tags)) and lease.live for run in rivals):
+                return child
+            retrying("delete_run", self.client.delete_run, child.run_id)
+            time.sleep(random.uniform(0.1, 1.0))  # both may have backed off: try again apart
+        raise RuntimeError(f"{cfg.run_name}: could not claim its run in the store after 20 tries")
+
+    def start_child(self, parent: RunTracker, cfg: RunConfig, lease: Lease | None = None) -> RunTracker:
         tags = {
             PARENT_TAG: parent.run_id,
             CONFIG_HASH_TAG: config_hash(cfg),
@@ -310,8 +454,12 @@ class Tracker:
             "advbench.model": cfg.model.name,
             "advbench.seed": str(cfg.seed),
         }
-        run = self.client.create_run(self.experiment_id, run_name=cfg.run_name, tags=tags)
-        child = RunTracker(self.client, run.info.run_id)
+        if lease is not None:
+            tags[LEASE_TAG] = lease.tag()
+        run = retrying(
+            "create_run", self.client.create_run, self.experiment_id, run_name=cfg.run_name, tags=tags
+        )
+        child = RunTracker(self.client, run.info.run_id, lease)
         child.log_params(flatten(cfg))
         child.log_text(to_yaml(cfg), "config.yaml")
         return child

@@ -376,7 +376,7 @@ def test_a_run_resumes_from_its_checkpoint_on_its_device(fast_overrides, device)
 
     with pytest.raises(_Killed):
         train(cfg, on_step=kill_after_the_checkpoint)
-    saved = checkpoint.load(cfg)
+    saved = checkpoint.load(cfg, None)
     assert saved is not None and saved["step"] == 2
     steps = []
     train(cfg, resume=saved, on_step=lambda step, metrics: steps.append(metrics))

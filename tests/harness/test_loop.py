@@ -250,7 +250,7 @@ def test_a_nan_stops_the_run_and_leaves_the_last_good_checkpoint(fast_overrides)
     try:
         with pytest.raises(NonFiniteError, match="step 3: advantages"):
             train(cfg)
-        state = checkpoint.load(cfg)
+        state = checkpoint.load(cfg, None)
         assert state is not None and state["step"] == 2  # written after step 2, untouched by the failure
         with pytest.raises(NonFiniteError, match="step 3: advantages"):  # it loads and resumes at step 3
             train(cfg, resume=state)
@@ -258,7 +258,7 @@ def test_a_nan_stops_the_run_and_leaves_the_last_good_checkpoint(fast_overrides)
         from advbench.estimators.registry import _REGISTRY
 
         _REGISTRY.pop("test_nan_at_3")
-        checkpoint.remove(cfg)
+        checkpoint.remove(cfg, None)
 
 
 def test_the_shuffled_null_control_permutes_the_first_steps_advantages(fast_overrides):

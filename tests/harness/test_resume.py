@@ -10,7 +10,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from advbench.harness.checkpoint import checkpoint_path
+from advbench.harness.checkpoint import checkpoint_dir
 from advbench.harness.config import load
 from advbench.harness.loop import machine_dependent
 from tests.conftest import FAST
@@ -33,6 +33,7 @@ def overrides(cache_dir, db, estimator="nsr"):
         "trainer.checkpoint_every=2",
         "eval.every=4",
         "geometry.every=2",
+        "tracking.lease_seconds=2",  # a killed run's lease expires soon: its rerun waits that long
     ]
 
 
@@ -55,8 +56,18 @@ def finished_history(db):
     return history
 
 
-def checkpointed_step(path) -> int:
+class _Store:
+    """What checkpoint_dir reads of a run's tracker: its store's URI (the run id is a placeholder)."""
+
+    def __init__(self, db) -> None:
+        self.client = type("Client", (), {"tracking_uri": f"sqlite:///{db}"})()
+        self.run_id = "any"
+
+
+def checkpointed_step(checkpoints) -> int:
+    """The step of the newest checkpoint under ``checkpoints`` (one store's: one folder per run)."""
     try:
+        (path,) = checkpoints.glob("*/state.pt")
         return torch.load(path, weights_only=False)["step"]
     except Exception:  # not written yet (the rename makes a half-written file impossible)
         return 0
@@ -77,13 +88,13 @@ def test_sigkill_at_random_points_then_rerun_matches_the_uninterrupted_run(tmp_p
         p_hat = [value for _, value in reference["estimator/fade_p_hat"]]
         assert len(set(p_hat)) == len(p_hat)
     (cfg,) = load(overrides(cache_dir, tmp_path / "any.db", estimator))
-    path = checkpoint_path(cfg)
 
     rng = random.Random(0)
     targets = sorted(rng.sample(range(2, 13, 2), KILLS))  # kill after these checkpoints, at random moments
     resumed_from = []
     for kill, target in enumerate(targets):
         db = tmp_path / f"killed{kill}.db"
+        path = checkpoint_dir(cfg, _Store(db)).parent
         process = subprocess.Popen(
             [sys.executable, "-c", CLI, "run", *overrides(cache_dir, db, estimator)],
             stdout=subprocess.DEVNULL,
@@ -117,6 +128,6 @@ def test_sigkill_at_random_points_then_rerun_matches_the_uninterrupted_run(tmp_p
             assert [v for _, v in points] == pytest.approx(
                 [v for _, v in reference[key]], rel=1e-5, abs=1e-6
             ), f"{where}: {key}"
-        assert not path.exists()  # a finished run removes its checkpoint
+        assert not list(path.glob("*/*.pt"))  # a finished run removes its checkpoints
     print("resumed after steps:", resumed_from)
     assert len(set(resumed_from)) >= 3
