@@ -17,6 +17,7 @@ config, same tracking store) does not train again: its stored summary is reporte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from datetime import datetime
@@ -197,10 +198,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _finish_parent(parent, status: str) -> None:
-    """Mark the invocation's parent run ended, unless the disk is full: nothing can be written
-    then, and the error being raised says what happened."""
+    """Mark the invocation's parent run ended; on a full disk only if the store can still take it
+    (the error being raised says what happened)."""
     failure = sys.exc_info()[1]
     if failure is None or not disk_full(failure):
+        parent.finish(status)
+        return
+    with contextlib.suppress(Exception):
         parent.finish(status)
 
 

@@ -172,9 +172,10 @@ def server_program(source: str, load: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The judge: trusted test code, run as ``python -I -c JUDGE SPEC_PATH FD_IN FD_OUT`` outside the
-# sandbox. SPEC_PATH holds {"kind": "humaneval" | "livecodebench", ...}; FD_IN reads the server's
-# answers, FD_OUT sends it requests. Exit 0 means every test passed.
+# The judge: trusted test code, run as ``python -I -c JUDGE FD_IN FD_OUT`` outside the sandbox.
+# Its stdin brings the spec, {"kind": "humaneval" | "livecodebench", ...}, never written to a file
+# a program could read; FD_IN reads the server's answers, FD_OUT sends it requests. Exit 0 means
+# every test passed.
 
 JUDGE = (
     """
@@ -190,10 +191,9 @@ Any = object
     + inspect.getsource(_no_constants)
     + inspect.getsource(read_answer)
     + """
-with open(sys.argv[1], encoding="utf-8") as file:
-    SPEC = json.load(file)
-_rx = os.fdopen(int(sys.argv[2]), "r", encoding="utf-8")
-_tx = os.fdopen(int(sys.argv[3]), "w", encoding="utf-8")
+SPEC = json.loads(sys.stdin.buffer.read())
+_rx = os.fdopen(int(sys.argv[1]), "r", encoding="utf-8")
+_tx = os.fdopen(int(sys.argv[2]), "w", encoding="utf-8")
 
 def ask(op, **request):
     request["op"] = op

@@ -12,6 +12,7 @@ share a cache take turns on a cell without asking the store.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import tempfile
@@ -100,9 +101,12 @@ def run_cell(
                 say(f"{cfg.run_name}: resuming MLflow run {child.run_id} from the start (no checkpoint here)")
             result = train(cfg, child, on_step=on_step, on_warmstart=on_warmstart, resume=state)
         except BaseException as exc:
-            if isinstance(exc, LeaseLost) or disk_full(exc):
-                # another owner has it, or nothing can be written: the lease expires, the run resumes
-                child.release(write=not disk_full(exc))
+            if isinstance(exc, LeaseLost):  # another process trains it now: touch nothing
+                child.release()
+            elif disk_full(exc):  # the store may be on the full disk too: marked FAILED if it can be
+                with contextlib.suppress(Exception):
+                    child.finish("FAILED")
+                child.release(write=False)
             else:
                 child.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
             raise

@@ -283,11 +283,14 @@ class _Cgroup:
 
 # System calls a program has no use for and an escape needs: making or entering namespaces (inside
 # a user namespace of its own a program is "root" and may mount a tmpfs that no limit above
-# counts) and mounting. clone3 answers ENOSYS so that glibc falls back to clone, whose flags a
-# filter can read.
+# counts), mounting, and the kernel keyring. clone3 answers ENOSYS so that glibc falls back to
+# clone, whose flags a filter can read.
 BLOCKED_SYSCALLS = (
     "unshare", "setns", "mount", "umount2", "pivot_root", "fsopen", "fsconfig", "fsmount",
     "move_mount", "open_tree", "mount_setattr",
+    # The kernel keyring is shared by every program of one user and outlives them: a program could
+    # keep what it learned from the judge (which test a guess passed) for the next one.
+    "add_key", "keyctl", "request_key",
 )  # fmt: skip
 CLONE_NEWUSER = 0x10000000
 
@@ -634,15 +637,20 @@ def _limit_judge(memory_mb: int):
     return setup
 
 
+def _feed(pipe, data: bytes) -> None:
+    """Write ``data`` to a child's stdin and close it (a child that died first is no error)."""
+    with contextlib.suppress(OSError):
+        pipe.write(data)
+    with contextlib.suppress(OSError):
+        pipe.close()
+
+
 def _judged(server: str, spec: dict, limits: Limits, packages: tuple[str, ...], mode: str) -> Outcome:
     """Serve the candidate (``server``, see harness/judge.py) in the sandbox and run the tests of
     ``spec`` against it in a trusted judge process; passed when the judge gets through them."""
     from advbench.harness.judge import JUDGE, JUDGE_MEMORY_MB
 
-    private = tempfile.mkdtemp(prefix="advbench-judge-")  # 0700: the candidate cannot reach it
-    spec_path = os.path.join(private, "spec.json")
-    with open(spec_path, "w", encoding="utf-8") as file:
-        json.dump(spec, file)
+    spec_text = json.dumps(spec).encode()  # sent on the judge's stdin: no file a program could read
     requests_in, requests_out = os.pipe()
     answers_in, answers_out = os.pipe()
     judge = candidate = None
@@ -650,9 +658,9 @@ def _judged(server: str, spec: dict, limits: Limits, packages: tuple[str, ...], 
         try:
             candidate = _launch(server, limits, packages, mode, stdin=requests_in, stdout=answers_out)
             judge = subprocess.Popen(
-                [sys.executable, "-I", "-c", JUDGE, spec_path, str(answers_in), str(requests_out)],
-                cwd=private,
-                stdin=subprocess.DEVNULL,
+                [sys.executable, "-I", "-c", JUDGE, str(answers_in), str(requests_out)],
+                cwd="/",
+                stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 pass_fds=(answers_in, requests_out),
@@ -666,6 +674,8 @@ def _judged(server: str, spec: dict, limits: Limits, packages: tuple[str, ...], 
                 os.close(fd)
         verdict = _Tail(judge.stderr, limit=300)
         verdict.start()
+        feeder = threading.Thread(target=_feed, args=(judge.stdin, spec_text), daemon=True)
+        feeder.start()
         try:
             judge.wait(timeout=max(0.0, limits.seconds - (time.perf_counter() - candidate.start)))
             status = "passed" if judge.returncode == 0 else "failed"
@@ -684,7 +694,6 @@ def _judged(server: str, spec: dict, limits: Limits, packages: tuple[str, ...], 
             judge.stderr.close()
         if candidate is not None:
             candidate.stop()
-        shutil.rmtree(private, ignore_errors=True)
 
 
 def run_program(program: str, limits: Limits = Limits(), packages: tuple[str, ...] = ()) -> Outcome:

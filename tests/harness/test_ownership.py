@@ -46,9 +46,10 @@ def start(cache, db, **kw):
 
 
 def finish(process, timeout=300):
+    """What the process printed, its lines joined (the console wraps long lines at its width)."""
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, err[-3000:]
-    return out + err
+    return " ".join((out + err).split())
 
 
 def runs(db, view=ViewType.ACTIVE_ONLY):

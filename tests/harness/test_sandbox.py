@@ -430,3 +430,15 @@ def test_files_written_to_tmp_or_shm_stay_inside():
     outcome = sandbox._run(program, LIMITS, (), "bubblewrap")
     assert outcome.passed, outcome
     assert not Path(f"/tmp/{marker}").exists() and not Path(f"/dev/shm/{marker}").exists()
+
+
+@needs_bubblewrap
+def test_no_program_can_leave_anything_for_the_next_in_the_kernel_keyring():
+    """The keyring is per user and outlives programs: a channel from one sample to the next."""
+    keep = REEXEC_CTYPES + (
+        "key = libc.syscall(248, b'user', b'advbench-test', b'guess', 5, -4)\n"  # add_key, user keyring
+        "assert key > 0, ctypes.get_errno()\n"
+    )
+    find = REEXEC_CTYPES + "assert libc.syscall(250, 10, -4, b'user', b'advbench-test', 0) > 0\n"  # keyctl
+    assert not sandbox._run(keep, LIMITS, (), "bubblewrap").passed
+    assert not sandbox._run(find, LIMITS, (), "bubblewrap").passed

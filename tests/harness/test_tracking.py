@@ -44,12 +44,14 @@ def test_the_cli_reports_an_unreachable_store_as_a_config_error(capsys, fast_ove
     assert "http://127.0.0.1:9 is unreachable" in capsys.readouterr().err
 
 
-def test_an_sqlite_store_that_cannot_be_created_is_named(tmp_path):
+def test_an_sqlite_store_that_cannot_be_created_is_named(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    uri = f"sqlite:///{blocker}/sub/x.db"
-    with pytest.raises(ConfigError, match="cannot create the SQLite store sqlite:///.*a-file/sub/x.db"):
-        Tracker(TrackingConfig(uri=uri))
+    with pytest.raises(ConfigError, match="the folder of the SQLite store .*a-file/sub/x.db does not exist"):
+        TrackingConfig(uri=f"sqlite:///{blocker}/sub/x.db")  # absolute: no folders are made
+    monkeypatch.chdir(tmp_path)  # relative: its folders are made under the working directory
+    with pytest.raises(ConfigError, match="cannot create the SQLite store sqlite:///a-file/sub/x.db"):
+        Tracker(TrackingConfig(uri="sqlite:///a-file/sub/x.db"))
 
 
 class Flaky:

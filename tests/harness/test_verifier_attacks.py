@@ -192,3 +192,27 @@ def test_only_plain_values_are_encoded_and_only_encodings_decoded():
         judge.read_answer('{"value": NaN}\n')
     with pytest.raises(judge.CandidateError, match="no complete answer"):
         judge.read_answer('{"value": 1')
+
+
+def test_the_tests_are_nowhere_a_program_could_read_them(humaneval_zero, isolation):
+    """The judge gets its tests on its stdin: no file holds them while a candidate runs."""
+    task, prompt = humaneval_zero
+    snoop = (
+        "    import glob, os\n"
+        "    found = glob.glob('/tmp/advbench-judge-*') + glob.glob('/tmp/**/spec.json', recursive=True)\n"
+        "    return bool(found) or any('check(candidate)' in open(f).read() for f in found)\n"
+    )
+    assert task.score(prompt, snoop).reward == 0.0
+
+
+def test_a_livecodebench_problem_without_tests_is_refused(tmp_path):
+    from advbench.harness.config import ConfigError
+
+    from .test_sandbox import livecodebench_file
+
+    path = livecodebench_file(tmp_path, private="")
+    lines = path.read_text().splitlines()
+    empty = json.loads(lines[0]) | {"public_test_cases": "[]"}
+    path.write_text("\n".join([json.dumps(empty), *lines[1:]]) + "\n")
+    with pytest.raises(ConfigError, match="problem 1: no test cases, so nothing to check"):
+        CodeTask(TaskConfig(name="lcb", source="code", path=str(path), eval_size=1, train_size=9))
