@@ -11,7 +11,8 @@ on it (tag ``advbench.lease``: host, pid, a token and an expiry), renewed by a h
 quarter of ``tracking.lease_seconds``. Any process on the same store, whatever its cache folder,
 waits while a lease is live and may take a run over only once its lease has expired; nothing with
 a live lease is ever deleted. Expiry compares the writer's clock with the reader's: processes on
-several machines need their clocks in step (NTP) to within a small part of the lease.
+several machines need their clocks in step (NTP) to within a small part of the lease. A lease whose
+owner ran in this machine's PID space and is gone (SIGKILL, a crash) is not waited for.
 """
 
 from __future__ import annotations
@@ -251,6 +252,19 @@ class LeaseLost(RuntimeError):
     """Another process took over the run this process was training (its lease had expired)."""
 
 
+def _process_space() -> str:
+    """Where a pid means one process: this boot of this kernel and this PID namespace ("" where
+    it cannot be told, e.g. not Linux). Two containers on one host share the boot, not the PIDs."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+PROCESS_SPACE = _process_space()
+
+
 @dataclass(frozen=True)
 class Lease:
     """Who trains a run, until when (seconds since the epoch): the tag ``advbench.lease``."""
@@ -260,13 +274,16 @@ class Lease:
     token: str
     until: float
     seconds: float
+    space: str = ""  # _process_space() of the owner
 
     @classmethod
     def new(cls, seconds: float) -> Lease:
         import socket
         import uuid
 
-        return cls(socket.gethostname(), os.getpid(), uuid.uuid4().hex, time.time() + seconds, seconds)
+        return cls(
+            socket.gethostname(), os.getpid(), uuid.uuid4().hex, time.time() + seconds, seconds, PROCESS_SPACE
+        )
 
     def renewed(self) -> Lease:
         return dataclasses.replace(self, until=time.time() + self.seconds)
@@ -285,7 +302,18 @@ class Lease:
 
     @property
     def live(self) -> bool:
-        return self.until > time.time()
+        """Not expired, and its owner not seen dead: a process in this PID space whose pid is gone
+        (killed, crashed) holds nothing, so a rerun here takes over at once instead of waiting."""
+        if self.until <= time.time():
+            return False
+        if self.space and self.space == PROCESS_SPACE and self.pid != os.getpid():
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:  # alive, another user's
+                pass
+        return True
 
     @property
     def owner(self) -> str:

@@ -208,3 +208,14 @@ def test_a_store_that_cannot_be_read_is_retried_then_raised_and_nothing_is_delet
 
 def _raise():
     raise RuntimeError("(sqlite3.OperationalError) database is locked")
+
+
+def test_a_lease_whose_owner_died_on_this_machine_is_not_waited_for():
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: its pid is gone
+    mine = Lease.new(60.0)
+    assert mine.live
+    assert not Lease(**{**mine.__dict__, "pid": dead.pid}).live
+    elsewhere = Lease(**{**mine.__dict__, "pid": dead.pid, "space": "another-machine"})
+    assert elsewhere.live  # a pid of another machine or container says nothing here: wait for expiry
+    assert not Lease(**{**mine.__dict__, "until": time.time() - 1}).live
