@@ -111,9 +111,19 @@ def _run_here(progress: Progress, cfg: RunConfig, tracker, parent) -> CellOutcom
     from advbench.harness.runner import run_cell
 
     bar = progress.add_task(cfg.run_name, total=cfg.trainer.steps, info="")
+    # Without a terminal (a log file, CI) rich draws no bar: a plain line at each eval and every
+    # quarter of the warm start says the same.
+    plain = not console.is_terminal
+    started = time.perf_counter()
+
+    def say_plainly(text: str) -> None:
+        console.print(f"{cfg.run_name}: {text} ({time.perf_counter() - started:.0f} s)", highlight=False)
 
     def on_warmstart(step: int, loss: float) -> None:
-        progress.update(bar, info=f"warm start {step}/{cfg.model.warmstart.steps} loss {loss:.3f}")
+        text = f"warm start {step}/{cfg.model.warmstart.steps} loss {loss:.3f}"
+        progress.update(bar, info=text)
+        if plain and step % max(1, cfg.model.warmstart.steps // 4) == 0:
+            say_plainly(text)
 
     last_eval = {"text": ""}  # the latest eval's pass@1, shown until the next eval
 
@@ -122,6 +132,8 @@ def _run_here(progress: Progress, cfg: RunConfig, tracker, parent) -> CellOutcom
             last_eval["text"] = f" | eval pass@1 {metrics['eval/pass_at_1']:.3f}"
         info = f"reward {metrics['train/reward_mean']:.3f} entropy {metrics['train/entropy']:.3f}"
         progress.update(bar, completed=step, info=info + last_eval["text"])
+        if plain and "eval/pass_at_1" in metrics:
+            say_plainly(f"step {step}/{cfg.trainer.steps} {info}{last_eval['text']}")
 
     outcome = run_cell(cfg, tracker, parent, on_step, on_warmstart, say=console.print)
     if outcome.status == "cached":

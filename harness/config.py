@@ -594,12 +594,15 @@ def declared_names(paths: list[Path]) -> list[str]:
 
 def _require_params(key: str, owner: str, given: dict[str, Any], known: tuple[str, ...] | None) -> None:
     """Hyperparameter names checked against the dataclass's fields as its file declares them (the
-    registry repeats the check, values included, once torch is imported)."""
+    registry repeats the check, values included, once torch is imported). ``key`` is the section,
+    as ``estimator`` or ``loss``: the error names ``<key>.<knob>``, as the user writes it."""
     unknown = sorted(set(given) - set(known)) if known is not None else []
     if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"; did you mean '{key}.{close[0]}'?" if close else ""
         raise ConfigError(
-            f"config key '{key}': {owner} has no hyperparameter {', '.join(map(repr, unknown))}; "
-            f"its hyperparameters are: {', '.join(known) or '(none)'}"
+            f"config key '{key}.{unknown[0]}': {owner} has no hyperparameter {unknown[0]!r}; "
+            f"its hyperparameters are: {', '.join(known) or '(none)'}{hint}"
         )
 
 
@@ -645,7 +648,7 @@ def _resolve_registries(cfg: RunConfig) -> RunConfig:
         known = declared([*plugins.module_files("advbench.estimators"), *extra])
         _require_known("estimator", "estimator", cfg.estimator, sorted(known))
         _require_params(
-            f"estimator_params.{cfg.estimator}",
+            "estimator",
             f"estimator '{cfg.estimator}'",
             cfg.estimator_params.get(cfg.estimator, {}),
             known[cfg.estimator],
@@ -671,7 +674,7 @@ def _resolve_registries(cfg: RunConfig) -> RunConfig:
     try:
         params = estimator.make_params(cfg.estimator_params.get(cfg.estimator, {}))
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config key 'estimator_params.{cfg.estimator}': {exc}") from None
+        raise ConfigError(f"config key 'estimator': {exc}") from None
     if cfg.trainer.group_size == 1 and _silent_on_single_samples(estimator, dataclasses.asdict(params)):
         raise ConfigError(
             f"config key 'trainer.group_size': estimator '{cfg.estimator}' compares the samples of a "

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 CONFIG_HASH_TAG = "advbench.config_hash"
 LEASE_TAG = "advbench.lease"
+# MLflow 3's UI opens an experiment in the view its kind names; untagged, it guesses the GenAI
+# "Traces" view, which is empty for training runs.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 CLAIM_SETTLE_SECONDS = 0.5  # between writing a claim and reading it back: a rival's write lands first
 SUITE_TAG = "advbench.suite"
 SUITE_HASH_TAG = "advbench.suite_hash"
@@ -354,7 +357,9 @@ class Tracker:
             # A local store keeps artifacts in a folder beside it, named by the config.
             location = Path(cfg.artifact_root).resolve().as_uri() if _is_local(cfg.uri) else None
             try:
-                self.experiment_id = self.client.create_experiment(cfg.experiment, artifact_location=location)
+                self.experiment_id = self.client.create_experiment(
+                    cfg.experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
             except Exception:  # another process created it in the meantime
                 experiment = self.client.get_experiment_by_name(cfg.experiment)
                 if experiment is None:
@@ -362,6 +367,14 @@ class Tracker:
                 self.experiment_id = experiment.experiment_id
         else:
             self.experiment_id = experiment.experiment_id
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # made by an older version: tagged now
+                retrying(
+                    "set_experiment_tag",
+                    self.client.set_experiment_tag,
+                    self.experiment_id,
+                    EXPERIMENT_KIND_TAG,
+                    EXPERIMENT_KIND,
+                )
 
     def start_parent(self, name: str, tags: dict[str, str] | None = None) -> RunTracker:
         run = self.client.create_run(

@@ -113,7 +113,7 @@ def test_tracking_does_not_change_the_run_identity():
             ["estimator_params.grpo.epz=1"],
             r"estimator 'grpo' has no hyperparameter 'epz'; its hyperparameters are: eps, unbiased_std",
         ),
-        (["estimator_params.grpo.eps=0"], r"estimator_params.grpo': grpo: eps must be > 0"),
+        (["estimator_params.grpo.eps=0"], r"config key .estimator.: grpo: eps must be > 0"),
         (["estimator_params.nope.x=1"], r"'estimator_params': nope is not a registered estimator"),
         (["loss.clip_low=2"], r"config key 'loss': ppo_clip: clip_low must be in \(0, 1\)"),
         (["loss.clip=0.1"], r"loss 'ppo_clip' has no hyperparameter 'clip'"),
@@ -146,7 +146,9 @@ def test_a_bad_config_fails_before_any_model_library_is_loaded():
     knob = code.replace('"estimator=nope"', '"estimator=grpo", "estimator.epz=1e-3"')
     out_knob = subprocess.run([sys.executable, "-c", knob], capture_output=True, text=True, timeout=60)
     assert out_knob.stdout.split() == ["2", "False", "False", "False"]  # a misspelt knob too
-    assert "estimator 'grpo' has no hyperparameter 'epz'; its hyperparameters are: eps" in out_knob.stderr
+    misspelt = " ".join(out_knob.stderr.split())
+    assert "config key 'estimator.epz': estimator 'grpo' has no hyperparameter 'epz'" in misspelt  # as typed
+    assert "its hyperparameters are: eps" in misspelt and "did you mean 'estimator.eps'?" in misspelt
     assert "unknown estimator 'nope'" in out.stderr
     assert "registered estimators: asym_grpo, asym_reinforce" in out.stderr
 

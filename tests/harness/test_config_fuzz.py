@@ -116,7 +116,7 @@ def test_well_formed_keys_with_random_values(pairs):
         ("trainer.lr=inf", "'trainer.lr': must be a finite number, got inf"),
         ("rollout.temperature=inf", "'rollout.temperature': must be a finite number, got inf"),
         ("eval.n=99999999999999999999", "'eval.n': must be at most 2147483647 in size"),
-        ("estimator_params.grpo.eps=nan", "'estimator_params.grpo': eps must be a finite number, got nan"),
+        ("estimator_params.grpo.eps=nan", "config key 'estimator': eps must be a finite number, got nan"),
         ("estimator_params.grpo.eps=abc", "eps must be a number, got 'abc'"),
         ("estimator_params.grpo.unbiased_std=3", "unbiased_std must be true or false, got 3"),
         ("estimator_params.fade.h_target=inf", "h_target must be a finite number, got inf"),

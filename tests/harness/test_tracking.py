@@ -145,3 +145,14 @@ def test_a_run_with_a_flaky_store_logs_what_a_clean_run_logs(tmp_path, cache_dir
 
     clean, flaky = run("clean.db", False), run("flaky.db", True)
     assert flaky == clean
+
+
+def test_experiments_open_in_mlflows_model_training_view(tmp_path):
+    uri = f"sqlite:///{tmp_path}/x.db"
+    tracker = Tracker(TrackingConfig(uri=uri, experiment="fresh"))
+    kind = tracker.client.get_experiment(tracker.experiment_id).tags.get("mlflow.experimentKind")
+    assert kind == "custom_model_development"
+    client = MlflowClient(tracking_uri=uri)
+    older = client.create_experiment("older")  # as an older version made it: untagged
+    Tracker(TrackingConfig(uri=uri, experiment="older"))
+    assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
