@@ -35,7 +35,8 @@ JUDGE_MEMORY_MB = 2048  # the judge's address space: it decodes what the candida
 
 def encode(value: Any) -> Any:
     """A plain value as JSON-ready data (see the module docstring); anything else raises TypeError.
-    Exact types (``type(x) is int``): a subclass may override comparison, so it is not plain."""
+    Exact types (``type(x) is int``): a subclass may override comparison, so it is not plain.
+    numpy's scalars and arrays are sent as their ``tolist()``."""
     kind = type(value)
     if value is None or kind in (bool, int, str):
         return value
@@ -51,6 +52,10 @@ def encode(value: Any) -> Any:
         return {kind.__name__: [encode(item) for item in value]}
     if kind is bytes:
         return {"bytes": value.hex()}
+    if kind.__module__ == "numpy" and hasattr(value, "tolist"):
+        # a task may declare numpy: its scalars and arrays stand for their plain values (whatever
+        # tolist gives is encoded, and decoded strictly, like any other answer)
+        return encode(value.tolist())
     raise TypeError(f"not a plain value: {kind.__name__}")
 
 
@@ -202,9 +207,21 @@ def ask(op, **request):
     _tx.flush()
     return read_answer(_rx.readline(MAX_ANSWER_BYTES))
 
+def prompt_scope(prompt):
+    # The prompt's definitions, for tests that use its helpers. A prompt may end at a bare
+    # signature (def f(x):): it is given a body, at the indentation of a function or a method.
+    for source in (prompt, prompt + "\\n    pass\\n", prompt + "\\n        pass\\n"):
+        try:
+            code = compile(source, "<prompt>", "exec")
+        except SyntaxError:
+            continue
+        scope = {"__name__": "__judge__"}
+        exec(code, scope)
+        return scope
+    return {"__name__": "__judge__"}
+
 def humaneval():
-    scope = {"__name__": "__judge__"}
-    exec(compile(SPEC["prompt"], "<prompt>", "exec"), scope)  # its helpers, for tests that use them
+    scope = prompt_scope(SPEC["prompt"])
     entry_point = SPEC["entry_point"]
     candidate = lambda *args: ask("call", name=entry_point, args=list(args))  # noqa: E731
     scope[entry_point] = candidate  # a test may name it (HumanEval/33 does), as in one interpreter

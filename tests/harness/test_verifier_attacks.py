@@ -216,3 +216,21 @@ def test_a_livecodebench_problem_without_tests_is_refused(tmp_path):
     path.write_text("\n".join([json.dumps(empty), *lines[1:]]) + "\n")
     with pytest.raises(ConfigError, match="problem 1: no test cases, so nothing to check"):
         CodeTask(TaskConfig(name="lcb", source="code", path=str(path), eval_size=1, train_size=9))
+
+
+def test_a_task_that_declares_numpy_takes_numpy_answers_by_their_plain_values(tmp_path, isolation):
+    prompt = "import numpy as np\ndef total(x):\n"  # a bare signature: the judge gives it a body
+    test = "import numpy\ndef check(candidate):\n    assert candidate([1, 2, 3]) == 6.0\n"
+    problems = [
+        {"task_id": f"np/{i}", "prompt": prompt, "test": test, "entry_point": "total"} for i in range(3)
+    ]
+    path = tmp_path / "np.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in problems))
+    config = TaskConfig(
+        name="np", source="code", path=str(path), packages=["numpy"], eval_size=1, train_size=2
+    )
+    task = CodeTask(config)
+    (item,) = task.prompts("eval")
+    assert task.score(item, "    return np.sum(np.array(x, dtype=float))\n").correct  # numpy.float64
+    assert task.score(item, "    return float(np.sum(x))\n").correct
+    assert not task.score(item, "    return np.float64(5.0)\n").correct
