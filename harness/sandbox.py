@@ -112,9 +112,10 @@ class Outcome:
 
     @property
     def crashed(self) -> bool:
-        """Ended by a signal or a limit (memory, CPU, file size) rather than by a failed test."""
+        """Ended by a signal or a limit (memory, CPU, file size) rather than by a failed test. A
+        signal shows as a negative status, or under bubblewrap as its 128 + N."""
         limits = ("MemoryError", "RecursionError", "File too large")
-        return (self.returncode or 0) < 0 or any(name in self.stderr for name in limits)
+        return not 0 <= (self.returncode or 0) <= 128 or any(name in self.stderr for name in limits)
 
 
 def _network_isolation_available() -> bool:
@@ -464,7 +465,7 @@ def _bubblewrap_command(limits: Limits, packages: tuple[str, ...], seccomp_fd: i
         args += ["--ro-bind", prefix, prefix]
     for directory in site.getsitepackages([prefix]):  # the interpreter's installed packages: none
         if os.path.isdir(directory):
-            args += ["--tmpfs", directory]
+            args += ["--size", str(1024 * 1024), "--tmpfs", directory]
     if packages:
         args += [
             "--perms",

@@ -164,9 +164,12 @@ class RunTracker:
     def skip_logged(self) -> None:
         """Drop from now on what the store already holds: a resumed run recomputes the steps after
         its checkpoint, and a kill between a flush and the checkpoint's rename must not log them twice."""
-        run = self.client.get_run(self.run_id)
+        run = retrying("get_run", self.client.get_run, self.run_id)
         self._logged_through = {
-            key: max(m.step for m in self.client.get_metric_history(self.run_id, key))
+            key: max(
+                m.step
+                for m in retrying("get_metric_history", self.client.get_metric_history, self.run_id, key)
+            )
             for key in run.data.metrics
         }
 
@@ -427,7 +430,9 @@ class Tracker:
 
     def _newest(self, filter_string: str) -> Any | None:
         """The most recently started run of this experiment that matches ``filter_string``."""
-        runs = self.client.search_runs(
+        runs = retrying(
+            "search_runs",
+            self.client.search_runs,
             [self.experiment_id],
             filter_string=filter_string,
             order_by=["attributes.start_time DESC"],

@@ -442,3 +442,11 @@ def test_no_program_can_leave_anything_for_the_next_in_the_kernel_keyring():
     find = REEXEC_CTYPES + "assert libc.syscall(250, 10, -4, b'user', b'advbench-test', 0) > 0\n"  # keyctl
     assert not sandbox._run(keep, LIMITS, (), "bubblewrap").passed
     assert not sandbox._run(find, LIMITS, (), "bubblewrap").passed
+
+
+def test_a_program_killed_by_a_signal_counts_as_crashed(isolation):
+    """A signal shows as -N from a plain process, and as 128 + N from bubblewrap."""
+    program = "import posix, signal\nposix.kill(posix.getpid(), signal.SIGSEGV)"
+    outcome = sandbox._run(program, LIMITS, (), isolation)
+    assert not outcome.passed and outcome.crashed, outcome
+    assert not sandbox._run("raise SystemExit(3)", LIMITS, (), isolation).crashed
