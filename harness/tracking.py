@@ -227,7 +227,7 @@ class RunTracker:
         def beat() -> None:
             while not self._stop_heartbeat.wait(self.lease.seconds / 4):
                 try:
-                    held = Lease.parse(retrying("get_run", self.client.get_run, self.run_id).data.tags)
+                    held = Lease.held(self.client, self.run_id)
                     if held is not None and held.token != self.lease.token:
                         self.lease_lost = f"its lease passed to {held.owner}"
                         return
@@ -305,6 +305,11 @@ class Lease:
             return cls(**json.loads(tags[LEASE_TAG]))
         except (KeyError, TypeError, ValueError):
             return None
+
+    @classmethod
+    def held(cls, client: Any, run_id: str) -> Lease | None:
+        """The lease the store holds on ``run_id`` now (read with retries)."""
+        return cls.parse(retrying("get_run", client.get_run, run_id).data.tags)
 
     @property
     def live(self) -> bool:
@@ -472,7 +477,7 @@ class Tracker:
                 lease = Lease.new(seconds)
                 retrying("set_tag", self.client.set_tag, run_id, LEASE_TAG, lease.tag())
                 time.sleep(CLAIM_SETTLE_SECONDS)
-                held = Lease.parse(retrying("get_run", self.client.get_run, run_id).data.tags)
+                held = Lease.held(self.client, run_id)
                 if held is None or held.token != lease.token:
                     continue  # a rival's claim landed after ours: it holds the run now
                 retrying("update_run", self.client.update_run, run_id, status="RUNNING")
