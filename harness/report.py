@@ -40,6 +40,18 @@ def _fmt_detectable(row: Row) -> str:
     return f"{row.comparison.detectable:.3f}" + (" (paired)" if row.comparison.paired else "")
 
 
+def store_label(uri: str) -> str:
+    """The tracking store as a committed page names it: a local SQLite file by its path relative to
+    the working directory (or its name alone), never the absolute path of the machine it ran on."""
+    if not uri.startswith("sqlite:////"):
+        return uri
+    path = Path(uri.removeprefix("sqlite:///"))
+    try:
+        return f"sqlite:///{path.relative_to(Path.cwd())}"
+    except ValueError:
+        return f"sqlite:///{path.name}"
+
+
 def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     k_max = max(r.k_max for r in board.runs)
     ci = f"{stats.LEVEL:.0%} CI"
@@ -263,7 +275,8 @@ def write(board: Board, out: Path, rows: list[Row] | None = None) -> dict[str, P
     notes = _notes(board, rows)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017  py3.10
 
-    generated = f"Generated {stamp} from {board.tracking_uri}; reference: {board.reference}."
+    store = store_label(board.tracking_uri)
+    generated = f"Generated {stamp} from {store}; reference: {board.reference}."
     markdown = "\n\n".join(
         [
             f"# Leaderboard: {board.suite}",
@@ -289,7 +302,7 @@ def write(board: Board, out: Path, rows: list[Row] | None = None) -> dict[str, P
         f"advbench leaderboard: {board.suite}",
         f"""<h1>Leaderboard: {html.escape(board.suite)}</h1>
 <p>{html.escape(board.description)}</p>
-<p>Generated {stamp} from <code>{html.escape(board.tracking_uri)}</code>;
+<p>Generated {stamp} from <code>{html.escape(store)}</code>;
 reference estimator: <b>{html.escape(board.reference)}</b>.</p>
 <h2>Ranking by peak pass@1</h2>
 {_html_table(rank_header, rank_rows, "ranking")}
@@ -490,7 +503,8 @@ def write_claims(
     used = sorted({p.metric for r in results for p in r.claim.predicates})
     metric_notes = [f"{name}: {claims.METRICS[name].description}." for name in used]
     sections = [_claim_section(r, out) for r in results]
-    generated = f"Generated {stamp} by `{command}` from {results[0].board.tracking_uri if results else ''}."
+    store = store_label(results[0].board.tracking_uri) if results else ""
+    generated = f"Generated {stamp} by `{command}` from {store}."
     notes = CLAIMS_NOTES + metric_notes + budget_note([run for r in results for run in r.board.runs])
     markdown = "\n\n".join(
         [

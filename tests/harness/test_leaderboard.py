@@ -298,3 +298,13 @@ def test_a_page_says_how_its_runs_ended_and_when_its_budget_censors_time_to_peak
     assert "1 (17%) had no detectable gain" in short and "time-to-peak is censored" in short
     page = report.write(board([*turned, rising, flat]), tmp_path / "board")["markdown"].read_text()
     assert short in page
+
+
+def test_a_page_names_a_local_store_without_the_machines_absolute_path(tmp_path, monkeypatch):
+    from advbench.harness.report import store_label
+
+    monkeypatch.chdir(tmp_path)
+    assert store_label(f"sqlite:///{tmp_path}/runs/advbench.db") == "sqlite:///runs/advbench.db"
+    assert store_label("sqlite:////elsewhere/dir/advbench.db") == "sqlite:///advbench.db"
+    assert store_label("sqlite:///advbench.db") == "sqlite:///advbench.db"  # relative: as given
+    assert store_label("http://tracking:5000") == "http://tracking:5000"
