@@ -2,6 +2,7 @@
 their cache folders, a run is taken over only once its lease has expired, checkpoints are kept
 apart by store, and nothing alive is deleted. The scenarios run real processes."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from tests.conftest import FAST
 CLI = "import sys; from advbench.harness.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def overrides(cache, db, steps=12):
+def overrides(cache, db, steps=12, lease_seconds=3):
     return [
         *FAST,
         f"cache_dir={cache}",
@@ -32,7 +33,7 @@ def overrides(cache, db, steps=12):
         f"trainer.steps={steps}",
         "trainer.checkpoint_every=2",
         "eval.every=4",
-        "tracking.lease_seconds=3",
+        f"tracking.lease_seconds={lease_seconds}",
     ]
 
 
@@ -42,6 +43,7 @@ def start(cache, db, **kw):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # a line is readable as soon as it is printed
     )
 
 
@@ -90,12 +92,31 @@ def caches(cache_dir, tmp_path):
 
 @pytest.mark.slow
 def test_a_second_process_on_another_cache_waits_instead_of_deleting_a_live_run(caches, tmp_path):
+    """The first process is paused (SIGSTOP) once it trains, so the second meets a live run however
+    fast this machine is, and resumed once the second has said it waits; the lease (60 s) outlives
+    the pause."""
     db = tmp_path / "store.db"
-    first = start(caches[0], db)
-    wait_for(lambda: db.exists() and len(runs(db)[1]) == 1)
-    second = start(caches[1], db)
-    first_log, second_log = finish(first), finish(second)
-    assert "being trained by" in second_log and "finished before" in second_log, second_log
+    first = start(caches[0], db, lease_seconds=60)
+    wait_for(lambda: checkpoints(caches[0]))
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = start(caches[1], db, lease_seconds=60)
+        waited = []
+
+        def read_until_waiting():
+            for line in second.stderr:  # messages go to stderr, the tables to stdout
+                waited.append(line)
+                if "being trained by" in line:
+                    return
+
+        reader = threading.Thread(target=read_until_waiting, daemon=True)
+        reader.start()
+        reader.join(timeout=240)
+        assert any("being trained by" in line for line in waited), "".join(waited)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    first_log, second_log = finish(first), " ".join(waited) + " " + finish(second)
+    assert "finished before" in second_log, second_log
     assert "deleted" not in first_log + second_log
     client, found = runs(db, ViewType.ALL)
     assert len(found) == 1 and found[0].info.status == "FINISHED"
