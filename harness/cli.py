@@ -470,7 +470,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         est = estimators.get(name)
         table.add_row("estimator", name, escape(est.description), escape(est.source))
     for name in losses.names():
-        table.add_row("loss", name, escape(losses.get(name).description), "")
+        table.add_row("loss", name, escape(losses.get(name).description), escape(losses.get(name).source))
     from omegaconf import OmegaConf
 
     from advbench.harness.config import find_config

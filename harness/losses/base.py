@@ -66,6 +66,7 @@ class PolicyLoss:
     fn: SurrogateFn
     params: type
     description: str
+    source: str = ""  # the paper, with a confidence tag: [primary], [peer: framework] or [secondary]
     # The token losses of a row depend on the other rows (batch-wide statistics): such a loss cannot
     # be split into micro-batches (trainer.micro_batch_tokens) without changing what it computes.
     whole_batch: bool = False
@@ -81,7 +82,7 @@ _REGISTRY: Registry = Registry("loss", "losses")
 
 
 def register(
-    name: str, *, params: type, whole_batch: bool = False, version: str = "1"
+    name: str, *, params: type, source: str = "", whole_batch: bool = False, version: str = "1"
 ) -> Callable[[SurrogateFn], SurrogateFn]:
     """Register ``fn(batch, params) -> (token_losses [B, T], metrics)``; params subclass CommonLossParams."""
     if not issubclass(params, CommonLossParams):
@@ -94,6 +95,7 @@ def register(
             fn=fn,
             params=params,
             description=doc[0] if doc else "",
+            source=source,
             whole_batch=whole_batch,
             version=version,
         )

@@ -27,7 +27,7 @@ class CISPOParams(CommonLossParams):
             )
 
 
-@register("cispo", params=CISPOParams)
+@register("cispo", params=CISPOParams, source="arXiv 2506.13585")
 def cispo(batch: LossBatch, params: CISPOParams) -> tuple[torch.Tensor, dict[str, float]]:
     """CISPO (MiniMax-M1, arXiv 2506.13585): -sg[clip(r)] A log pi, so every token keeps a gradient."""
     ratio = (batch.logprobs - batch.old_logprobs).exp().detach()

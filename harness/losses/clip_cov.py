@@ -42,7 +42,8 @@ def token_covariance(batch: LossBatch) -> torch.Tensor:
     return torch.where(mask, centred_logp * centred_adv, torch.zeros_like(logprobs))
 
 
-@register("clip_cov", params=ClipCovParams, whole_batch=True)  # covariance over the batch
+# whole_batch: the covariance is taken over the batch
+@register("clip_cov", params=ClipCovParams, source="arXiv 2505.22617 [peer: verl]", whole_batch=True)
 def clip_cov(batch: LossBatch, params: ClipCovParams) -> tuple[torch.Tensor, dict[str, float]]:
     """Clip-Cov (arXiv 2505.22617): PPO's clipped surrogate, a few high-covariance tokens detached.
 
@@ -77,7 +78,7 @@ class KLCovParams(CommonLossParams):
             raise ValueError(f"kl_ratio must be in (0, 1], got {self.kl_ratio}")
 
 
-@register("kl_cov", params=KLCovParams, whole_batch=True)
+@register("kl_cov", params=KLCovParams, source="arXiv 2505.22617 [peer: verl]", whole_batch=True)
 def kl_cov(batch: LossBatch, params: KLCovParams) -> tuple[torch.Tensor, dict[str, float]]:
     """KL-Cov (arXiv 2505.22617): -A r plus coef |log r| on the top-k covariance tokens."""
     covariance = token_covariance(batch)

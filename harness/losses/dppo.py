@@ -45,7 +45,7 @@ def binary_kl(mu_logprobs: torch.Tensor, logprobs: torch.Tensor) -> torch.Tensor
     return mu * (mu_logprobs - logprobs) + (1 - mu) * torch.log((1 - mu + 1e-8) / (1 - pi + 1e-8))
 
 
-@register("dppo", params=DPPOParams)
+@register("dppo", params=DPPOParams, source="arXiv 2602.04879 [primary]")
 def dppo(batch: LossBatch, params: DPPOParams) -> tuple[torch.Tensor, dict[str, float]]:
     """DPPO (arXiv 2602.04879): drop tokens that moved past delta from mu in A's direction; IS-weighted PG.
 

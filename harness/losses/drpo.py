@@ -57,7 +57,7 @@ def quadratic_regulariser(
     }
 
 
-@register("drpo", params=DRPOParams)
+@register("drpo", params=DRPOParams, source="arXiv 2606.09821 [primary]")
 def drpo(batch: LossBatch, params: DRPOParams) -> tuple[torch.Tensor, dict[str, float]]:
     """DRPO (arXiv 2606.09821): -A r + |A| mu (r - 1)^2 / (2 delta), r = pi / mu, mu detached.
 
@@ -68,7 +68,7 @@ def drpo(batch: LossBatch, params: DRPOParams) -> tuple[torch.Tensor, dict[str, 
     return quadratic_regulariser(batch, params.delta, "drpo", scale_by_mu=True)
 
 
-@register("spo", params=SPOParams)
+@register("spo", params=SPOParams, source="arXiv 2401.16025 [primary, via 2606.09821's code]")
 def spo(batch: LossBatch, params: SPOParams) -> tuple[torch.Tensor, dict[str, float]]:
     """SPO (arXiv 2401.16025): -A r + |A| (r - 1)^2 / (2 delta), r = pi / mu: DRPO without the mu factor.
 

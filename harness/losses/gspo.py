@@ -27,7 +27,7 @@ class GSPOParams(CommonLossParams):
             )
 
 
-@register("gspo", params=GSPOParams)
+@register("gspo", params=GSPOParams, source="arXiv 2507.18071")
 def gspo(batch: LossBatch, params: GSPOParams) -> tuple[torch.Tensor, dict[str, float]]:
     """GSPO (arXiv 2507.18071): PPO clipping of the sequence ratio exp(mean_t log r_t), per token."""
     mask = batch.mask.to(batch.logprobs.dtype)

@@ -43,7 +43,7 @@ def clipped_surrogate(
     return torch.maximum(unclipped, clipped), clipped > unclipped
 
 
-@register("ppo_clip", params=PPOClipParams)
+@register("ppo_clip", params=PPOClipParams, source="arXiv 1707.06347; clip-higher arXiv 2503.14476")
 def ppo_clip(batch: LossBatch, params: PPOClipParams) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate: max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high)), r = pi / pi_old; dual clip."""
     advantages = batch.advantages

@@ -41,7 +41,7 @@ class VanillaPGParams(losses.CommonLossParams):
             raise ValueError(f"advantage_clip must be > 0, got {self.advantage_clip}")
 
 
-@losses.register("vanilla_pg", params=VanillaPGParams)
+@losses.register("vanilla_pg", params=VanillaPGParams, source="advbench example plugin")
 def vanilla_pg(batch: losses.LossBatch, params: VanillaPGParams) -> tuple[torch.Tensor, dict[str, float]]:
     """Plain on-policy policy gradient: -A log pi, A clamped to +-advantage_clip, no ratio."""
     advantages = batch.advantages.clamp(-params.advantage_clip, params.advantage_clip)
