@@ -742,6 +742,33 @@ def _estimator_mappings(*layers: DictConfig) -> dict[str, Any]:
     return knobs
 
 
+def _say_old_spelling(layer: DictConfig, where: str) -> None:
+    """``estimator_params.NAME.KNOB`` still means what it meant (same run, same identity), with one
+    line on stderr showing the one spelling: ``estimator=NAME estimator.KNOB=V`` (in a file,
+    ``estimator: {name: NAME, KNOB: V}``)."""
+    old = layer.get("estimator_params")
+    if not isinstance(old, DictConfig) or not old:
+        return
+    given = OmegaConf.to_container(old)
+    if where == "command line":
+        new = " ".join(
+            f"estimator={name} " + " ".join(f"estimator.{k}={v}" for k, v in (knobs or {}).items())
+            for name, knobs in given.items()
+        )
+    else:
+        new = "; ".join(
+            "estimator: {"
+            + ", ".join([f"name: {name}", *(f"{k}: {v}" for k, v in (knobs or {}).items())])
+            + "}"
+            for name, knobs in given.items()
+        )
+    print(
+        f"advbench: 'estimator_params' ({where}) is the old spelling, still read as before; "
+        f"write {new.strip()}",
+        file=sys.stderr,
+    )
+
+
 ENVIRONMENT_RESOLVERS = ("oc.env", "oc.decode")  # resolvers that read the process's environment
 
 
@@ -776,6 +803,9 @@ def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | No
     selections, cli = parse_overrides(overrides or [])
     _refuse_environment(user, "config file")
     _refuse_environment(cli, "command line")
+    _say_old_spelling(cli, "command line")
+    if not isinstance(config_file, DictConfig):  # suites pass their cells' layers as DictConfig
+        _say_old_spelling(user, "config file")
 
     defaults: dict[str, Any] = dict(base.pop("defaults", {}))
     defaults.update(user.pop("defaults", {}))

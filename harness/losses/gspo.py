@@ -18,6 +18,7 @@ from advbench.harness.losses.base import (
 class GSPOParams(CommonLossParams):
     clip_low: float = 3e-4  # GSPO's sequence ratios stay near 1: the paper clips at 3e-4 / 4e-4
     clip_high: float = 4e-4
+    aggregation: str = "seq_mean_token_mean"  # the paper's: each sequence's mean, then their mean
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -212,13 +212,21 @@ def test_a_users_own_config_and_suite_folders_are_searched_first(tmp_path, monke
         load(["task=yours"])
 
 
-def test_the_estimator_is_configured_like_the_loss_and_the_old_syntax_still_works(tmp_path):
+def test_the_estimator_is_configured_like_the_loss_and_the_old_syntax_still_works(tmp_path, capsys):
     file = tmp_path / "run.yaml"
     file.write_text("estimator:\n  name: fade\n  alpha_max: 2.0\n")
     (from_file,) = load([], file)
     (dotted,) = load(["estimator.name=fade", "estimator.alpha_max=2"])
     (mixed,) = load(["estimator=fade", "estimator.alpha_max=2"])
+    assert "old spelling" not in capsys.readouterr().err
     (old,) = load(["estimator=fade", "estimator_params.fade.alpha_max=2"])
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and said[0].endswith("write estimator=fade estimator.alpha_max=2"), said
+    old_file = tmp_path / "old.yaml"
+    old_file.write_text("estimator: fade\nestimator_params:\n  fade:\n    alpha_max: 2.0\n")
+    (old_in_file,) = load([], old_file)
+    assert "write estimator: {name: fade, alpha_max: 2.0}" in capsys.readouterr().err
+    assert config_hash(old_in_file) == config_hash(from_file)
     assert from_file.estimator == dotted.estimator == mixed.estimator == old.estimator == "fade"
     assert (
         from_file.estimator_params
