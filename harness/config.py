@@ -742,6 +742,18 @@ def _estimator_mappings(*layers: DictConfig) -> dict[str, Any]:
     return knobs
 
 
+def _group_names(layer: DictConfig, defaults: dict[str, Any]) -> None:
+    """A group given as a mapping with a name (``loss: {name: dppo, delta_high: 0.2}`` in a file,
+    ``loss.name=dppo`` on the command line) selects that group file, as ``loss: dppo`` does; the
+    mapping's other keys stay as overrides of it."""
+    for group in GROUPS:
+        node = layer.get(group)
+        if isinstance(node, DictConfig) and "name" in node:
+            name = node["name"]
+            defaults[group] = OmegaConf.to_container(name) if isinstance(name, ListConfig) else name
+            del node["name"]
+
+
 def _say_old_spelling(layer: DictConfig, where: str) -> None:
     """``estimator_params.NAME.KNOB`` still means what it meant (same run, same identity), with one
     line on stderr showing the one spelling: ``estimator=NAME estimator.KNOB=V`` (in a file,
@@ -749,7 +761,9 @@ def _say_old_spelling(layer: DictConfig, where: str) -> None:
     old = layer.get("estimator_params")
     if not isinstance(old, DictConfig) or not old:
         return
-    given = OmegaConf.to_container(old)
+    given = {name: k for name, k in OmegaConf.to_container(old).items() if isinstance(k, dict) or k is None}
+    if not given:  # not the old spelling at all: validation names what is wrong with it
+        return
     if where == "command line":
         new = " ".join(
             f"estimator={name} " + " ".join(f"estimator.{k}={v}" for k, v in (knobs or {}).items())
@@ -815,7 +829,9 @@ def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | No
                 OmegaConf.to_container(user[group]) if isinstance(user[group], ListConfig) else user[group]
             )
             del user[group]
+    _group_names(user, defaults)
     defaults.update(selections)
+    _group_names(cli, defaults)
     knobs = _estimator_mappings(base, user, cli)
 
     missing = [g for g in GROUPS if g not in defaults]

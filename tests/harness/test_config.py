@@ -245,3 +245,16 @@ def test_the_estimator_is_configured_like_the_loss_and_the_old_syntax_still_work
     ]
     with pytest.raises(ConfigError, match="estimator 'rloo' has no hyperparameter 'eps'"):
         load(["estimator=rloo", "estimator.eps=1"])
+
+
+def test_a_loss_is_named_in_its_mapping_as_an_estimator_is(tmp_path):
+    """One spelling: ``loss: {name: dppo, delta_high: 0.2}`` in a file, ``loss.name=dppo`` or
+    ``loss=dppo`` on the command line, all the same run."""
+    file = tmp_path / "run.yaml"
+    file.write_text("loss:\n  name: dppo\n  delta_high: 0.2\n")
+    (from_file,) = load([], file)
+    (selected,) = load(["loss=dppo", "loss.delta_high=0.2"])
+    (named,) = load(["loss.name=dppo", "loss.delta_high=0.2"])
+    assert from_file.loss["name"] == "dppo" and from_file.loss["delta_high"] == 0.2
+    assert config_hash(from_file) == config_hash(selected) == config_hash(named)
+    assert [c.loss["name"] for c in load(["loss.name=[dppo,drpo]"])] == ["dppo", "drpo"]
