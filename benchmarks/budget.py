@@ -8,7 +8,7 @@ at its last point (a detected gain, not "still rising")? The time-to-peak protoc
 the evals up to B from each run's logged per-prompt counts, so one long run answers for every
 shorter budget (exactly, at a constant learning rate: a run of B steps is the long run's first B).
 
-    python benchmarks/budget.py --steps 300 --seeds 2 --plot benchmarks/budget-curves.png
+    python benchmarks/budget.py --steps 300 --seeds 2 --plot docs/results/budget-curves.png
     python benchmarks/budget.py --suites sign-axis difficulty --tasks arithmetic --steps 250 --ray
 
 Writes a table (stdout, and --results) and the pass@1 curves of the runs (--plot).

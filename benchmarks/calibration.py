@@ -14,7 +14,7 @@ Two suites on the tiny model and arithmetic at the smoke suite's budget (60 step
             previous rule's share (a bootstrap interval of P(X > Y) excluding 0.5, with the
             permutation floor).
 
-    python benchmarks/calibration.py --seeds 12 --results benchmarks/RESULTS.md
+    python benchmarks/calibration.py --seeds 12 --results docs/results/statistics.md
 
 Runs are cached in --workdir (an MLflow store there): re-running only re-reads them.
 """

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The GPU measurements of one device lease, as one script (benchmarks/RESULTS.md, "GPU path").
+# The GPU measurements of one device lease, as one script (docs/results/gpu.md, "GPU path").
 #
 # Run on the lent GPU machine from the repository root. That machine has its own python3 with
 # torch and CUDA but no registry, so advbench and the dependencies its image lacks travel as wheels
-# in .whl/ (README "GPU" says how they are gathered); they install into /tmp/site.
+# in .whl/ (docs/guides/gpu.md says how they are gathered); they install into /tmp/site.
 #
 #   bash benchmarks/gpu_session.sh OUTDIR [GPU_SECONDS] [SUITE_SECONDS] [SUITE_STEPS]
 #   PARTS="tests suite" SUITE_OVERRIDES="eval.every=5" bash benchmarks/gpu_session.sh OUTDIR ...

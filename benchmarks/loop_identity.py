@@ -6,7 +6,7 @@ dumped as JSON; run it on the commit before and after a change and compare the f
 
 The runs (tiny model, 4 steps, geometry every 2 steps): the default; 2 epochs x 2 minibatches with
 micro-batches, TIS and a KL to the reference; ReMax (greedy samples); REINFORCE++ with its
-reference KL. The issue 14 refactors were checked with it (benchmarks/RESULTS.md).
+reference KL. Refactors of the loop are checked with it (docs/results/performance.md).
 """
 
 import json

@@ -1,6 +1,6 @@
 """A suite's finished cells as one markdown table: per estimator label, the mean over seeds (and
 the spread across them) of chosen step metrics (averaged over each run's steps) and summary
-metrics. For benchmarks/RESULTS.md sections that need more columns than the leaderboard shows.
+metrics. For results pages (docs/results/) that need more columns than the leaderboard shows.
 
     python benchmarks/suite_metrics.py trust-region \\
         --train train/clip_fraction train/mask_fraction train/logprob_mismatch_mean \\

@@ -1,7 +1,7 @@
 """FADE and its two probes ("Don't Let Gains FADE", arXiv 2607.01490).
 
 SOURCE: [secondary]. No code of the paper is public; the formulas below follow a detailed reading
-note of its v1 HTML (shared/ESTIMATORS.md, "FADE, from the paper's formula"), not checked against
+note of its v1 HTML, not checked against
 a second source. The paper splits any advantage into positive and negative gradient mass (the
 sign axis) spread over prompts of different pass rates (the difficulty axis), and probes each axis
 with one knob on the mean-centred group advantage r_i - rbar, rbar the group's mean reward (its

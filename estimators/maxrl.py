@@ -6,7 +6,7 @@ Maximising E_x[log p(x)] instead of E_x[p(x)] weighs each prompt's policy gradie
 
 so hard prompts (small p) that were solved get a large push, and the advantage sums to zero in
 every group. The paper's estimator carries an extra 1/N (N the group size), a constant scale that
-the learning rate absorbs; it is left out here, as in shared/ESTIMATORS.md [primary].
+the learning rate absorbs; it is left out here. Checked against the paper [primary].
 """
 
 from __future__ import annotations

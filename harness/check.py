@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Sized from the smoke suite's spread between its two seeds (2026-11-25, benchmarks/RESULTS.md):
+# Sized from the smoke suite's spread between its two seeds (2026-11-25, docs/results/statistics.md):
 # the standard deviation of one run is about 0.030 (peak pass@1, mostly its start), 0.007 (gain),
 # 0.012 (final pass@1) and 0.076 (final pass@8). Each tolerance is about 3x the spread of a
 # 2-seed mean's difference; GRPO with its sign flipped misses the gain and final pass@1 by far more.

@@ -188,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_cache_dirs(runs)
     quiet_libraries()
     check_devices(runs)
-    from advbench.harness.tracking import Tracker
+    from advbench.harness.tracking import Tracker, browse_hint
 
     tracker = Tracker(runs[0].tracking)
     name = args.name or f"run-{datetime.now():%Y%m%d-%H%M%S}"
@@ -206,6 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         _finish_parent(parent, status)
         _print_summary(outcomes, runs[0].eval.n)
+    console.print(browse_hint(runs[0].tracking.uri, tracker.experiment_id), highlight=False)
     return 0
 
 
@@ -255,7 +256,7 @@ def _run_loaded_suite(suite, ray: str | None):
 
 
 def cmd_suite(args: argparse.Namespace) -> int:
-    suite, _, _, outcomes, failures = _run_suite(args)
+    suite, tracker, _, outcomes, failures = _run_suite(args)
     _print_summary(outcomes, suite.cells[0].eval.n)
     for cfg, error in failures:
         console.print(f"[red]failed[/] {escape(cfg.run_name)}: {escape(error)}")
@@ -265,6 +266,9 @@ def cmd_suite(args: argparse.Namespace) -> int:
         f"({ran} run now, {len(outcomes) - ran} before), {len(failures)} failed. "
         f"Leaderboard: advbench leaderboard {escape(suite.name)}"
     )
+    from advbench.harness.tracking import browse_hint
+
+    console.print(browse_hint(suite.cells[0].tracking.uri, tracker.experiment_id), highlight=False)
     return 1 if failures else 0
 
 
@@ -546,8 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument(
         "--runs",
         action="store_true",
-        help="SUITE names an MLflow experiment of TRL runs (advbench's adapter) or verl runs (README, "
-        "'Beyond one machine'): rank those instead of a suite's cells",
+        help="SUITE names an MLflow experiment of TRL runs (advbench's adapter) or verl runs "
+        "(docs/guides/beyond-one-machine.md): rank those instead of a suite's cells",
     )
     board.add_argument("--reference", help="with --runs: the label compared against (default: the first)")
     board.set_defaults(func=cmd_leaderboard, overrides=[])
@@ -582,7 +586,7 @@ def add_plugin_argument(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="MODULE_OR_PATH",
-        help="a module (name or .py path) that registers estimators or losses (README, 'Plugins'); "
+        help="a module (name or .py path) that registers estimators or losses (docs/guides/plugins.md); "
         "repeatable; installed plugins load without it",
     )
 

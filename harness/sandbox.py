@@ -522,7 +522,7 @@ def isolation() -> str:
     raise SandboxUnavailable(
         f"{problem}; install it (e.g. apt-get install bubblewrap libseccomp2), or set "
         f"{CHOICE_VARIABLE}=process to run programs as a plain process that does not confine their "
-        "reads and writes (README, 'Code')"
+        "reads and writes (docs/guides/code-tasks.md)"
     )
 
 

@@ -40,9 +40,23 @@ if TYPE_CHECKING:
 
 CONFIG_HASH_TAG = "advbench.config_hash"
 LEASE_TAG = "advbench.lease"
-# MLflow 3's UI opens an experiment in the view its kind names; untagged, it guesses the GenAI
-# "Traces" view, which is empty for training runs.
+# MLflow 3.0-3.x UIs open an experiment in the view its kind names; untagged, they guess the GenAI
+# "Traces" view, which is empty for training runs. Later UIs (3.17 measured) follow a global
+# GenAI / Model-training switch instead, which a URL's workflowType selects: browse_url.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+MLFLOW_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def browse_hint(uri: str, experiment_id: str) -> str:
+    """How to look at an experiment's runs in MLflow's model-training view: the URL (with
+    ``workflowType=machine_learning``, which MLflow's UI honours whatever its switch was left at)
+    and, for a store a local `mlflow ui` must serve, the command that serves it."""
+    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"browse: {uri.rstrip('/')}/{page}"
+    return f"browse: mlflow ui --backend-store-uri {uri}, then {MLFLOW_UI}/{page}"
+
+
 CLAIM_SETTLE_SECONDS = 0.5  # between writing a claim and reading it back: a rival's write lands first
 SUITE_TAG = "advbench.suite"
 SUITE_HASH_TAG = "advbench.suite_hash"

@@ -91,7 +91,7 @@ WARMSTART_THREADS = 2
 # tolerances are about seed noise, failed on one machine's baseline run on the other. So the warm
 # starts of the defaults ship with the package, under their cache key, and are copied, not built;
 # any other config builds its own. Bump WARMSTART_RECIPE whenever the code changes what a warm
-# start builds (fit_tokenizer, build_tiny, warm_start), then rebuild the shipped ones (README).
+# start builds (fit_tokenizer, build_tiny, warm_start), then rebuild the shipped ones (docs/concepts/loop.md).
 SHIPPED_WARMSTARTS = Path(__file__).parent / "warmstarts"
 WARMSTART_RECIPE = 1
 

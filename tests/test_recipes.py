@@ -1,4 +1,4 @@
-"""The recipes of examples/trl and examples/verl (README, "Beyond one machine") that run here: verl's
+"""The recipes of examples/trl and examples/verl (docs/guides/beyond-one-machine.md) that run here: verl's
 data and reward function for an advbench task (verl's trainer itself needs GPUs), and the TRL
 script (its trainer is tested in tests/harness/test_adapter_trl.py)."""
 

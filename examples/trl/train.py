@@ -1,5 +1,5 @@
 """An advbench run config trained by TRL's GRPOTrainer with an advbench estimator, logged to MLflow
-where `advbench leaderboard EXPERIMENT --runs` ranks it (README, "Beyond one machine").
+where `advbench leaderboard EXPERIMENT --runs` ranks it (docs/guides/beyond-one-machine.md).
 
     # one process (here: the CPU, the tiny model), as `advbench run` takes its config:
     python examples/trl/train.py estimator=fade trainer.steps=20 tracking.experiment=trl-runs

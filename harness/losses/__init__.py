@@ -14,8 +14,8 @@ A registered loss maps a ``LossBatch`` (all [B, T]) to per-token losses and its 
 Registered surrogates: ppo_clip (clip-higher, dual clip), dppo (DPPO's directional Binary-TV /
 Binary-KL mask against the rollout policy mu, with truncated IS), drpo and spo (smooth quadratic
 regularisers toward mu), gspo (sequence-level ratio), cispo (clipped, detached IS weight), clip_cov
-and kl_cov (the entropy controls of arXiv 2505.22617). shared/ESTIMATORS.md has the formulas and
-their sources.
+and kl_cov (the entropy controls of arXiv 2505.22617). The loss catalogue (docs/reference/losses.md,
+generated from the registry) has the formulas and their sources.
 
 One file a loss (two for a pair that shares its core: drpo/spo, clip_cov/kl_cov); base.py holds
 the contract. The package imports every file of its folder: a new loss is a new file.

@@ -7,11 +7,11 @@ Three engines sit behind this one interface (``rollout.engine``):
          compile the decode step over it.
   paged  transformers' continuous batching (``generate_batch``: a paged KV cache, requests
          scheduled token by token, finished ones replaced at once). Meant for the GPU; it runs on
-         the CPU too, several times slower than hf there (benchmarks/RESULTS.md).
+         the CPU too, several times slower than hf there (docs/results/performance.md).
   vllm   vLLM (optional extra ``advbench[vllm]``, CUDA only), colocated in this process; the
          trainer's weights are loaded into it after every optimizer step. It cannot be installed
          on the machines this project is built on: written against vLLM's documented API and
-         unverified here (README, "GPU").
+         unverified here (docs/guides/gpu.md).
 
 The log-prob recorded for each sampled token is log softmax(logits / temperature) over the full
 vocabulary, the quantity the trainer recomputes, so the PPO ratio compares like with like. ``hf``

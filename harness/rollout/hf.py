@@ -152,7 +152,7 @@ def _prompt_cache(model: torch.nn.Module, encoded: dict, n: int, device: torch.d
     """The KV cache of every prompt but its last token, computed once per prompt and repeated for
     its ``n`` samples: generate then starts from the last prompt token, so a prompt's prefill costs
     one row instead of n (one eval of 256 prompts x 8 samples sampled 2.0x faster on the tiny model,
-    benchmarks/RESULTS.md). The same tokens are sampled: each row's keys and values are the ones
+    docs/results/performance.md). The same tokens are sampled: each row's keys and values are the ones
     its own prefill computes, up to float rounding of the smaller batch.
 
     Positions are counted from each row's first real token (prompts are left-padded), as generate

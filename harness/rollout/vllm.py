@@ -19,7 +19,7 @@ from advbench.harness.rollout.base import (
 
 @engine("vllm")
 class VLLMEngine:
-    """vLLM colocated with the trainer on one GPU (optional extra; unverified here, see README).
+    """vLLM colocated with the trainer on one GPU (optional extra; unverified here, see docs/guides/gpu.md).
 
     The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so ``sync`` hands the
     trainer's tensors to the model's ``load_weights`` through ``LLM.apply_model`` without copying

@@ -117,7 +117,7 @@ def _countdown_score(answer: str | None, entry: dict[str, Any]) -> float:
     without sympy for answers written in integers, + - * /, parentheses and spaces: sympy parses
     those with Python's own grammar (a text Python cannot parse, sympy cannot either: 0.01) and
     computes them exactly, as Fraction does here. ~0.3 ms of sympy per answer was half a countdown
-    eval (benchmarks/RESULTS.md). Other answers: 0.01 where sympy cannot even parse them
+    eval (docs/results/performance.md). Other answers: 0.01 where sympy cannot even parse them
     (_sympy_cannot_parse), else reasoning-gym's own score."""
     from reasoning_gym.games.countdown import _extract_ints
 
@@ -147,7 +147,7 @@ def _sympy_cannot_parse(answer: str) -> bool:
     scores 0.01): the text as parse_expr rewrites it (its standard transformations) does not tokenize
     or does not compile, the step parse_expr's ``eval`` takes first. Most of the tiny model's wrong
     countdown answers are of this kind ("8 ]12 3 + 8", "19=3 *17": 40% of one eval's answers), and
-    this check costs a fraction of parse_expr's evaluation (benchmarks/RESULTS.md).
+    this check costs a fraction of parse_expr's evaluation (docs/results/performance.md).
 
     Only for text without letters: the rewriting of names (auto_symbol, lambda) depends on the
     globals parse_expr passes; with no names it depends on nothing else. ``False`` means "not

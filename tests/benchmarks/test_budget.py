@@ -1,5 +1,6 @@
 """benchmarks/budget.py's study plans: the shipped suites as they are, with only the budget (and the
-task or seeds when asked) replaced, and its tables. Its runs are the study's business (RESULTS)."""
+task or seeds when asked) replaced, and its tables. Its runs are the study's business
+(docs/results/statistics.md)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Every registered estimator on one batch of P=4096 prompts x G=16 completions (T=32 tokens), CPU.
 
 Run:  pytest tests/benchmarks/test_estimators.py --benchmark-enable --benchmark-json=est.json
-The table and what it says are in benchmarks/RESULTS.md (target: well under 1 ms per 1000 groups).
+The table and what it says are in docs/results/performance.md (target: well under 1 ms per 1000 groups).
 """
 
 import pytest

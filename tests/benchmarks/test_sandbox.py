@@ -1,7 +1,7 @@
 """Sandbox throughput: HumanEval canonical solutions per second, one worker and one per core (2
 here), under each isolation this machine has (bubblewrap where it starts, the plain process always).
 
-Numbers in benchmarks/RESULTS.md; run with
+Numbers in docs/results/performance.md; run with
     python -m pytest tests/benchmarks/test_sandbox.py --benchmark-enable
 """
 

@@ -7,7 +7,7 @@ Times, on one real batch of the warm-started tiny model:
 
 Run:  pytest tests/benchmarks --benchmark-enable --benchmark-json=bench.json
 (in the normal test run benchmarks are disabled and each body runs once, as a smoke test).
-The share overhead / (core + overhead) is computed from the means in benchmarks/RESULTS.md.
+The share overhead / (core + overhead) is computed from the means in docs/results/performance.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ eval's worth of answers (256 prompts x 8), written as the tiny model gets them w
 answers with characters replaced, dropped or added from the prompt's alphabet.
 
 Run:  pytest tests/benchmarks/test_verifier.py --benchmark-enable
-The numbers are in benchmarks/RESULTS.md ("countdown's verifier without sympy").
+The numbers are in docs/results/performance.md ("countdown's verifier without sympy").
 """
 
 import random

@@ -28,6 +28,14 @@ def test_run_compares_estimators_under_one_parent_and_records_everything(fast_ov
     assert "grpo-arithmetic-tiny-s0: step 2/4 reward" in captured.err and "| eval pass@1" in captured.err
 
     client, runs = _runs(uri)
+    experiment = client.get_experiment_by_name("advbench")
+    # where to look: MLflow's model-training view of this experiment, whatever its UI's switch says
+    said = " ".join(captured.err.split())
+    assert (
+        f"browse: mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/#/experiments/"
+        f"{experiment.experiment_id}/runs?workflowType=machine_learning"
+    ) in said
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     parents = [r for r in runs if r.data.tags.get("advbench.kind") == "invocation"]
     children = [r for r in runs if r.data.tags.get("advbench.kind") == "run"]
     assert len(parents) == 1 and len(children) == 2
@@ -127,6 +135,7 @@ def test_list_shows_estimators_losses_tasks_and_models(capsys):
     for name in ("grpo", "rloo", "reinforce_batch", "ppo_clip", "arithmetic", "countdown", "tiny", "hf"):
         assert name in out
     assert "arXiv 2402.03300" in out
+    assert "arXiv 2606.09821 [primary]" in " ".join(out.split())  # a loss's source (drpo)
 
 
 def test_axes_plots_a_parent_runs_trajectories(fast_overrides, tmp_path):

@@ -82,7 +82,7 @@ def test_the_default_warm_start_is_the_shipped_one_copied_not_built(tmp_path, mo
     task = tasks.build(cfg.task, cfg.cache_dir)
     name = warmstart.tiny_cache_name(cfg.model, task)
     shipped = {p.name for p in warmstart.SHIPPED_WARMSTARTS.iterdir() if p.is_dir()}
-    assert shipped == {name}, "rebuild the shipped warm start (README, 'The embedded default')"
+    assert shipped == {name}, "rebuild the shipped warm start (docs/concepts/loop.md)"
 
     def refuse(*args, **kwargs):
         raise AssertionError("the default warm start was built, not copied")

@@ -19,7 +19,8 @@ LIMITS = sandbox.Limits(seconds=2.0, memory_mb=512)
 BUBBLEWRAP_PROBLEM = sandbox.bubblewrap_problem()
 needs_bubblewrap = pytest.mark.skipif(  # where it is required (CI), its tests fail instead
     BUBBLEWRAP_PROBLEM is not None and os.environ.get(sandbox.CHOICE_VARIABLE) != "bubblewrap",
-    reason=f"the file isolation is bubblewrap's: {BUBBLEWRAP_PROBLEM} (CI installs it; README, 'Code')",
+    reason=f"the file isolation is bubblewrap's: {BUBBLEWRAP_PROBLEM} "
+    "(CI installs it; docs/guides/code-tasks.md)",
 )
 ISOLATIONS = [pytest.param("bubblewrap", marks=needs_bubblewrap), "process"]
 
@@ -293,7 +294,7 @@ def test_under_bubblewrap_a_program_reads_nothing_it_does_not_need(name, secrets
 
 
 def test_the_process_fallback_is_what_readme_says_it_is(secrets):
-    """The fallback keeps files as readable as they are to its user (README: for trusted code):
+    """The fallback keeps files as readable as they are to its user (docs: for trusted code):
     the world-readable store is there to read. Should this fail, the fallback got tighter: say so."""
     outcome = sandbox._run(READERS["the harness's MLflow database"].format(**secrets), LIMITS, (), "process")
     assert outcome.passed and MARKER in outcome.stderr

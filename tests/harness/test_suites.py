@@ -117,7 +117,8 @@ def test_the_shipped_suites_expand():
         ("ppo_clip", 0), ("dppo", 0), ("drpo", 0), ("cispo", 0)]  # fmt: skip
     assert {c.trainer.update_epochs for c in trust.cells} == {4}
     assert {c.rollout.autocast for c in trust.cells} == {"bfloat16"}  # a real mismatch
-    # the comparison suites time their peaks on arithmetic (RESULTS, "The comparison budget")
+    # the comparison suites time their peaks on arithmetic
+    # (docs/results/statistics.md, "The comparison budget")
     for name in ("sign-axis", "difficulty", "fade-probes", "trust-region"):
         assert {c.task.name for c in load_suite(name).cells} == {"arithmetic"}, name
     # the GPU leaderboard needs a local model: refused without one, 26 x 2 x 3 cells with one

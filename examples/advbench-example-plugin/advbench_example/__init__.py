@@ -1,1 +1,1 @@
-"""An example advbench plugin (README, "Plugins"): see plugin.py and configs/."""
+"""An example advbench plugin (advbench's docs/guides/plugins.md): see plugin.py and configs/."""
