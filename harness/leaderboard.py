@@ -275,6 +275,8 @@ class Row:
     final_pass_at_1: float
     final_pass_at_kmax: stats.Estimate
     time_to_peak: tuple[float | None, int]  # (median step, None when fewer than half timed; runs timed)
+    rising: int  # runs timed at their last smoothed point: still rising when the budget ended
+    gained: int  # runs with a detectable gain (timed, or with too few evals to time a peak)
     time_to_90: tuple[float | None, int]  # the same for 90% of each run's own gain
     thresholds: dict[float, tuple[float | None, int]]  # q -> (median steps or None, runs reaching it)
     entropy: float
@@ -377,6 +379,8 @@ def _row(board: Board, label: str, refs: dict[tuple[str, str], float], rng: np.r
         final_pass_at_1=stats.aggregate(board.strata_of(label, lambda r: r.pass_at_k()[1])),
         final_pass_at_kmax=interval(lambda r: r.pass_at_k()[r.k_max], stats.mean),
         time_to_peak=censored_median([r.summary.time_to_peak_step for r in runs]),
+        rising=sum(r.summary.still_rising for r in runs),
+        gained=sum(r.summary.gain_detected for r in runs),
         time_to_90=censored_median([r.summary.time_to_90_step for r in runs]),
         thresholds=thresholds,
         entropy=stats.aggregate(board.strata_of(label, lambda r: r.summary.final_entropy)),

@@ -71,12 +71,15 @@ def smoothed_index(length: int, window: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TimeToPeak:
-    """The time-to-peak protocol of DESIGN.md applied to one run's evals (indices are eval indices).
+    """The time-to-peak protocol (docs/concepts/time-to-peak.md) applied to one run's evals (indices
+    are eval indices).
 
     ``index`` and ``index_90`` are None when the gain is not detectable: such a run has no peak to
-    time. ``gain`` is cross-fitted (the peak's position chosen on half of the prompts, its height
-    read on the other half, both ways), so that on runs that learn nothing it averages zero; the
-    maximum of a noisy curve alone would not.
+    time; and when the run has fewer evals than the smoothing window plus one (``too_few_evals``):
+    one smoothed point, or a curve too short to be smoothed as configured, has no peak to find, so
+    its gain is tested but not timed. ``gain`` is cross-fitted (the peak's position chosen on half
+    of the prompts, its height read on the other half, both ways), so that on runs that learn
+    nothing it averages zero; the maximum of a noisy curve alone would not.
     """
 
     start: float  # pass@1 at the first eval
@@ -89,10 +92,12 @@ class TimeToPeak:
     gain_z: float  # the largest paired z of a smoothed point over the start
     gain_threshold: float  # what gain_z must pass: one-sided, Bonferroni over the smoothed points
     still_rising: bool  # a detected gain whose peak is the last smoothed point
+    gain_detected: bool = False  # the gain is beyond the eval's noise (timed or not)
+    too_few_evals: bool = False  # fewer evals than the smoothing window + 1: not timed
 
     @property
     def detected(self) -> bool:
-        return self.index is not None
+        return self.gain_detected
 
 
 def paired_se(differences: np.ndarray) -> float:
@@ -153,11 +158,13 @@ def time_to_peak(
     gain_z = float(np.nanmax(z_gain)) if not np.isnan(z_gain).all() else 0.0
     threshold = float(norm.ppf(1 - (1 - level) / len(curve)))
     detected = gain_z > threshold and peak > start
+    too_few = len(rates) < window + 1
+    timed = detected and not too_few
 
     tolerances = np.maximum(delta_abs, z * np.array([paired_se(per_prompt[best] - p) for p in per_prompt]))
     index = index_90 = None
     tolerance = delta_abs
-    if detected:
+    if timed:
         first = int(np.flatnonzero(curve >= peak - tolerances)[0])
         index, tolerance = int(centres[first]), float(tolerances[first])
         index_90 = int(centres[np.flatnonzero(curve >= start + 0.9 * (peak - start) - 1e-12)[0]])
@@ -171,7 +178,9 @@ def time_to_peak(
         gain=_cross_fitted_gain(rates, window),
         gain_z=gain_z,
         gain_threshold=threshold,
-        still_rising=detected and best == len(curve) - 1,
+        still_rising=timed and best == len(curve) - 1,
+        gain_detected=detected,
+        too_few_evals=too_few,
     )
 
 
@@ -308,9 +317,10 @@ class RunSummary:
         return max(self.final_pass_at_k)
 
     def time_to_peak_label(self) -> str:
-        """The step of peak as tables print it: '40', '60 (rising)' or 'no gain'."""
+        """The step of peak as tables print it: '40', '60 (rising)', 'no gain', or 'too few evals'
+        (a detected gain on a run with too few evals to find a peak: TimeToPeak.too_few_evals)."""
         if self.time_to_peak_step is None:
-            return "no gain"
+            return "too few evals" if self.gain_detected else "no gain"
         return f"{self.time_to_peak_step:.0f}" + (" (rising)" if self.still_rising else "")
 
     def metrics(self) -> dict[str, float]:

@@ -32,6 +32,24 @@ def _fmt_median(
     return f"{median:.0f} ({hits}/{seeds} {got})"
 
 
+def _fmt_time_to_peak(row: Row) -> str:
+    """The median step of peak, how many runs were timed, and how many of those were still rising
+    (timed at their last point, so the step is censored by the budget), as the runs table marks them."""
+    missed = "not timed" if row.gained * 2 >= row.seeds else "no gain"  # most gained: too few evals
+    text = _fmt_median(row.time_to_peak, row.seeds, missed=missed, got="timed")
+    return text[:-1] + f", {row.rising} rising)" if row.rising else text
+
+
+def _fmt_improvement(row: Row) -> str:
+    """P(> reference) with its interval; with too few seeds to test, no interval: a bootstrap over
+    2 runs against 2 gives [1.00, 1.00] one time in six by chance, which reads as certainty."""
+    if row.improvement is None:
+        return "-"
+    if row.comparison is not None and row.comparison.detectable == float("inf"):
+        return f"{row.improvement:.2f} (too few seeds for an interval)"
+    return f"{row.improvement:.2f} [{row.improvement_ci[0]:.2f}, {row.improvement_ci[1]:.2f}]"
+
+
 def _fmt_detectable(row: Row) -> str:
     if row.comparison is None:
         return "-"
@@ -72,11 +90,6 @@ def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[s
     ]
     table = []
     for row in rows:
-        improvement = (
-            f"{row.improvement:.2f} [{row.improvement_ci[0]:.2f}, {row.improvement_ci[1]:.2f}]"
-            if row.improvement is not None
-            else "-"
-        )
         table.append(
             [
                 str(row.tier),
@@ -86,9 +99,9 @@ def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[s
                 f"{row.gain:+.3f}",
                 f"{row.final_pass_at_kmax}",
                 f"{row.final_pass_at_1:.3f}",
-                _fmt_median(row.time_to_peak, row.seeds, missed="no gain", got="timed"),
+                _fmt_time_to_peak(row),
                 _fmt_median(row.thresholds[0.8], row.seeds),
-                improvement,
+                _fmt_improvement(row),
                 row.verdict,
                 _fmt_detectable(row),
                 f"{row.entropy:.3f}",
@@ -398,14 +411,19 @@ def budget_note(runs: list[CellRun]) -> list[str]:
     runs = list({run.run_id: run for run in runs}.values())
     if not runs:
         return []
-    turned = sum(r.summary.gain_detected and not r.summary.still_rising for r in runs)
-    rising = sum(r.summary.still_rising for r in runs)
-    none = sum(not r.summary.gain_detected for r in runs)
+    gained = [r for r in runs if r.summary.gain_detected]
+    timed = [r for r in gained if r.summary.time_to_peak_step is not None]
+    turned = sum(not r.summary.still_rising for r in timed)
+    rising = sum(r.summary.still_rising for r in timed)
+    none = len(runs) - len(gained)
+    short = len(gained) - len(timed)  # a gain, but too few evals to time a peak
     note = (
         f"Budget: of the {len(runs)} distinct runs, {turned} ({turned / len(runs):.0%}) reached a peak "
         f"that turned, {rising} ({rising / len(runs):.0%}) were still rising at their last eval and "
         f"{none} ({none / len(runs):.0%}) had no detectable gain."
     )
+    if short:
+        note += f" {short} gained but had too few evals to time a peak."
     if turned < UNCENSORED_TARGET * len(runs):
         note += (
             f" Fewer than {UNCENSORED_TARGET:.0%} turned: where runs still rise the budget ended before "

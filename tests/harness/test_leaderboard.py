@@ -93,6 +93,25 @@ def test_two_seeds_get_no_verdict_however_far_apart():
     rows = {r.label: r for r in leaderboard.rank(board(runs, labels=("ref", "strong")))}
     assert rows["strong"].improvement_ci == (1.0, 1.0)
     assert rows["strong"].verdict == "too few seeds"
+    # ... and the page does not print that interval, which would read as certainty
+    b = board(runs, labels=("ref", "strong"))
+    header, table = report.ranking_table(b, leaderboard.rank(b))
+    strong = dict(zip(header, next(t for t in table if t[1] == "strong"), strict=True))
+    assert strong["P(> ref) [95% CI]"] == "1.00 (too few seeds for an interval)"
+    # the time column counts the runs the runs table marks "(rising)"
+    assert strong["time-to-peak (median step)"] == "10 (2/2 timed, 2 rising)"
+    # runs that gained but had too few evals to time a peak are "not timed", not "no gain"
+    untimed = [
+        dataclasses.replace(
+            r, summary=dataclasses.replace(r.summary, time_to_peak_step=None, still_rising=False)
+        )
+        for r in runs
+    ]
+    short = board(untimed, labels=("ref", "strong"))
+    header, table = report.ranking_table(short, leaderboard.rank(short))
+    assert next(t for t in table if t[1] == "strong")[header.index("time-to-peak (median step)")] == (
+        "not timed (0/2 timed)"
+    )
 
 
 def test_steps_to_threshold_share_the_suite_best_median_peak():

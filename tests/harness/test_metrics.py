@@ -1,3 +1,4 @@
+import dataclasses
 from math import comb
 
 import numpy as np
@@ -6,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from advbench.harness.metrics import (
+    RunSummary,
     distinct_correct_answers,
     distinct_n,
     k_values,
@@ -109,6 +111,30 @@ def test_a_curve_still_rising_at_its_last_point_is_flagged():
     levels = [0.125, 0.25, 0.375, 0.5, 0.625, 0.75]
     result = time_to_peak(counts([[v] * 8 for v in levels]), 8, window=3)
     assert result.detected and result.still_rising and result.peak_index == 4  # last centre
+
+
+def test_a_run_with_too_few_evals_has_its_gain_tested_but_no_peak_timed():
+    """A 10-step run evaluated at 0, 5 and 10 has one smoothed point (window 3): no peak to find,
+    so not "0 (rising)" but "too few evals"; one eval more and it is timed again."""
+    rising = [0.125, 0.5, 0.875, 0.875]
+    for evals in (2, 3):
+        result = time_to_peak(counts([[v] * 8 for v in rising[:evals]]), 8, window=3)
+        assert result.detected and result.too_few_evals
+        assert result.index is None and result.index_90 is None and not result.still_rising
+    timed = time_to_peak(counts([[v] * 8 for v in rising]), 8, window=3)
+    assert timed.index is not None and not timed.too_few_evals
+    summary = RunSummary(
+        initial_pass_at_1=0.125,
+        peak_pass_at_1=0.5,
+        peak_tolerance=0.02,
+        gain=0.375,
+        gain_detected=True,
+        still_rising=False,
+        final_entropy=1.0,
+        final_pass_at_k={1: 0.875},
+    )
+    assert summary.time_to_peak_label() == "too few evals"
+    assert dataclasses.replace(summary, gain_detected=False).time_to_peak_label() == "no gain"
 
 
 def test_a_flat_noisy_curve_has_no_detectable_gain():
