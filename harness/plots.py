@@ -92,7 +92,10 @@ def plot_axes_groups(groups: dict[str, list[Any]], out: Path, window: int = 5) -
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 5.5))
     colours = _colours(list(groups))
-    for label, runs in groups.items():
+    # Estimators of one geometry (GRPO, Dr. GRPO, RLOO) draw the same path: each gets a line style
+    # and its name at its end point, so a trajectory hidden under another is still found.
+    styles = ["-", "--", ":", "-."]
+    for i, (label, runs) in enumerate(groups.items()):
         pairs = [(r.sign_balance, r.mean_difficulty) if hasattr(r, "sign_balance") else r for r in runs]
         pairs = [(b, d) for b, d in pairs if len(b)]
         if not pairs:
@@ -102,9 +105,13 @@ def plot_axes_groups(groups: dict[str, list[Any]], out: Path, window: int = 5) -
         difficulty = np.mean([d[:n] for _, d in pairs], axis=0)
         w = min(window, n if n % 2 else n - 1) or 1
         x, y = smooth(balance, w), smooth(difficulty, w)
-        ax.plot(x, y, "-", color=colours[label], alpha=0.8, label=label)
+        ax.plot(x, y, styles[i % len(styles)], color=colours[label], alpha=0.8, lw=1.6, label=label)
         ax.scatter(x[0], y[0], marker="o", color=colours[label], s=30)
         ax.scatter(x[-1], y[-1], marker="s", color=colours[label], s=40)
+        ax.annotate(
+            label, (x[-1], y[-1]), xytext=(6, 8 * (i % 3) - 8), textcoords="offset points",
+            fontsize=7, color=colours[label],
+        )  # fmt: skip
     ax.axvline(0.0, color="grey", lw=0.8, ls="--")
     ax.set_xlim(-1.05, 1.05)
     ax.set_ylim(0.0, 1.0)
@@ -134,11 +141,18 @@ def plot_pass_at_1(board: Board, out: Path, window: int = 3) -> Path:
             steps, mean, low, high = smoothed_mean_curve(runs, window)
             ax.plot(steps, mean, color=colours[label], label=f"{label} ({len(runs)} seeds)")
             ax.fill_between(steps, low, high, color=colours[label], alpha=0.15, lw=0)
+            # every eval, unsmoothed: the smoothed curve's points are window centres, so without
+            # these the first and last evals (the start and the budget's end) would not show
+            n = min(len(r.pass_at_1) for r in runs)
+            raw = np.mean([r.pass_at_1[:n] for r in runs], axis=0)
+            ax.plot(runs[0].eval_steps[:n], raw, ".", color=colours[label], alpha=0.5, ms=4)
+        last = max((float(r.eval_steps[-1]) for r in board.runs if len(r.eval_steps)), default=1.0)
+        ax.set_xlim(0, last)
         _label_axes(
             ax, "training step", f"eval pass@1 (smoothed over {window} evals)",
             f"{stratum[0]} / {stratum[1]}", "lower right",
         )  # fmt: skip
-    fig.suptitle("Eval pass@1 during training: mean over seeds, band = min..max")
+    fig.suptitle("Eval pass@1 during training: mean over seeds (dots: every eval), band = min..max")
     return _save(fig, out)
 
 
