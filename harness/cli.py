@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 import time
 from datetime import datetime
@@ -459,37 +460,54 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_sentence(yaml_text: str) -> str:
+    """The first sentence of a config file's leading comment (which may run over several lines)."""
+    lines = []
+    for line in yaml_text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# ").strip())
+    text = " ".join(lines)
+    end = re.search(r"(?<=[A-Za-z0-9)])\. ", text)  # not the dots of "..."
+    return text if end is None else text[: end.start() + 1]
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from advbench import estimators
     from advbench.harness import losses, plugins
 
     plugins.load(args.plugin)
 
-    table = Table(title="advbench registry", show_lines=False)
-    table.add_column("kind")
-    table.add_column("name")
-    table.add_column("description")
-    table.add_column("source")
-    for name in estimators.names():
-        est = estimators.get(name)
-        table.add_row("estimator", name, escape(est.description), escape(est.source))
-    for name in losses.names():
-        table.add_row("loss", name, escape(losses.get(name).description), escape(losses.get(name).source))
     from omegaconf import OmegaConf
+    from rich import box
 
     from advbench.harness.config import find_config
 
+    def table(title: str, third: str) -> Table:
+        # one table per kind, no kind column: at 80 columns the descriptions keep most of the width
+        t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", expand=True)
+        t.add_column("name", no_wrap=True)
+        t.add_column("description", ratio=3)
+        t.add_column(third, ratio=1, no_wrap=third == "dataset", min_width=18 if third else 0)
+        return t
+
+    tables = [table("estimators (estimator=NAME estimator.KNOB=V)", "source")]
+    for name in estimators.names():
+        est = estimators.get(name)
+        tables[0].add_row(name, escape(est.description), escape(est.source))
+    tables.append(table("policy losses (loss=NAME loss.KNOB=V)", "source"))
+    for name in losses.names():
+        tables[1].add_row(name, escape(losses.get(name).description), escape(losses.get(name).source))
     for group in ("task", "model", "rollout"):
+        groups = {"task": "tasks (task=NAME)", "model": "models (model=NAME)", "rollout": "rollout engines"}
+        tables.append(table(groups[group], "dataset" if group == "task" else ""))
         for name in group_choices(group):
-            path = find_config(group, name)
-            text = path.read_text()
-            first_comment = next(
-                (line.lstrip("# ") for line in text.splitlines() if line.startswith("#")), ""
-            )
-            node = OmegaConf.load(path)
-            detail = node.get("dataset", "") if group == "task" else ""
-            table.add_row(group, name, escape(first_comment), escape(str(detail)))
-    _results_console().print(table)
+            first_comment = _first_sentence(find_config(group, name).read_text())
+            detail = OmegaConf.load(find_config(group, name)).get("dataset", "") if group == "task" else ""
+            tables[-1].add_row(name, escape(first_comment), escape(str(detail)))
+    out = _results_console()
+    for t in tables:
+        out.print(t)
     return 0
 
 
