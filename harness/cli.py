@@ -488,7 +488,10 @@ def cmd_list(args: argparse.Namespace) -> int:
         t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", expand=True)
         t.add_column("name", no_wrap=True)
         t.add_column("description", ratio=3)
-        t.add_column(third, ratio=1, no_wrap=third == "dataset", min_width=18 if third else 0)
+        if third == "dataset":  # one short word: its natural width
+            t.add_column(third, no_wrap=True)
+        else:
+            t.add_column(third, ratio=1)
         return t
 
     tables = [table("estimators (estimator=NAME estimator.KNOB=V)", "source")]
