@@ -81,12 +81,12 @@ def default_of(item: dataclasses.Field) -> Any:
 
 def domain_of(item: dataclasses.Field) -> str:
     """The domain a config field declares (``choice``, ``bounded``), in words."""
-    from advbench.harness.config import _domain
+    from advbench.harness.schema import domain
 
     if "choices" in item.metadata:
         return "one of " + ", ".join(f"`{c}`" for c in item.metadata["choices"])
     if "bounds" in item.metadata:
-        return _domain(item.metadata["bounds"])[1]
+        return domain(item.metadata["bounds"])[1]
     return ""
 
 
@@ -123,7 +123,7 @@ def fields_table(cls: type, prefix: str = "", with_domain: bool = True) -> list[
 
 def config_sections() -> Iterator[tuple[str, type]]:
     """(dotted prefix, dataclass) for the run config and every section nested in it."""
-    from advbench.harness.config import RunConfig
+    from advbench.harness.schema import RunConfig
 
     def walk(prefix: str, cls: type) -> Iterator[tuple[str, type]]:
         yield prefix, cls
@@ -152,7 +152,7 @@ def config_page() -> str:
     out = [
         "# Configuration reference",
         "",
-        "Generated from the config dataclasses (`harness/config.py`), the one place defaults live. "
+        "Generated from the config dataclasses (`harness/schema.py`), the one place defaults live. "
         "Every key can be set on the command line (`advbench run trainer.steps=200`) or in a YAML "
         "file given with `-c`. A value outside its domain is refused before anything runs, naming "
         "the key. The estimator's and the loss's own knobs are on the "

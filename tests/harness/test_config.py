@@ -189,9 +189,9 @@ def test_the_names_and_knobs_read_from_the_files_are_the_registered_ones():
 
 def test_the_config_and_the_registries_bound_ints_alike():
     from advbench.estimators import registry
-    from advbench.harness import config
+    from advbench.harness import schema
 
-    assert config.LARGEST_INT == registry.LARGEST_INT
+    assert schema.LARGEST_INT == registry.LARGEST_INT
 
 
 def test_a_users_own_config_and_suite_folders_are_searched_first(tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from advbench.harness.config import LARGEST_INT, ConfigError, RunConfig, flatten, load
+from advbench.harness.config import ConfigError, RunConfig, flatten, load
+from advbench.harness.schema import LARGEST_INT
 
 VALID_KEYS = sorted(flatten(RunConfig()))
 
