@@ -72,7 +72,7 @@ def outcomes(board, tracker: Tracker, budgets: list[int]) -> dict[int, list[str]
 def final_rise_z(correct: list[list[int]], n: int, back: int = 5) -> float:
     """Paired z of the last smoothed point over the one ``back`` points before it (50 steps at
     evals every 10): whether a run flagged "still rising" still rises by more than the eval's
-    noise. Not the protocol's flag (DESIGN.md: a peak at the last eval), a diagnostic beside it."""
+    noise. Not the protocol's flag (a peak at the last eval), a diagnostic beside it."""
     per_prompt = smooth(np.asarray(correct, dtype=float) / n)
     rise = per_prompt[-1] - per_prompt[max(0, len(per_prompt) - 1 - back)]
     se = paired_se(rise)

@@ -6,7 +6,7 @@
 #   benchmarks/compare.sh          # on a change: run again, compare, fail when one is 25% slower
 #
 # The gate compares the minimum of each benchmark: on 2-core machines a mean:5% compare fails on
-# identical re-runs, min:25% holds (DESIGN.md). Run both on the same machine. Learning regressions
+# identical re-runs, min:25% holds. Run both on the same machine. Learning regressions
 # are advbench check's job, not this one's.
 set -euo pipefail
 cd "$(dirname "$0")/.."

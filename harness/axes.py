@@ -7,7 +7,7 @@ mass-weighted mean of 1 - p (1: all mass on prompts nobody solved).
 Also the effective sample size (sum |A_i|)^2 / sum A_i^2 over completions and the fraction of
 groups with zero signal (all rewards equal).
 
-Token weights by aggregation (shared/ESTIMATORS.md): token_mean and seq_sum_const weigh every
+Token weights by aggregation (docs/concepts/estimators.md): token_mean and seq_sum_const weigh every
 response token alike, so completion i weighs its length; seq_mean_token_mean weighs each
 completion 1, its tokens 1 / length.
 """

@@ -151,7 +151,8 @@ class EvalPoint:
     seconds: float  # wall-clock seconds of training so far (evals excluded)
 
 
-CORRECT_COUNTS = "eval_correct_counts.json"  # the artifact every run's evals leave (DESIGN.md: c_i per eval)
+# the artifact every run's evals leave: c_i per eval (docs/concepts/time-to-peak.md)
+CORRECT_COUNTS = "eval_correct_counts.json"
 
 
 def correct_counts(results: Sequence[EvalResult], prompts: Sequence[Prompt], n: int) -> str:
@@ -169,8 +170,9 @@ SCALERL = ("scalerl_asymptote", "scalerl_c_mid_rollouts", "scalerl_efficiency") 
 
 
 def summarize(results: Sequence[EvalResult], points: Sequence[EvalPoint], cfg: EvalConfig) -> RunSummary:
-    """DESIGN.md's time-to-peak protocol over the evals' per-prompt counts, every time figure in
-    steps, rollouts, tokens and seconds; ScaleRL's fit for a curve still rising; final pass@k."""
+    """The time-to-peak protocol (docs/concepts/time-to-peak.md) over the evals' per-prompt counts,
+    every time figure in steps, rollouts, tokens and seconds; ScaleRL's fit for a curve still
+    rising; final pass@k."""
     ttp = time_to_peak(
         [r.correct for r in results],
         results[0].n,

@@ -220,7 +220,7 @@ def verl_run(client: Any, run: Any, earlier: list[CellRun], window: int = 3) -> 
     the last part of ``actor_rollout_ref.model.path``; seed = ``data.seed`` (unset: the run's place
     among the label's earlier runs there). pass@1 curve = ``val-core/<source>/acc/mean@N`` (or its
     ``reward``, verl's fallback for a reward function without ``acc``), with the smoothed peak of
-    DESIGN.md's protocol; the rest of the summary is what ``VERL_UNFILLED`` does not name (the
+    the time-to-peak protocol; the rest of the summary is what ``VERL_UNFILLED`` does not name (the
     fields it names hold placeholders that neither the page nor ``summary_json`` shows).
     """
     params = run.data.params

@@ -1,4 +1,4 @@
-"""Evaluation metrics with the definitions of DESIGN.md: pass@k and time-to-peak pass@1.
+"""Evaluation metrics as docs/concepts/ defines them: pass@k and time-to-peak pass@1.
 
 Pure functions of numbers and arrays; nothing here knows about models or MLflow.
 """
@@ -226,7 +226,7 @@ def steps_to_threshold(
     q: float,
     window: int = 3,
 ) -> int | None:
-    """First eval step whose smoothed pass@1 reaches start + q (reference - start) (DESIGN.md).
+    """First eval step whose smoothed pass@1 reaches start + q (reference - start).
 
     ``reference`` is shared by the compared runs (the suite's best median peak); None when the run
     never reaches the bar (right-censored).
@@ -241,7 +241,7 @@ def steps_to_threshold(
 
 
 # ---------------------------------------------------------------------------------------------
-# diversity of the n samples of one prompt (DESIGN.md: distinct-n, distinct correct answers,
+# diversity of the n samples of one prompt (distinct-n, distinct correct answers,
 # pairwise edit similarity; the pass@k curve's area)
 
 
@@ -285,12 +285,12 @@ class RunSummary:
     """A finished run in numbers: what ``summarize`` computes, what MLflow stores (``metrics()``:
     ``summary/<field>``), and what every reader gets back (``from_metrics``).
 
-    The time figures (DESIGN.md's time-to-peak protocol) are None when the run's gain is not
+    The time figures (the time-to-peak protocol) are None when the run's gain is not
     detectable: such a run has no peak to time. The ScaleRL fit is made for curves that have not
     turned (still rising)."""
 
     initial_pass_at_1: float
-    peak_pass_at_1: float  # smoothed (DESIGN.md's time-to-peak)
+    peak_pass_at_1: float  # smoothed (the time-to-peak protocol)
     peak_tolerance: float
     gain: float  # cross-fitted peak - start: zero on average for a run that learns nothing
     gain_detected: bool  # the gain is beyond the eval's noise (TimeToPeak.detected)

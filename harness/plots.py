@@ -152,7 +152,10 @@ def plot_pass_at_1(board: Board, out: Path, window: int = 3) -> Path:
             ax, "training step", f"eval pass@1 (smoothed over {window} evals)",
             f"{stratum[0]} / {stratum[1]}", "lower right",
         )  # fmt: skip
-    fig.suptitle("Eval pass@1 during training: mean over seeds (dots: every eval), band = min..max")
+    fig.suptitle(
+        "Eval pass@1 during training\nline: smoothed mean over seeds, band: min..max, dots: every eval",
+        fontsize=10,
+    )
     return _save(fig, out)
 
 

@@ -1,4 +1,5 @@
-"""FADE and its probes against shared/ESTIMATORS.md's formulas, on hand-computed cases."""
+"""FADE and its probes against the formulas of the estimator catalogue (the FADE paper's, as read),
+on hand-computed cases."""
 
 import dataclasses
 import math

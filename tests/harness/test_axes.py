@@ -56,7 +56,7 @@ def test_token_level_advantages():
     assert axes["axes/mass_pos"] == 1.0 and axes["axes/mass_neg"] == 1.0 and axes["axes/sign_balance"] == 0.0
 
 
-# shared/ESTIMATORS.md, "Where the gradient mass sits": population masses m_S (positive, per
+# The FADE paper's decomposition ("where the gradient mass sits"): population masses m_S (positive, per
 # sample) and m_F (negative) for binary rewards with pass rate p, q = 1 - p.
 MASS_TABLE = {
     "reinforce": ({}, lambda p, q: (p, 0.0)),
