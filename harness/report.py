@@ -177,8 +177,9 @@ def _notes(board: Board, rows: list[Row]) -> list[str]:
         "the first eval within tolerance of it, the tolerance being the paired per-prompt standard "
         "error of the difference to the peak (docs/concepts/time-to-peak.md). A run whose gain over "
         "its first eval is within noise (one-sided, Bonferroni over the smoothed points) has no peak "
-        "to time: 'no gain'; the median counts it as never. 'Gain over start' is cross-fitted (peak chosen on half of the "
-        "prompts, read on the other half), so it averages zero on runs that learn nothing. "
+        "to time: 'no gain'; the median counts it as never. 'Gain over start' is cross-fitted (peak "
+        "chosen on half of the prompts, read on the other half), so it averages zero on runs that "
+        "learn nothing. "
         "R_ref is the suite's best median peak per stratum; "
         "'steps to 80%' is the median first step reaching start + 0.8 (R_ref - start), with the runs "
         "that reached it.",
