@@ -1,4 +1,4 @@
-"""How long a comparison must train for its runs to reach an uncensored peak (issue 15, part 2).
+"""How long a comparison must train for its runs to reach an uncensored peak.
 
 Runs a few estimators of the shipped comparison suites (the sign axis' extremes and FADE) on the
 tiny model for a long budget, or with --suites the shipped suites themselves (their estimators,
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = outcomes(boards[name], tracker, budgets)
     command = "python benchmarks/budget.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     lines = [
-        f"\n### Budget study, {datetime.date.today().isoformat()} (issue 15)\n",
+        f"\n### Budget study, {datetime.date.today().isoformat()}\n",
         f"`{command}` ({(time.perf_counter() - start) / 60:.1f} min, runs included); each run's evals cut"
         " at B steps.",
     ]

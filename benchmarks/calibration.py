@@ -1,4 +1,4 @@
-"""Calibration of time-to-peak and of the verdicts on runs where nothing differs (issue 15).
+"""Calibration of time-to-peak and of the verdicts on runs where nothing differs.
 
 Two suites on the tiny model and arithmetic at the smoke suite's budget (60 steps, an eval every
 10 on the task's eval set), run through advbench itself and read back from MLflow:
@@ -40,6 +40,16 @@ from advbench.harness.config import TrackingConfig
 from advbench.harness.leaderboard import Board
 from advbench.harness.tracking import Tracker
 
+
+def cpu_name() -> str:
+    """The CPU the numbers were measured on (they move with its family), as Linux names it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.machine() or "an unknown CPU"
 
 def run_suite(
     workdir: Path,
@@ -165,9 +175,9 @@ def family_verdicts(board: Board, labels: int, partitions: int) -> dict:
 def report(result: dict, command: str, seconds: float) -> str:
     p, v, level = result["protocol"], result["verdicts"], 1 - stats.LEVEL
     return f"""
-### Calibration on null runs, {datetime.date.today().isoformat()} (issue 15)
+### Calibration on null runs, {datetime.date.today().isoformat()}
 
-`{command}` ({seconds / 60:.1f} min on this machine, runs included)
+`{command}` ({seconds / 60:.1f} min on {cpu_name()}, runs included)
 
 Null runs ({p["runs"]} seeds of GRPO with its advantages shuffled within each group, tiny model,
 arithmetic, 60 steps, 7 evals of the default eval set (256 prompts x 8 samples, one eval stream)):

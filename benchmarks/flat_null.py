@@ -1,4 +1,4 @@
-"""A flat null on the real model (issue 15, part 1): runs that learn nothing, with real eval noise.
+"""A flat null on the real model: runs that learn nothing, with real eval noise.
 
 A trained null run either moves the policy (advantages shuffled within groups: it diffuses and
 pass@1 falls) or scores the same samples at every eval (lr 0 with one eval stream: no noise at

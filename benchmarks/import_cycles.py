@@ -1,4 +1,4 @@
-"""Import cycles among advbench's modules, counting imports inside functions too (issue 14 asks
+"""Import cycles among advbench's modules, counting imports inside functions too (the project asks
 for none). Prints each cycle; exits 1 when there is one.
 
     python benchmarks/import_cycles.py

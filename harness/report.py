@@ -384,7 +384,7 @@ def claims_table(results: list[ClaimResult]) -> tuple[list[str], list[list[str]]
     return header, rows
 
 
-# The share of a page's runs whose peak should turn within the budget (issue 15): below it the page
+# The share of a page's runs whose peak should turn within the budget: below it the page
 # says its time-to-peak is censored.
 UNCENSORED_TARGET = 0.8
 

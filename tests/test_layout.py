@@ -1,4 +1,4 @@
-"""The house's shape (issue 14): no import cycle among advbench's modules, and no function in
+"""The house's shape: no import cycle among advbench's modules, and no function in
 harness/ or estimators/ longer than a screen (80 lines)."""
 
 import ast

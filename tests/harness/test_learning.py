@@ -3,7 +3,7 @@ pass@1 over the warm start by a gain the time-to-peak protocol detects (beyond t
 in both of 2 seeds, and by at least 0.06 on average.
 
 Measured on the CPU machine: +0.152 and +0.130 on 2026-11-25 (64 eval prompts, a warm start at
-0.30); +0.084 and +0.080 on 2026-11-29 with the 256-prompt eval set of issue 15, whose larger
+0.30); +0.084 and +0.080 on 2026-11-29 with the 256-prompt eval set, whose larger
 held-out share of the small problem space leaves a weaker warm start (0.175) and a slower climb
 (docs/results/statistics.md, "Verdicts you can trust"). A GRPO with its sign flipped loses pass@1.
 """
