@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU measurements of one device lease, as one script (docs/results/gpu.md, "GPU path").
+# Every GPU measurement as one script, for a short GPU window (docs/results/gpu.md, "GPU path").
 #
-# Run on the lent GPU machine from the repository root. That machine has its own python3 with
+# Run on the GPU machine from the repository root. That machine has its own python3 with
 # torch and CUDA but no registry, so advbench and the dependencies its image lacks travel as wheels
 # in .whl/ (docs/guides/gpu.md says how they are gathered); they install into /tmp/site.
 #

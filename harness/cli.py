@@ -543,8 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     axes = sub.add_parser("axes", help="plot runs' trajectories on the sign x difficulty plane")
     axes.add_argument("run", help="an MLflow run id or name; a parent run plots all its runs")
     axes.add_argument("--out", help="PNG path (default axes-RUN.png)")
-    axes.add_argument("--tracking-uri", default="sqlite:///advbench.db")
-    axes.add_argument("--experiment", default="advbench")
+    axes.add_argument("--tracking-uri", default="sqlite:///advbench.db", help="the MLflow store of the runs")
+    axes.add_argument("--experiment", default="advbench", help="the MLflow experiment of the runs")
     axes.set_defaults(func=cmd_axes)
 
     def add_suite_arguments(p: argparse.ArgumentParser) -> None:

@@ -119,7 +119,7 @@ class ModelConfig(Checked):
     """The policy: the built-in tiny model (path unset) or any local HF causal LM (``path``)."""
 
     SECTION: ClassVar[str] = "model"
-    name: str = "tiny"
+    name: str = "tiny"  # the group file it came from (model=NAME); names the run
     path: str | None = None  # a local checkpoint directory; the fields below then describe nothing
     architecture: str = choice("qwen2", "llama")  # the transformers architecture of the built-in model
     hidden_size: int = bounded(128, ge=1)
@@ -154,7 +154,7 @@ class TaskConfig(Checked):
     """A named source of prompts with a verifier."""
 
     SECTION: ClassVar[str] = "task"
-    name: str = "arithmetic"
+    name: str = "arithmetic"  # the group file it came from (task=NAME); names the run
     # reasoning_gym | jsonl (problems with answers) | code (HumanEval layout)
     source: str = choice("reasoning_gym", "jsonl", "code")
     dataset: str = "basic_arithmetic"  # the reasoning-gym dataset name
@@ -197,8 +197,8 @@ class TaskConfig(Checked):
 @dataclass
 class RolloutConfig(Checked):
     SECTION: ClassVar[str] = "rollout"
-    name: str = "hf"
-    engine: str = choice("hf", "paged", "vllm")  # harness/rollout.py builds them
+    name: str = "hf"  # the group file it came from (rollout=NAME), which sets the engine below
+    engine: str = choice("hf", "paged", "vllm")  # the engine itself (harness/rollout/: one file each)
     temperature: float = bounded(1.0, gt=0)
     top_p: float = bounded(1.0, gt=0, le=1)
     max_new_tokens: int = bounded(16, ge=1)

@@ -1,5 +1,6 @@
-"""The reference pages are generated from the code (harness/reference.py); these fail when a
-registered estimator or loss, or a config field, is missing from what they render."""
+"""The reference pages are generated from the code (harness/reference.py) and committed: these fail
+when a committed page is not what the code generates now, and when a registered estimator or loss,
+a CLI option or a config field is missing from what it generates."""
 
 import dataclasses
 
@@ -7,13 +8,21 @@ from advbench import estimators
 from advbench.harness import losses
 from advbench.harness.config import RunConfig
 from advbench.harness.reference import (
+    DOCS,
+    PAGES,
     cli_page,
     config_keys,
     config_page,
     estimators_page,
     field_comments,
     losses_page,
+    page_text,
 )
+
+
+def test_the_committed_reference_pages_are_what_the_code_generates():
+    stale = [name for name in PAGES if (DOCS / name).read_text() != page_text(name)]
+    assert not stale, f"{stale} differ from the code: run python -m advbench.harness.reference"
 
 
 def test_every_registered_estimator_is_in_the_catalogue_with_its_source_and_knobs():

@@ -35,11 +35,11 @@ class LossBatch:
 class CommonLossParams:
     """Switches every loss has."""
 
-    aggregation: str = "token_mean"
+    aggregation: str = "token_mean"  # token_mean | seq_mean_token_mean | seq_sum_const
     tis_cap: float = 0.0  # truncated IS cap C on pi_old / pi_rollout; 0 turns TIS off
     kl_coef: float = 0.0  # KL to the reference model; 0 turns it off
-    kl_estimator: str = "k3"
-    entropy_coef: float = 0.0
+    kl_estimator: str = "k3"  # k1 | k2 | k3: the estimator of the KL to the reference
+    entropy_coef: float = 0.0  # an entropy bonus; 0 turns it off
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
