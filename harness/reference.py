@@ -104,9 +104,11 @@ def code(value: Any) -> str:
     return f"`{value!r}`" if isinstance(value, str) else f"`{value}`"
 
 
-def fields_table(cls: type, prefix: str = "", with_domain: bool = True) -> list[str]:
-    """One row per field of ``cls`` (nested dataclasses excluded): key, type, default, domain and
-    the comment the source gives it."""
+def fields_table(
+    cls: type, prefix: str = "", with_domain: bool = True, skip: frozenset[str] = frozenset()
+) -> list[str]:
+    """One row per field of ``cls`` (nested dataclasses and ``skip`` excluded): key, type, default,
+    domain and the comment the source gives it."""
     comments = field_comments(cls)
     kinds = typing.get_type_hints(cls)
     header = (
@@ -116,7 +118,7 @@ def fields_table(cls: type, prefix: str = "", with_domain: bool = True) -> list[
     )
     rows = [header, "|---|---|---|---|---|" if with_domain else "|---|---|---|---|"]
     for item in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(kinds[item.name]):
+        if dataclasses.is_dataclass(kinds[item.name]) or item.name in skip:
             continue
         values = [f"`{prefix}{item.name}`", cell(type_words(kinds[item.name])), cell(code(default_of(item)))]
         if with_domain:
@@ -183,6 +185,18 @@ def tag_of(source: str) -> str:
     return match.group(1) if match else ""
 
 
+def summary_table(kind: str, entries: list[Any]) -> list[str]:
+    """One row per registered estimator or loss: name (linked to its section), what it computes,
+    its source and the source's confidence tag."""
+    rows = [f"| {kind} | what it computes | source | tag |", "|---|---|---|---|"]
+    for entry in entries:
+        rows.append(
+            f"| [`{entry.name}`](#{entry.name}) | {cell(entry.description)} | {cell(entry.source)} | "
+            f"{tag_of(entry.source) or '—'} |"
+        )
+    return rows
+
+
 def estimators_page() -> str:
     from advbench import estimators
 
@@ -198,16 +212,9 @@ def estimators_page() -> str:
         "An entry without a tag follows the paper's formula as commonly implemented, with no "
         "reference code compared.",
         "",
-        "| estimator | what it computes | source | tag |",
-        "|---|---|---|---|",
     ]
     entries = [estimators.get(name) for name in estimators.names()]
-    for est in entries:
-        out.append(
-            f"| [`{est.name}`](#{est.name}) | {cell(est.description)} | {cell(est.source)} | "
-            f"{tag_of(est.source) or '—'} |"
-        )
-    out.append("")
+    out += [*summary_table("estimator", entries), ""]
     by_module: dict[str, list[Any]] = {}
     for est in entries:
         by_module.setdefault(est.fn.__module__, []).append(est)
@@ -252,26 +259,24 @@ def losses_page() -> str:
         "Generated from the loss registry. Choose one with `loss=NAME`; set a knob with "
         "`loss.KNOB=VALUE`. Every loss also takes the common switches below.",
         "",
-        "| loss | what it computes | source | tag |",
-        "|---|---|---|---|",
     ]
     entries = [losses.get(name) for name in losses.names()]
-    for loss in entries:
-        out.append(
-            f"| [`{loss.name}`](#{loss.name}) | {cell(loss.description)} | {cell(loss.source)} | "
-            f"{tag_of(loss.source) or '—'} |"
-        )
-    out += ["", "## Common switches", "", *fields_table(CommonLossParams, "loss.", with_domain=False), ""]
+    out += [
+        *summary_table("loss", entries),
+        "",
+        "## Common switches",
+        "",
+        *fields_table(CommonLossParams, "loss.", with_domain=False),
+        "",
+    ]
     for loss in entries:
         out += [f"## `{loss.name}` {{ #{loss.name} }}", "", inspect.getdoc(loss.fn) or loss.description, ""]
         out += [f"- **Source**: {loss.source}"]
         if loss.whole_batch:
             out.append("- Uses batch-wide statistics: refuses `trainer.micro_batch_tokens`.")
         out.append("")
-        own = [f for f in dataclasses.fields(loss.params) if f.name not in common]
-        if own:
-            rows = fields_table(loss.params, "loss.", with_domain=False)
-            out += [*rows[:2], *(r for r in rows[2:] if r.split("`")[1].split(".", 1)[1] not in common), ""]
+        if any(f.name not in common for f in dataclasses.fields(loss.params)):
+            out += [*fields_table(loss.params, "loss.", with_domain=False, skip=frozenset(common)), ""]
     return "\n".join(out)
 
 
