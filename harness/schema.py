@@ -339,13 +339,16 @@ class TrackingConfig(Checked):
 
 @dataclass
 class RunConfig(Checked):
-    estimator: str = "grpo"
+    estimator: str = "grpo"  # a registered estimator (estimator=NAME); its knobs: estimator.KNOB=V
     label: str = ""  # display name of this estimator variant (suites, leaderboards); default: estimator
-    estimator_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # {name: {knob: value}}
-    seed: int = bounded(0, ge=0)
+    # Where estimator.KNOB=V lands, {name: {knob: value}}, every knob filled in from the estimator's
+    # dataclass when the config is resolved (the older spelling estimator_params.NAME.KNOB=V works).
+    estimator_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seed: int = bounded(0, ge=0)  # the run's seed: its prompt order and sampling (evals: eval.seed)
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
-    loss: dict[str, Any] = field(default_factory=lambda: {"name": "ppo_clip"})  # checked by its registry
+    # The policy loss: its name (loss=NAME) and knobs (loss.KNOB=V), checked by the loss registry
+    loss: dict[str, Any] = field(default_factory=lambda: {"name": "ppo_clip"})
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
