@@ -38,18 +38,9 @@ import yaml
 from advbench.harness import leaderboard, stats
 from advbench.harness.config import TrackingConfig
 from advbench.harness.leaderboard import Board
+from advbench.harness.report import cpu_name
 from advbench.harness.tracking import Tracker
 
-
-def cpu_name() -> str:
-    """The CPU the numbers were measured on (they move with its family), as Linux names it."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        import platform
-
-        return platform.machine() or "an unknown CPU"
 
 def run_suite(
     workdir: Path,

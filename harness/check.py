@@ -1,38 +1,63 @@
-"""CI regression checks: a suite's per-estimator summary against a stored baseline.
+"""CI regression checks: a suite's runs against a stored baseline, with thresholds from measured noise.
 
-The baseline is a JSON file::
+The baseline (format 2) keeps every run's value of each checked metric, per estimator, stratum and
+seed, and the noise of each metric measured at its recording: the standard deviation of one run's
+value around its estimator's mean, for each estimator and pooled over them (with the pooled
+degrees of freedom). ``advbench check`` runs the suite again and, per estimator and metric, tests
+the change of the mean over runs with a one-sided t test against that noise:
 
-    {"suite": "smoke",
-     "tolerances": {"final_pass_at_1": {"better": "higher", "abs": 0.06}, ...},
-     "estimators": {"grpo": {"final_pass_at_1": 0.38, ...}, ...}}
+    sd        = max(the pooled sd, the estimator's own sd)
+    se        = sd x sqrt(1 / n_baseline + 1 / n_now)
+    threshold = t(1 - level / m, pooled df) x se      (m rows: Bonferroni over the check)
 
-Each value is a mean over the suite's seeds and strata (leaderboard.summary_json). A metric
-*regresses* when it is worse than the baseline by more than its tolerance (lower for "higher is
-better"); it *improves* when it is better by more than that, which passes but asks for
-``--update``. An estimator of the baseline that the suite no longer produces is a regression.
-``--update`` rewrites the values and keeps the tolerances.
+The pooled spread is the better estimate (more runs), but estimators differ (PSR's gain spreads
+about twice as far as GRPO's): the larger of the two keeps a noisy estimator from failing checks
+on its noise. Estimators' runs with the same seed share their prompt order and eval stream, so
+their deviations correlate (about 0.3-0.5 on the smoke suite): a row for all estimators together
+would need that correlation, measured on few seeds; it gave more false alarms than it caught
+regressions in the measurement below, and there is none.
 
-The tolerances are about seed noise, not float noise: on one machine the same suite gives the same
-numbers, but another CPU may round differently, and one flipped sample sends an RL run elsewhere.
+A metric *regresses* when it is worse by more than its threshold; it *improves* when better by
+more, which passes and asks for ``--update``. On an unchanged tree whose runs move as new seeds
+would (what another CPU family's rounding does to an RL run) at most ``level`` (5%) of checks
+fail; on one machine the same suite gives the same numbers. Each row also states the smallest
+regression it detects with 80% power.
+
+Measured both ways by benchmarks/check_noise.py (docs/results/suites.md): shifted seeds in place of
+the baseline's as false alarms, planted regressions (learning rate cuts, spoiled advantages) as
+detections.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Sized from the smoke suite's spread between its two seeds (2026-11-25, docs/results/statistics.md):
-# the standard deviation of one run is about 0.030 (peak pass@1, mostly its start), 0.007 (gain),
-# 0.012 (final pass@1) and 0.076 (final pass@8). Each tolerance is about 3x the spread of a
-# 2-seed mean's difference; GRPO with its sign flipped misses the gain and final pass@1 by far more.
-DEFAULT_TOLERANCES: dict[str, dict[str, Any]] = {
-    "peak_pass_at_1": {"better": "higher", "abs": 0.06},
-    "gain": {"better": "higher", "abs": 0.03},
-    "final_pass_at_1": {"better": "higher", "abs": 0.05},
-    "final_pass_at_kmax": {"better": "higher", "abs": 0.15},
-}
+FORMAT = 2  # what a baseline written by this version says; older ones are refused
+LEVEL = 0.05  # the family-wise false-alarm rate of one check
+POWER = 0.8  # the power at which each row's detectable regression is stated
+# The metrics checked, each "higher" is better: the smoothed peak pass@1, the cross-fitted gain over
+# the start, and the final eval's pass@1 and pass@k_max.
+METRICS = ("peak_pass_at_1", "gain", "final_pass_at_1", "final_pass_at_kmax")
+
+
+class OldBaseline(ValueError):
+    """A baseline recorded by an older advbench (fixed tolerances, no per-run values)."""
+
+
+@dataclass(frozen=True)
+class Noise:
+    sd: float  # one run's standard deviation around its estimator's mean, pooled over estimators
+    df: int  # its degrees of freedom: runs minus (estimator, stratum) groups
+    by_estimator: dict[str, float]  # each estimator's own standard deviation (0 with one run)
+
+    def of(self, label: str) -> float:
+        """The spread a row of ``label`` is judged with: the larger of the pooled and its own."""
+        return max(self.sd, self.by_estimator.get(label, 0.0))
 
 
 @dataclass(frozen=True)
@@ -41,7 +66,8 @@ class Finding:
     metric: str
     baseline: float | None
     current: float | None
-    tolerance: float
+    threshold: float  # the regression (in the metric's units) beyond which this row fails
+    detectable: float  # the smallest true regression this row finds with probability POWER
     status: str  # ok | regressed | improved | missing | new
 
     @property
@@ -49,6 +75,124 @@ class Finding:
         if self.baseline is None or self.current is None:
             return None
         return self.current - self.baseline
+
+
+def run_values(run: Any) -> dict[str, float]:
+    """The checked metrics of one finished run (a leaderboard CellRun)."""
+    pass_at_k = run.pass_at_k()
+    return {
+        "peak_pass_at_1": float(run.summary.peak_pass_at_1),
+        "gain": float(run.summary.gain),
+        "final_pass_at_1": float(pass_at_k[1]),
+        "final_pass_at_kmax": float(pass_at_k[run.k_max]),
+    }
+
+
+def runs_of(board: Any) -> dict[str, list[dict[str, Any]]]:
+    """Per estimator label, every run's stratum, seed and checked metrics."""
+    return {
+        label: [
+            {"stratum": "/".join(r.stratum), "seed": int(r.seed), **run_values(r)}
+            for r in sorted(board.of(label), key=lambda r: (r.stratum, r.seed))
+        ]
+        for label in board.labels
+    }
+
+
+def measure_noise(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Noise]:
+    """Each metric's run-to-run standard deviation: squared deviations from each (estimator,
+    stratum) group's mean, pooled over the groups (the t test's pooled variance)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for label, items in runs.items():
+        for item in items:
+            groups.setdefault((label, item["stratum"]), []).append(item)
+    df = sum(len(g) - 1 for g in groups.values())
+    if df < 1:
+        raise ValueError(
+            "a baseline needs at least two seeds of an estimator to measure the noise its "
+            "thresholds are made of; give the suite more seeds"
+        )
+    noise = {}
+    for metric in METRICS:
+        squares: dict[str, float] = {}
+        freedom: dict[str, int] = {}
+        for (label, _), items in groups.items():
+            values = [i[metric] for i in items]
+            centre = sum(values) / len(values)
+            squares[label] = squares.get(label, 0.0) + sum((v - centre) ** 2 for v in values)
+            freedom[label] = freedom.get(label, 0) + len(values) - 1
+        own = {k: math.sqrt(squares[k] / freedom[k]) if freedom[k] else 0.0 for k in squares}
+        noise[metric] = Noise(sd=math.sqrt(sum(squares.values()) / df), df=df, by_estimator=own)
+    return noise
+
+
+def _mean(items: Iterable[dict[str, Any]], metric: str) -> tuple[float, int]:
+    values = [i[metric] for i in items]
+    return sum(values) / len(values), len(values)
+
+
+def critical_t(noise: Noise, tests: int, level: float = LEVEL) -> float:
+    """The one-sided t quantile of a row, Bonferroni over ``tests`` rows."""
+    from scipy.stats import t
+
+    return float(t.ppf(1 - level / tests, noise.df))
+
+
+def noise_of(baseline: dict[str, Any]) -> dict[str, Noise]:
+    """The noise a baseline recorded, per metric."""
+    return {m: Noise(**baseline["noise"][m]) for m in METRICS}
+
+
+def compare(
+    baseline: dict[str, Any], current: dict[str, list[dict[str, Any]]], level: float = LEVEL
+) -> list[Finding]:
+    """Every (estimator, metric) of the baseline judged against its noise, and a row for each
+    estimator the baseline does not know."""
+    from scipy.stats import t
+
+    noise = noise_of(baseline)
+    labels = list(baseline["estimators"])
+    tests = len(labels) * len(METRICS)
+    findings = []
+    for label in labels:
+        for metric in METRICS:
+            base, n_base = _mean(baseline["estimators"][label]["runs"], metric)
+            if not current.get(label):
+                findings.append(Finding(label, metric, base, None, math.nan, math.nan, "missing"))
+                continue
+            now, n_now = _mean(current[label], metric)
+            crit = critical_t(noise[metric], tests, level)
+            se = noise[metric].of(label) * math.sqrt(1 / n_base + 1 / n_now)
+            threshold, worse = crit * se, base - now
+            status = "regressed" if worse > threshold else "improved" if -worse > threshold else "ok"
+            detectable = (crit + float(t.ppf(POWER, noise[metric].df))) * se
+            findings.append(Finding(label, metric, base, now, threshold, detectable, status))
+    findings += [Finding(label, "*", None, None, 0.0, 0.0, "new") for label in current if label not in labels]
+    return findings
+
+
+def failures(findings: list[Finding]) -> list[Finding]:
+    """The findings that fail the check: a regression beyond its threshold, or a result gone missing."""
+    return [f for f in findings if f.status in ("regressed", "missing")]
+
+
+def describe_noise(baseline: dict[str, Any], level: float = LEVEL) -> str:
+    """What the thresholds are made of, in one paragraph for the check's output."""
+    tests = len(baseline["estimators"]) * len(METRICS)
+    noise = noise_of(baseline)
+    df = noise[METRICS[0]].df
+    sds = ", ".join(
+        f"{m} {noise[m].sd:.4f} (own {min(noise[m].by_estimator.values()):.4f}-"
+        f"{max(noise[m].by_estimator.values()):.4f})"
+        for m in METRICS
+    )
+    return (
+        f"threshold = t(1 - {level:g}/{tests}, df {df}) = {critical_t(noise[METRICS[0]], tests, level):.2f}"
+        f" x sd x sqrt(1/n_baseline + 1/n_now), sd the larger of the pooled and the estimator's own "
+        f"spread of one run around its mean, measured at the baseline's recording: {sds}. On an "
+        f"unchanged tree whose runs move as new seeds would (another CPU family), at most "
+        f"{level:.0%} of checks fail."
+    )
 
 
 def load_baseline(path: Path) -> dict[str, Any]:
@@ -59,56 +203,45 @@ def load_baseline(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"baseline {path} is not valid JSON: {exc}") from None
     if not isinstance(baseline, dict) or not isinstance(baseline.get("estimators"), dict):
-        raise ValueError(f"baseline {path} needs an 'estimators' mapping of label -> metrics")
-    for metric, rule in baseline.get("tolerances", {}).items():
-        if rule.get("better") not in ("higher", "lower") or not float(rule.get("abs", -1)) >= 0:
-            raise ValueError(
-                f"baseline {path}: tolerance of '{metric}' needs better: higher|lower "
-                f"and abs >= 0, got {rule}"
-            )
+        raise ValueError(f"baseline {path} needs an 'estimators' mapping of label -> runs")
+    if baseline.get("format") != FORMAT:
+        suite = baseline.get("suite", "SUITE")
+        raise OldBaseline(
+            f"baseline {path} was recorded by an older advbench (fixed tolerances, no per-run "
+            f"values to measure noise from); record it again: advbench check {suite} --baseline "
+            f"{path} --update"
+        )
+    missing = [m for m in METRICS if m not in baseline.get("noise", {})]
+    if missing:
+        raise ValueError(
+            f"baseline {path} has no noise for {', '.join(missing)}; record it again with --update"
+        )
     return baseline
 
 
-def compare(baseline: dict[str, Any], current: dict[str, dict[str, float]]) -> list[Finding]:
-    """Every (estimator, metric) of the baseline's tolerances, judged; plus estimators new to it."""
-    tolerances = baseline.get("tolerances") or DEFAULT_TOLERANCES
-    findings = []
-    for label, values in baseline["estimators"].items():
-        for metric, rule in tolerances.items():
-            if metric not in values:
-                continue
-            base, tol = float(values[metric]), float(rule["abs"])
-            now = current.get(label, {}).get(metric)
-            if now is None:
-                findings.append(Finding(label, metric, base, None, tol, "missing"))
-                continue
-            worse = base - now if rule["better"] == "higher" else now - base
-            status = "regressed" if worse > tol else "improved" if -worse > tol else "ok"
-            findings.append(Finding(label, metric, base, float(now), tol, status))
-    for label in current:
-        if label not in baseline["estimators"]:
-            findings.append(Finding(label, "*", None, None, 0.0, "new"))
-    return findings
-
-
-def failures(findings: list[Finding]) -> list[Finding]:
-    """The findings that fail the check: a regression beyond tolerance, or a result gone missing."""
-    return [f for f in findings if f.status in ("regressed", "missing")]
-
-
-def write_baseline(
-    path: Path, suite: str, current: dict[str, dict[str, float]], old: dict[str, Any] | None, command: str
-) -> None:
-    """Store ``current`` as the baseline, keeping the old file's tolerances."""
-    tolerances = (old or {}).get("tolerances") or DEFAULT_TOLERANCES
+def write_baseline(path: Path, suite: str, current: dict[str, list[dict[str, Any]]], command: str) -> None:
+    """Store ``current`` as the baseline, with the noise its thresholds will be made of."""
+    noise = measure_noise(current)
     content = {
+        "format": FORMAT,
         "suite": suite,
         "command": command,
-        "tolerances": tolerances,
+        "noise": {
+            m: {
+                "sd": round(n.sd, 6),
+                "df": n.df,
+                "by_estimator": {k: round(v, 6) for k, v in n.by_estimator.items()},
+            }
+            for m, n in noise.items()
+        },
         "estimators": {
-            label: {k: v for k, v in values.items() if k in tolerances or k in ("seeds", "time_to_peak_step")}
-            for label, values in current.items()
+            label: {
+                "runs": [
+                    {k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in runs
+                ]
+            }
+            for label, runs in current.items()
         },
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(content, indent=1, sort_keys=False) + "\n")
+    path.write_text(json.dumps(content, indent=1) + "\n")

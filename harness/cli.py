@@ -407,17 +407,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     baseline_path = Path(args.baseline)
     old = None
-    if baseline_path.exists() or not args.update:
+    if not args.update:
         try:
             old = check.load_baseline(baseline_path)
         except (FileNotFoundError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
     suite, tracker, parent, _, failures = _run_suite(args)
     board = leaderboard.collect(tracker, tracker.client.get_run(parent.run_id))
-    ranking = _rank(board)
-    if ranking is None:
+    if _rank(board) is None:
         return 2
-    current = leaderboard.summary_json(board, ranking)["estimators"]
+    current = check.runs_of(board)
     for cfg, error in failures:
         console.print(f"[red]failed[/] {escape(cfg.run_name)}: {escape(error)}")
     if args.update:
@@ -425,39 +424,63 @@ def cmd_check(args: argparse.Namespace) -> int:
             console.print("[red]not updating the baseline: some cells failed[/]")
             return 1
         command = " ".join(["advbench", *sys.argv[1:]])
-        check.write_baseline(baseline_path, suite.name, current, old, command)
+        try:
+            check.write_baseline(baseline_path, suite.name, current, command)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        written = check.load_baseline(baseline_path)
         console.print(f"wrote baseline {baseline_path} ({len(current)} estimators)")
+        console.print(check.describe_noise(written), highlight=False)
         return 0
     findings = check.compare(old, current)
-    table = Table(title=f"advbench check: {suite.name} against {baseline_path}")
-    for column in ("estimator", "metric", "baseline", "now", "change", "tolerance", "verdict"):
-        table.add_column(column, justify="left" if column in ("estimator", "metric", "verdict") else "right")
-    style = {"regressed": "bold red", "missing": "bold red", "improved": "green", "new": "yellow", "ok": ""}
-    for f in findings:
-        table.add_row(
-            escape(f.label),
-            f.metric,
-            "-" if f.baseline is None else f"{f.baseline:.3f}",
-            "-" if f.current is None else f"{f.current:.3f}",
-            "-" if f.delta is None else f"{f.delta:+.3f}",
-            f"{f.tolerance:.3f}",
-            f"[{style[f.status]}]{f.status}[/]" if style[f.status] else f.status,
-        )
-    _results_console().print(table)
+    _print_findings(findings, f"advbench check: {suite.name} against {baseline_path}")
+    console.print(check.describe_noise(old), highlight=False)
     bad = check.failures(findings)
     for f in bad:
         change = "no result" if f.current is None else f"{f.baseline:.3f} -> {f.current:.3f} ({f.delta:+.3f})"
         console.print(
-            f"[bold red]REGRESSED[/] {escape(f.label)} {f.metric}: {change}, tolerance {f.tolerance}"
+            f"[bold red]REGRESSED[/] {escape(f.label)} {f.metric}: {change}, threshold {f.threshold:.3f}"
         )
     if any(f.status == "improved" for f in findings):
         console.print(
-            "[green]some metrics improved beyond tolerance[/]: rerun with --update to raise the bar"
+            "[green]some metrics improved beyond their threshold[/]: rerun with --update to raise the bar"
         )
     if bad or failures:
+        worst = (
+            ", ".join(f"{f.label} {f.metric} {f.delta:+.3f}" for f in bad if f.delta is not None)
+            or "results missing"
+        )
+        console.print(f"[bold red]check failed[/]: {len(bad)} of {len(findings)} rows regressed ({worst})")
         return 1
-    console.print(f"[bold green]check passed[/]: {len(findings)} comparisons within tolerance")
+    console.print(f"[bold green]check passed[/]: {len(findings)} comparisons within their thresholds")
     return 0
+
+
+def _print_findings(findings, title: str) -> None:
+    """Per estimator and metric: baseline, now, change, the threshold and the detectable regression."""
+    table = Table(title=title)
+    columns = ("estimator", "metric", "baseline", "now", "change", "threshold", "detects", "verdict")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("estimator", "metric", "verdict") else "right")
+    style = {"regressed": "bold red", "missing": "bold red", "improved": "green", "new": "yellow", "ok": ""}
+
+    def number(value, sign=""):
+        if value is None or value != value:
+            return "-"
+        return f"{0.0 if abs(value) < 5e-4 else value:{sign}.3f}"  # no "-0.000" for a rounding's sign
+
+    for f in findings:
+        table.add_row(
+            escape(f.label),
+            f.metric,
+            number(f.baseline),
+            number(f.current),
+            number(f.delta, "+"),
+            number(-f.threshold, "+") if f.threshold else "-",
+            number(-f.detectable, "+") if f.detectable else "-",
+            f"[{style[f.status]}]{f.status}[/]" if style[f.status] else f.status,
+        )
+    _results_console().print(table)
 
 
 def _first_sentence(yaml_text: str) -> str:
@@ -578,8 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
     board.set_defaults(func=cmd_leaderboard, overrides=[])
     chk = sub.add_parser("check", help="run a suite and compare it with a stored baseline")
     add_suite_arguments(chk)
-    chk.add_argument("--baseline", required=True, help="baseline JSON (per-estimator metrics, tolerances)")
-    chk.add_argument("--update", action="store_true", help="write the current results as the baseline")
+    chk.add_argument("--baseline", required=True, help="baseline JSON (every run's metrics and their noise)")
+    chk.add_argument(
+        "--update", action="store_true", help="write the current results and their noise as the baseline"
+    )
     chk.set_defaults(func=cmd_check)
     cl = sub.add_parser("claims", help="run declared claims (suites + predicates), write their verdicts")
     cl.add_argument(

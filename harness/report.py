@@ -58,6 +58,18 @@ def _fmt_detectable(row: Row) -> str:
     return f"{row.comparison.detectable:.3f}" + (" (paired)" if row.comparison.paired else "")
 
 
+def cpu_name() -> str:
+    """The CPU a measurement ran on, as Linux names it: results that move with the CPU family (RL
+    runs, timings) carry it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        return platform.machine() or "an unknown CPU"
+
+
 def store_label(uri: str) -> str:
     """The tracking store as a committed page names it: a local SQLite file by its path relative to
     the working directory (or its name alone), never the absolute path of the machine it ran on."""

@@ -137,26 +137,35 @@ def test_suite_runs_every_cell_once_and_a_rerun_skips_them(suite, tmp_path, caps
     assert f"{np.mean(grpo_peaks):.4g}" in table["grpo"]
 
 
-def test_check_passes_against_itself_and_catches_a_flipped_sign(tmp_path, cache_dir, capsys):
-    """The planted regression: GRPO with its advantages negated must fail the check."""
-    path = tmp_path / "gate.yaml"
-    path.write_text(
-        "name: gate\nmatrix: {estimator: [grpo], seed: [0]}\noverrides: {tracking: {experiment: gate}}\n"
+def test_check_passes_a_shifted_seed_rerun_and_catches_a_flipped_sign(tmp_path, cache_dir, capsys):
+    """The small version of benchmarks/check_noise.py: the baseline records its runs and their
+    noise; the same suite on other seeds (what another CPU family's rounding does to RL runs)
+    passes; GRPO with its advantages negated fails."""
+    gate = (
+        "name: gate\nmatrix: {{estimator: [grpo], seed: {seeds}}}\n"
+        "overrides: {{tracking: {{experiment: gate}}}}\n"
     )
+    path, shifted = tmp_path / "gate.yaml", tmp_path / "shifted" / "gate.yaml"
+    path.write_text(gate.format(seeds=[0, 1, 2]))
+    shifted.parent.mkdir()
+    shifted.write_text(gate.format(seeds=[3, 4, 5]))
     baseline = tmp_path / "baseline.json"
 
     def overrides(db):
-        # the default tiny model (its shipped warm start is what RL sharpens) on the smoke suite's
-        # budget: 30 steps at lr 5e-4 gained only 0.029 from the start built on an AMD EPYC
+        # the default tiny model (its shipped warm start is what RL sharpens) on the smoke suite's budget
         return [f"cache_dir={cache_dir}", f"tracking.uri=sqlite:///{tmp_path / db}", "trainer.steps=60",
                 "eval.every=10", "geometry.every=0"]  # fmt: skip
 
     assert main(["check", str(path), "--baseline", str(baseline), "--update", *overrides("a.db")]) == 0
     stored = json.loads(baseline.read_text())
-    assert set(stored["estimators"]) == {"grpo"} and "tolerances" in stored
-    assert stored["estimators"]["grpo"]["gain"] > 0.03  # the reference does learn in 60 steps
+    assert stored["format"] == 2 and [r["seed"] for r in stored["estimators"]["grpo"]["runs"]] == [0, 1, 2]
+    assert stored["noise"]["gain"]["df"] == 2 and stored["noise"]["gain"]["sd"] > 0
+    assert min(r["gain"] for r in stored["estimators"]["grpo"]["runs"]) > 0.02  # it does learn in 60 steps
     assert main(["check", str(path), "--baseline", str(baseline), *overrides("a.db")]) == 0
     assert "check passed" in capsys.readouterr().err
+    assert main(["check", str(shifted), "--baseline", str(baseline), *overrides("a.db")]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "check passed" in said and "threshold = t(1 - 0.05/4, df 2)" in said
 
     planted = [
         sys.executable,
@@ -170,7 +179,7 @@ def test_check_passes_against_itself_and_catches_a_flipped_sign(tmp_path, cache_
         [*planted, *overrides("b.db")], capture_output=True, text=True, timeout=300, cwd=ROOT
     )
     assert flipped.returncode == 1, flipped.stderr[-3000:]
-    assert "REGRESSED grpo final_pass_at_1" in flipped.stderr
+    assert "REGRESSED grpo final_pass_at_1" in " ".join(flipped.stderr.split())
 
 
 def test_a_nan_in_a_stored_eval_curve_stops_the_leaderboard_with_the_run_named(suite, tmp_path, capsys):
@@ -187,12 +196,20 @@ def test_a_nan_in_a_stored_eval_curve_stops_the_leaderboard_with_the_run_named(s
     assert f"run {victim.info.run_id}" in err and "non-finite eval pass@1 at step(s) 3" in err
 
 
-def test_check_refuses_a_missing_or_broken_baseline(tmp_path, suite):
+def test_check_refuses_a_missing_broken_or_old_baseline(tmp_path, suite, capsys):
     path, overrides, _ = suite
     assert main(["check", str(path), "--baseline", str(tmp_path / "none.json"), *overrides]) == 2
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     assert main(["check", str(path), "--baseline", str(broken), *overrides]) == 2
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"suite": "tiny", "tolerances": {}, "estimators": {"grpo": {"gain": 0.05}}}))
+    capsys.readouterr()
+    assert main(["check", str(path), "--baseline", str(old), *overrides]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert (
+        "recorded by an older advbench" in said and f"advbench check tiny --baseline {old} --update" in said
+    )
 
 
 def test_a_killed_suite_rerun_finishes_every_cell_once(suite, tmp_path):
