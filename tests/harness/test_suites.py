@@ -97,7 +97,7 @@ def test_an_unknown_suite_name_lists_the_shipped_ones():
 
 def test_the_shipped_suites_expand():
     sizes = {
-        "smoke": (4, 8),
+        "smoke": (4, 16),
         "sign-axis": (6, 18),
         "difficulty": (7, 21),
         "fade-probes": (6, 12),
