@@ -65,15 +65,6 @@ def by_seed(runs: dict[str, list[dict]], seeds) -> dict[str, list[dict]]:
     return {label: [r for r in items if r["seed"] in seeds] for label, items in runs.items()}
 
 
-def baseline(runs: dict[str, list[dict]]) -> dict:
-    noise = check.measure_noise(runs)
-    return {
-        "format": check.FORMAT,
-        "noise": {m: {"sd": n.sd, "df": n.df, "by_estimator": n.by_estimator} for m, n in noise.items()},
-        "estimators": {label: {"runs": items} for label, items in runs.items()},
-    }
-
-
 def splits(seeds: list[int], k: int):
     """Every (baseline seeds, now seeds) pair of disjoint k-seed sets, the baseline's taken in order."""
     for chosen in itertools.combinations(seeds, k):
@@ -97,7 +88,9 @@ def main(argv: list[str]) -> int:
     base = suite_runs(args.base)
     seeds = sorted({r["seed"] for items in base.values() for r in items})
     pairs = list(splits(seeds, args.seeds))
-    alarms = [check.failures(check.compare(baseline(by_seed(base, b)), by_seed(base, n))) for b, n in pairs]
+    alarms = [
+        check.failures(check.compare(check.baseline_of(by_seed(base, b)), by_seed(base, n))) for b, n in pairs
+    ]
     flagged = sum(bool(a) for a in alarms)
     rows = [
         "| what changed | true change in gain | checks | failed | rows that failed most |",
@@ -111,7 +104,7 @@ def main(argv: list[str]) -> int:
         for b, n in pairs:
             now = by_seed(base, n)
             now.update(by_seed(planted, n))
-            caught.append(check.failures(check.compare(baseline(by_seed(base, b)), now)))
+            caught.append(check.failures(check.compare(check.baseline_of(by_seed(base, b)), now)))
         changes = ", ".join(
             f"{label} {mean_gain(planted, label):.3f} vs {mean_gain(base, label):.3f} "
             f"({mean_gain(planted, label) / mean_gain(base, label) - 1:+.0%})"

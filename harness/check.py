@@ -219,29 +219,35 @@ def load_baseline(path: Path) -> dict[str, Any]:
     return baseline
 
 
-def write_baseline(path: Path, suite: str, current: dict[str, list[dict[str, Any]]], command: str) -> None:
-    """Store ``current`` as the baseline, with the noise its thresholds will be made of."""
-    noise = measure_noise(current)
-    content = {
+def baseline_of(
+    current: dict[str, list[dict[str, Any]]], suite: str = "", command: str = "", digits: int | None = None
+) -> dict[str, Any]:
+    """A baseline of ``current``: its runs and the noise its thresholds will be made of (values
+    rounded to ``digits`` when given, as the stored file keeps them)."""
+
+    def r(value: Any) -> Any:
+        return round(value, digits) if digits is not None and isinstance(value, float) else value
+
+    return {
         "format": FORMAT,
         "suite": suite,
         "command": command,
         "noise": {
-            m: {
-                "sd": round(n.sd, 6),
-                "df": n.df,
-                "by_estimator": {k: round(v, 6) for k, v in n.by_estimator.items()},
-            }
-            for m, n in noise.items()
+            m: {"sd": r(n.sd), "df": n.df, "by_estimator": {k: r(v) for k, v in n.by_estimator.items()}}
+            for m, n in measure_noise(current).items()
         },
         "estimators": {
-            label: {
-                "runs": [
-                    {k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in runs
-                ]
-            }
+            label: {"runs": [{k: r(v) for k, v in run.items()} for run in runs]}
             for label, runs in current.items()
         },
     }
+
+
+def write_baseline(
+    path: Path, suite: str, current: dict[str, list[dict[str, Any]]], command: str
+) -> dict[str, Any]:
+    """Store ``current`` as the baseline (``baseline_of``, to 6 digits); what was stored."""
+    content = baseline_of(current, suite, command, digits=6)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(content, indent=1) + "\n")
+    return content

@@ -425,10 +425,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 1
         command = " ".join(["advbench", *sys.argv[1:]])
         try:
-            check.write_baseline(baseline_path, suite.name, current, command)
+            written = check.write_baseline(baseline_path, suite.name, current, command)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        written = check.load_baseline(baseline_path)
         console.print(f"wrote baseline {baseline_path} ({len(current)} estimators)")
         console.print(check.describe_noise(written), highlight=False)
         return 0
@@ -524,13 +523,13 @@ def cmd_list(args: argparse.Namespace) -> int:
     tables.append(table("policy losses (loss=NAME loss.KNOB=V)", "source"))
     for name in losses.names():
         tables[1].add_row(name, escape(losses.get(name).description), escape(losses.get(name).source))
-    for group in ("task", "model", "rollout"):
-        groups = {"task": "tasks (task=NAME)", "model": "models (model=NAME)", "rollout": "rollout engines"}
-        tables.append(table(groups[group], "dataset" if group == "task" else ""))
+    titles = {"task": "tasks (task=NAME)", "model": "models (model=NAME)", "rollout": "rollout engines"}
+    for group, title in titles.items():
+        tables.append(table(title, "dataset" if group == "task" else ""))
         for name in group_choices(group):
-            first_comment = _first_sentence(find_config(group, name).read_text())
-            detail = OmegaConf.load(find_config(group, name)).get("dataset", "") if group == "task" else ""
-            tables[-1].add_row(name, escape(first_comment), escape(str(detail)))
+            text = find_config(group, name).read_text()
+            detail = OmegaConf.create(text).get("dataset", "") if group == "task" else ""
+            tables[-1].add_row(name, escape(_first_sentence(text)), escape(str(detail)))
     out = _results_console()
     for t in tables:
         out.print(t)

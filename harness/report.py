@@ -24,20 +24,25 @@ from advbench.harness.leaderboard import (
 
 
 def _fmt_median(
-    value: tuple[float | None, int], seeds: int, missed: str = "censored", got: str = "reached"
+    value: tuple[float | None, int],
+    seeds: int,
+    missed: str = "censored",
+    got: str = "reached",
+    also: str = "",
 ) -> str:
     median, hits = value
+    counts = f"{hits}/{seeds} {got}" + (f", {also}" if also else "")
     if median is None:  # fewer than half of the runs got there: no median step
-        return f"{missed} ({hits}/{seeds} {got})"
-    return f"{median:.0f} ({hits}/{seeds} {got})"
+        return f"{missed} ({counts})"
+    return f"{median:.0f} ({counts})"
 
 
 def _fmt_time_to_peak(row: Row) -> str:
     """The median step of peak, how many runs were timed, and how many of those were still rising
     (timed at their last point, so the step is censored by the budget), as the runs table marks them."""
     missed = "not timed" if row.gained * 2 >= row.seeds else "no gain"  # most gained: too few evals
-    text = _fmt_median(row.time_to_peak, row.seeds, missed=missed, got="timed")
-    return text[:-1] + f", {row.rising} rising)" if row.rising else text
+    also = f"{row.rising} rising" if row.rising else ""
+    return _fmt_median(row.time_to_peak, row.seeds, missed=missed, got="timed", also=also)
 
 
 def _fmt_improvement(row: Row) -> str:

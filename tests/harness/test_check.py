@@ -95,13 +95,7 @@ def test_unchanged_trees_fail_at_most_at_the_level():
     means = {"grpo": 0.05, "rloo": 0.047, "dr_grpo": 0.05, "psr": 0.06}
     failed = 0
     for _ in range(400):
-        base = {"format": 2, "estimators": {}, "noise": {}}
-        recorded = runs(means, sd=0.004, rng=rng)
-        noise = check.measure_noise(recorded)
-        base["noise"] = {
-            m: {"sd": n.sd, "df": n.df, "by_estimator": n.by_estimator} for m, n in noise.items()
-        }
-        base["estimators"] = {label: {"runs": r} for label, r in recorded.items()}
+        base = check.baseline_of(runs(means, sd=0.004, rng=rng))
         failed += bool(check.failures(check.compare(base, runs(means, sd=0.004, rng=rng))))
     # the metrics move together here (one draw per run for all four), the Bonferroni bound holds
     assert failed / 400 <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 400)
