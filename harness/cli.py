@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import sys
 import time
@@ -50,10 +51,21 @@ from advbench.harness.runner import (
 console = Console(stderr=True, soft_wrap=True)  # progress and messages
 
 
+class _ResultsConsole(Console):
+    """A reader that leaves early (`advbench list | grep -q NAME`, `| head`) has what it wanted:
+    end with success, as ripgrep does, where rich's default exits with status 1 (which fails a
+    `set -o pipefail` script). Later writes go to /dev/null, as in rich's own handler."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0)
+
+
 def _results_console() -> Console:
     """stdout for results; wide enough for the tables when piped to a file or CI log."""
-    out = Console()
-    return out if out.is_terminal else Console(width=160)
+    out = _ResultsConsole()
+    return out if out.is_terminal else _ResultsConsole(width=160)
 
 
 def _summary_row(cfg: RunConfig, summary: RunSummary, status: str) -> list[str]:
@@ -655,7 +667,12 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides, args.ray = [args.ray, *args.overrides], "local"
     start = time.perf_counter()
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # inside the try: a reader that already left is met here, not at exit
+        return status
+    except BrokenPipeError:  # the same for what is printed without rich (_ResultsConsole)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         console.print(f"[bold red]config error[/] ({time.perf_counter() - start:.2f} s): {escape(str(exc))}")
         return 2

@@ -138,6 +138,27 @@ def test_list_shows_estimators_losses_tasks_and_models(capsys):
     assert "arXiv 2606.09821 [primary]" in " ".join(out.split())  # a loss's source (drpo)
 
 
+def test_a_reader_that_leaves_early_is_not_an_error():
+    """`advbench list | grep -q NAME` under `set -o pipefail` (as CI checks the wheel): the reader
+    exits at its first match, and the listing must then end with success and no traceback, not
+    with rich's status 1. The pipe's read end is closed before anything is written, so every
+    write meets the broken pipe whatever the timing."""
+    import os
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "advbench.harness.cli", "list"],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
 def test_axes_plots_a_parent_runs_trajectories(fast_overrides, tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     assert main(["run", "estimator=[psr,nsr]", "--name", "signs", *fast_overrides]) == 0
