@@ -151,7 +151,10 @@ def test_a_reader_that_leaves_early_is_not_an_error():
     try:
         done = subprocess.run(
             [sys.executable, "-m", "advbench.harness.cli", "list"],
-            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
         )
     finally:
         os.close(write_end)
