@@ -546,13 +546,21 @@ def flatten(cfg: RunConfig) -> dict[str, str]:
     return flat
 
 
-def config_hash(cfg: RunConfig) -> str:
-    """Identity of a run: the resolved config minus where it is tracked and cached and what it is
-    called; with ``code``, the estimator's and the loss's version and source hash."""
+def identity(cfg: RunConfig) -> str:
+    """What identifies a run, as YAML: the resolved config minus where it is tracked and cached and
+    what it is called; with ``code``, the estimator's and the loss's version and source hash. A solo
+    run's leaves out ``trainer.packed``, so solo runs kept the identity they had before packs."""
     container = dataclasses.asdict(cfg)  # what to_container(structured(cfg)) gives, 3x faster
     for key in ("tracking", "threads", "label", "cache_dir"):
         container.pop(key, None)
-    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(container)).encode()).hexdigest()[:16]
+    if not container["trainer"].get("packed"):
+        container["trainer"].pop("packed", None)
+    return OmegaConf.to_yaml(OmegaConf.create(container))
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Identity of a run (``identity``), hashed."""
+    return hashlib.sha256(identity(cfg).encode()).hexdigest()[:16]
 
 
 __all__ = [

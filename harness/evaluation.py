@@ -27,7 +27,7 @@ from advbench.harness.metrics import (
     scalerl_fit,
     time_to_peak,
 )
-from advbench.harness.rollout import Engine, SamplingParams
+from advbench.harness.rollout import Engine, Rollout, SamplingParams
 from advbench.harness.tasks import Prompt, Task
 
 
@@ -99,12 +99,31 @@ def evaluate(
     device = engine.policy.device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        rollout = engine.generate(texts, cfg.n, SamplingParams(cfg.temperature, cfg.top_p, max_new_tokens))
+        rollout = engine.generate(texts, cfg.n, eval_sampling(cfg, max_new_tokens))
+    greedy = None
+    if cfg.greedy:
+        greedy = engine.generate(texts, 1, SamplingParams(max_new_tokens=max_new_tokens, greedy=True))
+    return score_eval(task, prompts, cfg, step, rollout, greedy)
+
+
+def eval_sampling(cfg: EvalConfig, max_new_tokens: int) -> SamplingParams:
+    return SamplingParams(cfg.temperature, cfg.top_p, max_new_tokens)
+
+
+def score_eval(
+    task: Task,
+    prompts: Sequence[Prompt],
+    cfg: EvalConfig,
+    step: int,
+    rollout: Rollout,
+    greedy_rollout: Rollout | None,
+) -> EvalResult:
+    """An eval's samples (``cfg.n`` per prompt, and the greedy ones when ``cfg.greedy``) scored and
+    summarised."""
     scores = task.score_batch([prompts[i // cfg.n] for i in range(len(rollout.texts))], rollout.texts)
     correct = np.array([s.correct for s in scores]).reshape(len(prompts), cfg.n).sum(1)
     greedy, greedy_scores = None, []
-    if cfg.greedy:
-        greedy_rollout = engine.generate(texts, 1, SamplingParams(max_new_tokens=max_new_tokens, greedy=True))
+    if greedy_rollout is not None:
         greedy_scores = task.score_batch(prompts, greedy_rollout.texts)
         greedy = float(np.mean([s.correct for s in greedy_scores]))
     per_prompt = correct / cfg.n

@@ -50,16 +50,25 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 class GeometryProbe:
-    """Reads the gradients of the parameters whose names match ``patterns`` after a backward."""
+    """Reads the gradients of the parameters whose names match ``patterns`` after a backward; of a
+    pack's model (harness/pack.py), replica ``replica``'s slice of each."""
 
     def __init__(
-        self, model: torch.nn.Module, patterns: Iterable[str], every: int, top_k: int, zero_tol: float
+        self,
+        model: torch.nn.Module,
+        patterns: Iterable[str],
+        every: int,
+        top_k: int,
+        zero_tol: float,
+        replica: int | None = None,
     ):
         regexes = [re.compile(p) for p in patterns]
+        matrix_dims = 2 if replica is None else 3  # a pack's weights have a replica dimension first
+        self.replica = replica
         self.parameters = {
             name: param
             for name, param in model.named_parameters()
-            if param.dim() == 2 and any(r.search(name) for r in regexes)
+            if param.dim() == matrix_dims and any(r.search(name) for r in regexes)
         }
         if not self.parameters:
             raise ValueError(f"geometry.modules {list(patterns)} match no 2-D parameter of the model")
@@ -71,7 +80,7 @@ class GeometryProbe:
         for name, param in self.parameters.items():
             if param.grad is None:
                 continue
-            grad = param.grad.detach()
+            grad = param.grad.detach() if self.replica is None else param.grad[self.replica].detach()
             key = f"geometry/{name}"
             if name in self.previous:
                 metrics[f"{key}/cosine_prev"] = cosine(grad, self.previous[name])

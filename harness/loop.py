@@ -169,7 +169,7 @@ def update_policy(
         old_logprobs = batch.logprobs
     else:
         old_logprobs = _trainer_logprobs(policy, batch, cfg)
-        _record_mismatch(collected, old_logprobs, batch.logprobs, mask_all)
+        record_mismatch(collected, old_logprobs, batch.logprobs, mask_all)
 
     generator = torch.Generator().manual_seed(step_seed(cfg.seed, step))
     geometry_metrics: dict[str, float] = {}
@@ -195,7 +195,7 @@ def update_policy(
                     entropy, mask = loss_batch.entropy.detach(), loss_batch.mask
                     collected["policy_entropy"].append(entropy[mask].mean().item())
                     if on_sampling_weights:  # this forward ran on the sampling weights
-                        _record_mismatch(
+                        record_mismatch(
                             collected, loss_batch.logprobs.detach(), loss_batch.rollout_logprobs, mask
                         )
             if geometry is not None and epoch == 0 and len(collected["loss"]) == 0:
@@ -281,7 +281,7 @@ def _backward(
     return loss_value.item()
 
 
-def _record_mismatch(
+def record_mismatch(
     collected: dict, trainer: torch.Tensor, rollout: torch.Tensor, mask: torch.Tensor
 ) -> None:
     """Rollout engine vs trainer on the same tokens and weights: |delta log p| and the k3 KL."""
@@ -319,15 +319,16 @@ class Run:
     needs: tuple[str, ...]  # the optional estimator inputs the loop must produce
     loss: losses.PolicyLoss
     loss_params: losses.CommonLossParams
-    reference: torch.nn.Module | None  # the frozen starting policy, when a KL to it is asked for
-    geometry: GeometryProbe | None
-    optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LambdaLR
     sampler: PromptSampler
     eval_prompts: list[tasks.Prompt]
     sampling: SamplingParams
     prompts: int  # P per step
     samples: int  # completions per prompt: G, plus the estimator's extra ones
+    reference: torch.nn.Module | None = None  # the frozen starting policy, when a KL to it is asked for
+    geometry: GeometryProbe | None = None
+    # A solo run's optimizer and lr schedule; None for a pack's replica (its pack steps the weights)
+    optimizer: torch.optim.Optimizer | None = None
+    schedule: torch.optim.lr_scheduler.LambdaLR | None = None
 
 
 def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
@@ -346,37 +347,45 @@ def build_run(cfg: RunConfig, tracker: RunTracker | None, on_warmstart: Callable
     """Task, policy (warm-started), engine, estimator, loss, optimizer, samplers: in this order, as
     the random streams are drawn."""
     plugins.load(cfg.plugins)  # a worker process trains a plugin's estimator too
-    task = tasks.build(cfg.task, cfg.cache_dir)
-    if tracker:
-        for key, value in task.tags().items():
-            tracker.set_tag(key, value)
+    task = build_task(cfg, tracker)
     policy = warmstart.load_policy(cfg.model, task, cfg.cache_dir, on_warmstart)
     if cfg.trainer.gradient_checkpointing:
         models.enable_activation_checkpointing(policy.model)
     engine = rollout.build(cfg.rollout, policy)
     if policy.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(policy.device)
-    estimator = estimators.get(cfg.estimator)
-    estimator_params = cfg.estimator_params.get(cfg.estimator, {})
-    needs = estimator.required(**estimator_params)
-    loss = losses.get(cfg.loss["name"])
-    loss_params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
-    reference = (
-        copy.deepcopy(policy.model).requires_grad_(False).eval()
-        if loss_params.kl_coef > 0 or "ref_logprobs" in needs
-        else None
-    )
+    run = run_parts(cfg, task, policy, engine)
+    if run.loss_params.kl_coef > 0 or "ref_logprobs" in run.needs:
+        run.reference = copy.deepcopy(policy.model).requires_grad_(False).eval()
     geo = cfg.geometry
-    geometry = (
-        GeometryProbe(policy.model, geo.modules, geo.every, geo.top_k, geo.zero_tol) if geo.every else None
-    )
-    optimizer = torch.optim.AdamW(
+    if geo.every:
+        run.geometry = GeometryProbe(policy.model, geo.modules, geo.every, geo.top_k, geo.zero_tol)
+    run.optimizer = torch.optim.AdamW(
         policy.model.parameters(), lr=cfg.trainer.lr, weight_decay=cfg.trainer.weight_decay
     )
     trainer = cfg.trainer
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, trainer.steps, trainer.warmup_steps, trainer.lr_schedule)
+    run.schedule = torch.optim.lr_scheduler.LambdaLR(
+        run.optimizer, lambda step: lr_factor(step, trainer.steps, trainer.warmup_steps, trainer.lr_schedule)
     )
+    return run
+
+
+def build_task(cfg: RunConfig, tracker: RunTracker | None) -> tasks.Task:
+    """The run's task, its description tagged on the run when it is tracked."""
+    task = tasks.build(cfg.task, cfg.cache_dir)
+    if tracker:
+        for key, value in task.tags().items():
+            tracker.set_tag(key, value)
+    return task
+
+
+def run_parts(cfg: RunConfig, task: tasks.Task, policy: models.Policy, engine: rollout.Engine) -> Run:
+    """The run's own objects around a built policy and engine: estimator, loss, prompt sampler and
+    sampling settings (no optimizer, reference or probe yet: build_run adds them to a solo run, a
+    pack (harness/pack.py) steps all its replicas' weights itself)."""
+    estimator = estimators.get(cfg.estimator)
+    estimator_params = cfg.estimator_params.get(cfg.estimator, {})
+    loss = losses.get(cfg.loss["name"])
     return Run(
         cfg=cfg,
         task=task,
@@ -384,13 +393,9 @@ def build_run(cfg: RunConfig, tracker: RunTracker | None, on_warmstart: Callable
         engine=engine,
         estimator=estimator,
         estimator_params=estimator_params,
-        needs=needs,
+        needs=estimator.required(**estimator_params),
         loss=loss,
-        loss_params=loss_params,
-        reference=reference,
-        geometry=geometry,
-        optimizer=optimizer,
-        schedule=schedule,
+        loss_params=loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"}),
         sampler=PromptSampler(task.prompts("train"), cfg.seed),
         eval_prompts=task.prompts("eval"),
         sampling=SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens),
@@ -462,11 +467,17 @@ def run_eval(run: Run, state: RunState, tracker: RunTracker | None, step: int) -
     result = evaluate(
         run.engine, run.task, run.eval_prompts, cfg.eval, cfg.rollout.max_new_tokens, step, seed=cfg.eval.seed
     )
+    record_eval(run, state, tracker, result)
+
+
+def record_eval(run: Run, state: RunState, tracker: RunTracker | None, result: EvalResult) -> None:
+    """An eval's result, and the training progress at it, join the run's state (and its MLflow run)."""
+    cfg = run.cfg
     state.evals.append(result)
     state.points.append(EvalPoint(**vars(state.progress)))
     if tracker:
-        tracker.log_metrics(result.metrics(), step)
-        tracker.log_jsonl(result.samples, f"eval_samples/step_{step:06d}.jsonl")
+        tracker.log_metrics(result.metrics(), result.step)
+        tracker.log_jsonl(result.samples, f"eval_samples/step_{result.step:06d}.jsonl")
         tracker.log_text(correct_counts(state.evals, run.eval_prompts, cfg.eval.n), CORRECT_COUNTS)
 
 
@@ -491,12 +502,21 @@ def sample_and_score(run: Run, step: int, prompts: list[tasks.Prompt], timer: Ph
             greedy_sampling = SamplingParams(max_new_tokens=run.sampling.max_new_tokens, greedy=True)
             greedy = run.engine.generate(texts, 1, greedy_sampling)
     with timer("scoring"):
-        scores = run.task.score_batch([prompts[i // G] for i in range(len(batch.texts))], batch.texts)
-        rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32).view(len(prompts), G)
-        check_finite(rewards, "rewards", step, run.cfg.estimator)
-        greedy_rewards = None
-        if "greedy_rewards" in run.needs:
-            greedy_rewards = torch.tensor([s.reward for s in run.task.score_batch(prompts, greedy.texts)])
+        return score_rollout(run, step, prompts, batch, greedy if "greedy_rewards" in run.needs else None)
+
+
+def score_rollout(
+    run: Run, step: int, prompts: list[tasks.Prompt], batch: Rollout, greedy: Rollout | None
+) -> Scored:
+    """The verifier's scores of one step's rollout (row i*G+j: sample j of prompt i), and of the
+    greedy completions when there are some."""
+    G = run.samples
+    scores = run.task.score_batch([prompts[i // G] for i in range(len(batch.texts))], batch.texts)
+    rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32).view(len(prompts), G)
+    check_finite(rewards, "rewards", step, run.cfg.estimator)
+    greedy_rewards = None
+    if greedy is not None:
+        greedy_rewards = torch.tensor([s.reward for s in run.task.score_batch(prompts, greedy.texts)])
     correct = torch.tensor([s.correct for s in scores], dtype=torch.float32)
     return Scored(batch, scores, rewards, correct, greedy_rewards)
 

@@ -244,6 +244,9 @@ class TrainerConfig(Checked):
     # A calibration control, not a method: permute each group's advantages among its samples after
     # the estimator, so the policy moves but learns nothing (benchmarks/calibration.py's null runs)
     shuffle_advantages: bool = False
+    # Trained in a pack, one batched model with other runs (advbench suite --pack N, harness/pack.py):
+    # part of the run's identity, as its float path differs from a solo run's; set by --pack
+    packed: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -4,6 +4,7 @@ token's log-prob from the logits it samples with."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
 
@@ -53,6 +54,28 @@ class _StepRecorder:
         return torch.stack(self.logprobs, dim=1), torch.stack(self.entropy, dim=1)
 
 
+class _GumbelMax:
+    """A logits processor that adds Gumbel noise to each block of rows from that block's own
+    generator, after the warpers: the argmax generate then takes (greedy decoding) is a sample of
+    softmax(warped logits), and block r's draws at decoding step t depend only on generator r and
+    the block's size, never on the other blocks' rows (a pack's replicas sample independently)."""
+
+    def __init__(self, generators: Sequence[torch.Generator]) -> None:
+        self.generators = list(generators)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        blocks = scores.float().view(len(self.generators), -1, scores.shape[-1])
+        uniform = torch.stack(
+            [
+                torch.rand(block.shape, generator=g, device=scores.device)
+                for block, g in zip(blocks, self.generators, strict=True)
+            ]
+        )
+        # -log(-log u): clamped so that u = 0 (possible) or u -> 1 stay finite
+        gumbel = -torch.log((-torch.log(uniform.clamp_min(1e-30))).clamp_min(1e-30))
+        return (blocks + gumbel).view_as(scores)
+
+
 @engine("hf")
 class HFEngine:
     """transformers ``generate`` on the policy module itself (colocated: no weights to copy),
@@ -91,7 +114,16 @@ class HFEngine:
         return cls(policy, cache=cfg.cache, compile=cfg.compile, precision=precision)
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], n: int, sampling: SamplingParams) -> Rollout:
+    def generate(
+        self,
+        prompts: list[str],
+        n: int,
+        sampling: SamplingParams,
+        generators: Sequence[torch.Generator] | None = None,
+    ) -> Rollout:
+        """``n`` samples of each prompt. ``generators``: one per equal block of ``prompts`` (a pack's
+        replicas, harness/pack.py); each block's samples then draw from its own generator (Gumbel-max)
+        instead of torch's global stream, so they do not depend on the other blocks."""
         from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
         tokenizer, model, device = self.policy.tokenizer, self.policy.model, self.policy.device
@@ -109,6 +141,9 @@ class HFEngine:
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
             sample_args.update(temperature=1.0, top_p=1.0)
+            if generators is not None:  # the draw itself: argmax over noised logits, block by block
+                processors.append(_GumbelMax(generators))
+                sample_args = {"do_sample": False}
         was_training = model.training
         model.eval()
         with autocast(device, self.precision), warnings.catch_warnings():

@@ -1,0 +1,772 @@
+"""Packs: N runs of one built-in scale trained in one process as one batched model.
+
+Every weight of the policy gains a leading replica dimension ([N, ...]). The model stays
+transformers' own Qwen2 (or Llama): its Linear, Embedding and RMSNorm modules are swapped for
+replica-aware ones (a batched matmul, an offset lookup, a per-replica scale), so attention, the KV
+cache and ``generate`` see N x B rows unchanged, replica r's rows being the r-th block of B. This
+is torch.func's model ensembling (stack_module_state + vmap over functional_call) written as
+modules, so generate and its cache work as they are.
+
+Each replica stays a run of its own: its config (seed, estimator, loss, learning rate and schedule,
+clipping, weight decay), prompt stream, sampling stream (harness/rollout/hf.py, _GumbelMax), estimator
+state, checkpoint and MLflow run. Independence is by construction: a row only ever meets its own
+replica's weights; gradients are clipped by each replica's own norm (``clip_per_replica``); AdamW's
+moments, step count and learning rate are per replica (``ReplicaAdamW``); a replica whose rewards,
+advantages, loss or gradient turn non-finite stops alone, its update skipped, the others unchanged.
+Nothing draws from torch's global random stream, so a replica's numbers do not depend on which
+runs share its pack, beyond float rounding (a pack pads its prompts to the longest of all of them).
+
+A packed run's identity records that it ran packed (``trainer.packed``: its float path differs
+from a solo run's), never its pack's composition, so re-packing a suite does not retrain finished
+runs. Which cells can share a pack: ``pack_key``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from advbench import estimators
+from advbench.harness import checkpoint, losses, models, plugins, warmstart
+from advbench.harness.axes import two_axes
+from advbench.harness.config import ConfigError, RunConfig, config_hash
+from advbench.harness.evaluation import eval_sampling, score_eval, summarize
+from advbench.harness.geometry import GeometryProbe
+from advbench.harness.loop import (
+    NonFiniteError,
+    PhaseTimer,
+    Run,
+    RunResult,
+    RunState,
+    build_task,
+    check_finite,
+    estimate,
+    lr_factor,
+    micro_batches,
+    peak_memory_gib,
+    record_eval,
+    record_mismatch,
+    run_parts,
+    score_rollout,
+    seed_everything,
+    step_seed,
+)
+from advbench.harness.rollout import HFEngine, Rollout, SamplingParams, sampling_precision, token_logprobs
+
+# -- replica-aware modules -------------------------------------------------------------------
+
+
+class ReplicaLinear(nn.Module):
+    """``nn.Linear`` for N replicas: weight [N, out, in], bias [N, out]; rows in N equal blocks."""
+
+    def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None) -> None:
+        super().__init__()
+        self.weight, self.bias = weight, bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(self.weight.shape[0], -1, x.shape[-1])
+        weight = self.weight.transpose(1, 2)
+        out = (
+            torch.bmm(flat, weight)
+            if self.bias is None
+            else torch.baddbmm(self.bias.unsqueeze(1), flat, weight)
+        )
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+class ReplicaEmbedding(nn.Module):
+    """``nn.Embedding`` for N replicas: weight [N, V, H]; replica r's ids look up its own table.
+    The padding id's row gets no gradient from the lookup, as nn.Embedding's padding_idx."""
+
+    def __init__(self, weight: nn.Parameter, padding_idx: int | None) -> None:
+        super().__init__()
+        self.weight, self.padding_idx = weight, padding_idx
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        n, vocab = self.weight.shape[:2]
+        offsets = torch.arange(n, device=ids.device).unsqueeze(1) * vocab
+        out = nn.functional.embedding(ids.reshape(n, -1) + offsets, self.weight.reshape(n * vocab, -1))
+        out = out.reshape(*ids.shape, -1)
+        if self.padding_idx is not None:
+            out = torch.where((ids == self.padding_idx).unsqueeze(-1), out.detach(), out)
+        return out
+
+
+class ReplicaRMSNorm(nn.Module):
+    """Qwen2's (and Llama's) RMSNorm for N replicas: weight [N, H], the same arithmetic."""
+
+    def __init__(self, weight: nn.Parameter, eps: float) -> None:
+        super().__init__()
+        self.weight, self.variance_epsilon = weight, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        hidden = x.to(torch.float32)
+        hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        blocks = hidden.to(dtype).reshape(self.weight.shape[0], -1, x.shape[-1])
+        return (self.weight.unsqueeze(1) * blocks).reshape(x.shape)
+
+
+def _is_rms_norm(module: nn.Module) -> bool:
+    return type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon")
+
+
+def pack_models(solo: Sequence[nn.Module]) -> nn.Module:
+    """One model holding ``solo``'s N models (same architecture) as replicas: a copy of the first
+    with every Linear, Embedding and RMSNorm replaced by its replica-aware twin over the N stacked
+    weights. Tied weights stay tied. Any other parameter is refused (nothing would replicate it)."""
+    packed = copy.deepcopy(solo[0])
+    stacked: dict[int, nn.Parameter] = {}  # id(first model's parameter) -> its stacked twin
+
+    def stack(name: str, attr: str) -> nn.Parameter | None:
+        first = getattr(solo[0].get_submodule(name), attr)
+        if first is None:
+            return None
+        if id(first) not in stacked:
+            tensors = [getattr(model.get_submodule(name), attr).detach() for model in solo]
+            stacked[id(first)] = nn.Parameter(torch.stack(tensors).clone(), requires_grad=first.requires_grad)
+        return stacked[id(first)]
+
+    for name, module in list(solo[0].named_modules()):
+        if isinstance(module, nn.Linear):
+            twin = ReplicaLinear(stack(name, "weight"), stack(name, "bias"))
+        elif isinstance(module, nn.Embedding):
+            twin = ReplicaEmbedding(stack(name, "weight"), module.padding_idx)
+        elif _is_rms_norm(module):
+            twin = ReplicaRMSNorm(stack(name, "weight"), module.variance_epsilon)
+        else:
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(packed.get_submodule(parent) if parent else packed, child, twin)
+    left = [name for name, p in packed.named_parameters() if p.dim() == 0 or p.shape[0] != len(solo)]
+    replicated = {id(p) for p in stacked.values()}
+    left += [name for name, p in packed.named_parameters() if id(p) not in replicated]
+    if left:
+        raise ConfigError(
+            f"a pack cannot replicate these weights of the model: {', '.join(sorted(set(left)))}"
+        )
+    return packed
+
+
+def replica_names(packed: nn.Module) -> set[str]:
+    """The state_dict keys that hold replicated weights (the others, e.g. rotary tables, are shared)."""
+    params = {id(p) for p in packed.parameters()}
+    return {name for name, t in packed.state_dict(keep_vars=True).items() if id(t) in params}
+
+
+def replica_state(packed: nn.Module, r: int) -> dict[str, torch.Tensor]:
+    """Replica ``r``'s weights as a solo model's state_dict (copies, on the CPU)."""
+    names = replica_names(packed)
+    return {
+        name: (t[r] if name in names else t).detach().cpu().clone() for name, t in packed.state_dict().items()
+    }
+
+
+@torch.no_grad()
+def load_replica(packed: nn.Module, r: int, state: dict[str, torch.Tensor]) -> None:
+    """Replica ``r``'s weights from a solo model's state_dict (``replica_state``'s inverse)."""
+    tensors = packed.state_dict(keep_vars=True)
+    for name in replica_names(packed):
+        tensors[name][r].copy_(state[name])
+
+
+# -- per-replica optimisation ----------------------------------------------------------------
+
+
+def _per_replica(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[N] values shaped to broadcast over a replicated tensor [N, ...]."""
+    return values.to(like.device, like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+def clip_per_replica(params: Sequence[nn.Parameter], max_norm: torch.Tensor) -> torch.Tensor:
+    """``torch.nn.utils.clip_grad_norm_`` replica by replica: each replica's gradient is scaled by
+    its own total 2-norm (returned, [N]) against its own ``max_norm`` [N]."""
+    grads = [p.grad for p in params if p.grad is not None]
+    norms = torch.stack([g.reshape(g.shape[0], -1).float().norm(dim=1) for g in grads]).norm(dim=0)
+    coef = (max_norm.to(norms.device) / (norms + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(_per_replica(coef, g))
+    return norms
+
+
+class ReplicaAdamW:
+    """AdamW (torch's defaults: betas 0.9, 0.999, eps 1e-8; its arithmetic) over replicated
+    parameters, with a learning rate, weight decay and step count per replica, and a mask of the
+    replicas that step: a stopped replica's weights and moments are left as they are."""
+
+    def __init__(self, params: Sequence[nn.Parameter], replicas: int, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params = [p for p in params if p.requires_grad]
+        self.betas, self.eps = betas, eps
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.steps = torch.zeros(replicas, dtype=torch.float64)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor) -> None:
+        beta1, beta2 = self.betas
+        self.steps += active.double()
+        steps = self.steps.clamp(min=1)
+        bias1 = 1 - beta1**steps
+        bias2_sqrt = (1 - beta2**steps).sqrt()
+        for p, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
+            grad = p.grad if p.grad is not None else torch.zeros_like(p)
+            keep = _per_replica(active, p).bool()
+            new_avg = exp_avg.lerp(grad, 1 - beta1)
+            new_avg_sq = exp_avg_sq.mul(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (new_avg_sq.sqrt() / _per_replica(bias2_sqrt, p)).add_(self.eps)
+            decayed = p.mul(1 - _per_replica(lr * weight_decay, p))
+            new_p = decayed - _per_replica(lr / bias1, p) * new_avg / denom
+            p.copy_(torch.where(keep, new_p, p))
+            exp_avg.copy_(torch.where(keep, new_avg, exp_avg))
+            exp_avg_sq.copy_(torch.where(keep, new_avg_sq, exp_avg_sq))
+
+    def replica_state(self, r: int) -> dict:
+        return {
+            "exp_avg": [t[r].detach().cpu().clone() for t in self.exp_avg],
+            "exp_avg_sq": [t[r].detach().cpu().clone() for t in self.exp_avg_sq],
+            "step": float(self.steps[r]),
+        }
+
+    @torch.no_grad()
+    def load_replica(self, r: int, state: dict) -> None:
+        for mine, saved in zip(self.exp_avg, state["exp_avg"], strict=True):
+            mine[r].copy_(saved)
+        for mine, saved in zip(self.exp_avg_sq, state["exp_avg_sq"], strict=True):
+            mine[r].copy_(saved)
+        self.steps[r] = state["step"]
+
+
+# -- which runs can share a pack ---------------------------------------------------------------
+
+# What may differ between the runs of one pack: everything that is a run's own (its algorithm, its
+# seed, its optimiser settings), and how it is named, tracked and cached.
+_OWN = {
+    None: ("estimator", "label", "estimator_params", "seed", "loss", "code", "tracking"),
+    "trainer": ("lr", "warmup_steps", "lr_schedule", "weight_decay", "max_grad_norm", "shuffle_advantages"),
+}
+
+
+def unpackable(cfg: RunConfig) -> str | None:
+    """Why ``cfg`` cannot run in a pack, or None."""
+    if cfg.model.path:
+        return "a local checkpoint (model.path) is not replicated; packs hold the built-in scales"
+    if cfg.rollout.engine != "hf":
+        return f"rollout.engine={cfg.rollout.engine}: packs sample with hf"
+    estimator = estimators.get(cfg.estimator)
+    params = cfg.estimator_params.get(cfg.estimator, {})
+    loss = losses.get(cfg.loss["name"])
+    loss_params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
+    if "ref_logprobs" in estimator.required(**params) or loss_params.kl_coef > 0:
+        return "a KL to the reference policy needs a frozen copy, which packs do not keep"
+    return None
+
+
+def pack_key(cfg: RunConfig) -> str:
+    """Runs with equal keys can share a pack: same model, task, rollout, batch shape and schedule of
+    evals and steps (what one batched forward and one loop need), whatever their own settings."""
+    plugins.load(cfg.plugins)
+    shared = copy.deepcopy(cfg)
+    defaults = RunConfig()
+    for section, keys in _OWN.items():
+        target, default = (
+            (shared, defaults)
+            if section is None
+            else (
+                getattr(shared, section),
+                getattr(defaults, section),
+            )
+        )
+        for key in keys:
+            setattr(target, key, copy.deepcopy(getattr(default, key)))
+    estimator = estimators.get(cfg.estimator)
+    needs = estimator.required(**cfg.estimator_params.get(cfg.estimator, {}))
+    shape = f"samples={cfg.trainer.group_size + estimator.extra_samples},greedy={'greedy_rewards' in needs}"
+    return f"{config_hash(shared)}:{shape}:{cfg.cache_dir}:{cfg.threads}"
+
+
+def as_packed(cfg: RunConfig) -> RunConfig:
+    out = copy.deepcopy(cfg)
+    out.trainer.packed = True
+    return out
+
+
+# -- the pack's loop -------------------------------------------------------------------------
+
+
+@dataclass
+class Pack:
+    """A pack's shared objects and its replicas' own (each a loop.Run over the packed policy)."""
+
+    replicas: list[Run]
+    policy: models.Policy  # the packed model
+    engine: HFEngine
+    optimizer: ReplicaAdamW
+    states: list[RunState]
+    active: torch.Tensor  # [N] bool: the replicas still training
+    errors: list[BaseException | None]
+
+    @property
+    def size(self) -> int:
+        return len(self.replicas)
+
+    def live(self) -> list[int]:
+        return [r for r in range(self.size) if self.active[r]]
+
+    def stop(self, r: int, error: BaseException) -> None:
+        """Replica ``r`` stops (its error kept for its run); the others go on."""
+        self.active[r] = False
+        self.errors[r] = error
+
+
+def build_pack(cfgs: Sequence[RunConfig], trackers: Sequence, on_warmstart: Callable | None) -> Pack:
+    first = cfgs[0]
+    keys = {pack_key(cfg) for cfg in cfgs}
+    if len(keys) > 1:
+        raise ConfigError(
+            "these runs cannot share a pack: they differ in model, task, rollout or batch shape"
+        )
+    for cfg in cfgs:
+        why = unpackable(cfg)
+        if why:
+            raise ConfigError(f"{cfg.run_name} cannot run in a pack: {why}")
+    task = build_task(first, None)
+    for tracker in trackers:
+        if tracker:
+            for key, value in task.tags().items():
+                tracker.set_tag(key, value)
+    solo = warmstart.load_policy(first.model, task, first.cache_dir, on_warmstart)
+    packed = pack_models([solo.model] * len(cfgs)).to(solo.device)
+    policy = dataclasses.replace(solo, model=packed)
+    if first.trainer.gradient_checkpointing:
+        models.enable_activation_checkpointing(policy.model)
+    engine = HFEngine(
+        policy,
+        cache=first.rollout.cache,
+        compile=first.rollout.compile,
+        precision=sampling_precision(first.rollout, policy),
+    )
+    replicas = [run_parts(cfg, task, policy, engine) for cfg in cfgs]
+    for r, run in enumerate(replicas):
+        geo = run.cfg.geometry
+        if geo.every:
+            run.geometry = GeometryProbe(
+                policy.model, geo.modules, geo.every, geo.top_k, geo.zero_tol, replica=r
+            )
+    if policy.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(policy.device)
+    return Pack(
+        replicas=replicas,
+        policy=policy,
+        engine=engine,
+        optimizer=ReplicaAdamW(list(packed.parameters()), len(cfgs)),
+        states=[RunState(estimator_state=run.estimator.new_state()) for run in replicas],
+        active=torch.ones(len(cfgs), dtype=torch.bool),
+        errors=[None] * len(cfgs),
+    )
+
+
+def _generators(pack: Pack, seeds: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator(device=pack.policy.device).manual_seed(seed) for seed in seeds]
+
+
+def _split(batch: Rollout, parts: int) -> list[Rollout]:
+    """A pack's rollout as its replicas' own (equal blocks of rows)."""
+    rows = batch.response_ids.shape[0] // parts
+    out = []
+    for r in range(parts):
+        block = slice(r * rows, (r + 1) * rows)
+        out.append(Rollout(**{f.name: getattr(batch, f.name)[block] for f in dataclasses.fields(Rollout)}))
+    return out
+
+
+def pack_eval(pack: Pack, trackers: Sequence, step: int) -> None:
+    """Every live replica evaluated on the same held-out prompts at once, each with the eval seed
+    (the one stream every run's evals share), recorded as a solo run's eval is."""
+    n, first = pack.size, pack.replicas[0].cfg
+    prompts = pack.replicas[0].eval_prompts
+    texts = [p.text for p in prompts] * n  # every replica's block, a stopped one's too (equal blocks)
+    max_new = first.rollout.max_new_tokens
+    generators = _generators(pack, [first.eval.seed] * n)
+    sampled = _split(
+        pack.engine.generate(texts, first.eval.n, eval_sampling(first.eval, max_new), generators), n
+    )
+    greedy: list = [None] * n
+    if first.eval.greedy:
+        greedy = _split(
+            pack.engine.generate(texts, 1, SamplingParams(max_new_tokens=max_new, greedy=True)), n
+        )
+    for r in pack.live():
+        run = pack.replicas[r]
+        result = score_eval(run.task, prompts, run.cfg.eval, step, sampled[r], greedy[r])
+        record_eval(run, pack.states[r], trackers[r], result)
+
+
+def _stopping(pack: Pack, r: int, fn: Callable, *args):
+    """``fn(*args)``, or None after stopping replica ``r`` when it finds a non-finite value."""
+    try:
+        return fn(*args)
+    except NonFiniteError as exc:
+        pack.stop(r, exc)
+        return None
+
+
+def _finite(pack: Pack, r: int, tensor: torch.Tensor, name: str, step: int) -> bool:
+    """Whether replica ``r``'s ``tensor`` is finite; if not, the replica stops (loop.check_finite's
+    error kept for its run) and the others go on."""
+    try:
+        check_finite(tensor, name, step, pack.replicas[r].cfg.estimator)
+    except NonFiniteError as exc:
+        pack.stop(r, exc)
+        return False
+    return True
+
+
+def pack_step(pack: Pack, trackers: Sequence, step: int) -> dict[int, dict[str, float]]:
+    """One training step of every live replica: one batched rollout, each replica's own scoring,
+    estimator and loss, one backward, each replica's own clipping and AdamW step."""
+    timer, start = PhaseTimer(), time.perf_counter()
+    runs, n = pack.replicas, pack.size
+    P, G = runs[0].prompts, runs[0].samples
+    prompts = [run.sampler.next(P) for run in runs]
+    with timer("rollout"):
+        texts = [p.text for batch in prompts for p in batch]
+        seeds = [step_seed(run.cfg.seed, step) for run in runs]
+        batch = pack.engine.generate(texts, G, runs[0].sampling, _generators(pack, seeds))
+        greedy: list = [None] * n
+        if "greedy_rewards" in runs[0].needs:
+            greedy_sampling = SamplingParams(max_new_tokens=runs[0].sampling.max_new_tokens, greedy=True)
+            greedy = _split(pack.engine.generate(texts, 1, greedy_sampling), n)
+    parts = _split(batch, n)
+    scored, estimated = [None] * n, [None] * n
+    with timer("scoring"):
+        for r in pack.live():
+            scored[r] = _stopping(pack, r, score_rollout, runs[r], step, prompts[r], parts[r], greedy[r])
+    with timer("estimator"):
+        for r in pack.live():
+            estimated[r] = _stopping(pack, r, estimate, runs[r], pack.states[r], step, scored[r])
+    with timer("update"):
+        advantages = []
+        for r in range(n):
+            if estimated[r] is None:  # a stopped replica still fills its rows; nothing trains on them
+                advantages.append(torch.zeros_like(parts[r].logprobs))
+                continue
+            a = estimated[r].advantages
+            a = a.reshape(P * G, *a.shape[2:]).to(pack.policy.device)
+            advantages.append(a.unsqueeze(-1).expand_as(parts[r].logprobs) if a.dim() == 1 else a)
+        train_rows = torch.cat(
+            [
+                estimated[r].selected.reshape(-1)
+                if estimated[r] is not None
+                else torch.zeros(P * G, dtype=torch.bool)
+                for r in range(n)
+            ]
+        ).to(pack.policy.device)
+        update = update_pack(pack, batch, torch.cat(advantages), train_rows, step)
+    metrics: dict[int, dict[str, float]] = {}
+    with timer("logging"):
+        for r in pack.live():
+            run, state, part = runs[r], pack.states[r], parts[r]
+            lengths = part.lengths.float()
+            progress = state.progress
+            progress.step, progress.rollouts = step, progress.rollouts + P * G
+            progress.tokens += int(lengths.sum())
+            progress.seconds += time.perf_counter() - start
+            metrics[r] = {
+                "train/reward_mean": float(scored[r].rewards.mean()),
+                "train/pass_rate": float(scored[r].correct.mean()),
+                "train/entropy": estimated[r].entropy,
+                "train/response_length": float(lengths.mean()),
+                "train/truncated_fraction": float(part.truncated.float().mean()),
+                "train/advantage_abs_mean": float(advantages[r].abs().mean()),
+                "train/verifier_errors": float(sum(s.error for s in scored[r].scores)),
+                "train/rejected_samples": float(sum(s.rejected for s in scored[r].scores)),
+                "train/generated_tokens": float(progress.tokens),
+                **update[r],
+                **two_axes(
+                    estimated[r].advantages,
+                    scored[r].rewards,
+                    scored[r].correct.view(P, G).bool(),
+                    part.response_mask.view(P, G, -1),
+                    run.cfg.loss.get("aggregation", "token_mean"),
+                    trains=estimated[r].selected,
+                ),
+                **{f"estimator/{key}": value for key, value in estimated[r].signals.diagnostics.items()},
+            }
+            if trackers[r]:
+                trackers[r].log_metrics(metrics[r], step)
+    machine = {f"time/{phase}": seconds for phase, seconds in timer.seconds.items()}
+    machine["time/step"] = time.perf_counter() - start
+    machine["system/peak_memory_gib"] = peak_memory_gib(pack.policy.device)
+    machine["system/pack_size"] = float(n)
+    for r in metrics:
+        if trackers[r]:
+            trackers[r].log_metrics(machine, step)
+        metrics[r].update(machine)
+    return metrics
+
+
+def _replica_rows(order: list[torch.Tensor], rows_each: int) -> torch.Tensor:
+    """Global row indices of a pack batch: replica r's local rows ``order[r]`` in block r."""
+    return torch.cat([r * rows_each + rows for r, rows in enumerate(order)])
+
+
+def update_pack(
+    pack: Pack, batch: Rollout, advantages: torch.Tensor, train_rows: torch.Tensor, step: int
+) -> dict[int, dict[str, float]]:
+    """loop.update_policy for every replica at once: update_epochs passes of minibatch steps, each
+    replica's rows in its own order (its own seed), its loss on its own rows only, one backward for
+    all, then each replica's own clip and AdamW step. Returns each live replica's metrics."""
+    runs, n, policy = pack.replicas, pack.size, pack.policy
+    cfg = runs[0].cfg  # the shape every replica shares (pack_key)
+    rows_each = batch.response_ids.shape[0] // n
+    mask_all = batch.response_mask & train_rows.unsqueeze(-1)
+    collected: list[dict[str, list[float]]] = [defaultdict(list) for _ in range(n)]
+    temperature = cfg.rollout.temperature
+    on_sampling_weights = cfg.trainer.update_epochs * cfg.trainer.minibatches == 1 and not any(
+        run.loss_params.tis_cap for run in runs
+    )
+    if on_sampling_weights:
+        old_logprobs = batch.logprobs
+    else:
+        with torch.no_grad(), policy.compute():
+            old_logprobs = token_logprobs(policy.model, batch, torch.arange(n * rows_each), temperature)[0]
+    budget = cfg.trainer.micro_batch_tokens
+    generators = [torch.Generator().manual_seed(step_seed(run.cfg.seed, step)) for run in runs]
+    lr = torch.tensor(
+        [
+            run.cfg.trainer.lr
+            * lr_factor(
+                step - 1, run.cfg.trainer.steps, run.cfg.trainer.warmup_steps, run.cfg.trainer.lr_schedule
+            )
+            for run in runs
+        ],
+        dtype=torch.float64,
+    )
+    weight_decay = torch.tensor([run.cfg.trainer.weight_decay for run in runs], dtype=torch.float64)
+    max_norm = torch.tensor([run.cfg.trainer.max_grad_norm for run in runs])
+    geometry: dict[int, dict[str, float]] = {}
+    policy.model.train()
+    for epoch in range(cfg.trainer.update_epochs):
+        orders = [
+            torch.randperm(rows_each, generator=g) if cfg.trainer.minibatches > 1 else torch.arange(rows_each)
+            for g in generators
+        ]
+        for chunk in zip(*(order.chunk(cfg.trainer.minibatches) for order in orders), strict=True):
+            pack.optimizer.zero_grad()
+            step_masks = [mask_all[r * rows_each + rows] for r, rows in enumerate(chunk)]
+            losses_total = [0.0] * n
+            for local in _micro_chunks(batch, chunk, rows_each, budget):
+                rows = _replica_rows(local, rows_each).to(policy.device)
+                with policy.compute():
+                    logprobs, entropy = token_logprobs(
+                        policy.model, batch, rows, temperature, trim=bool(budget)
+                    )
+                total = None
+                each = len(local[0])
+                for r in pack.live():
+                    mine = rows[r * each : (r + 1) * each]
+                    part = slice(r * each, (r + 1) * each)
+                    loss_batch = losses.LossBatch(
+                        logprobs=logprobs[part],
+                        old_logprobs=old_logprobs[mine],
+                        advantages=advantages[mine],
+                        mask=mask_all[mine],
+                        max_len=cfg.rollout.max_new_tokens,
+                        rollout_logprobs=batch.logprobs[mine],
+                        ref_logprobs=None,
+                        entropy=entropy[part],
+                    )
+                    value, loss_metrics = losses.policy_loss(runs[r].loss, loss_batch, runs[r].loss_params)
+                    if not _finite(pack, r, value.detach(), "loss", step):
+                        continue
+                    if budget:
+                        value = value * losses.share(
+                            loss_batch.mask, step_masks[r], runs[r].loss_params.aggregation
+                        )
+                    total = value if total is None else total + value
+                    losses_total[r] += value.item()
+                    for key, v in loss_metrics.items():
+                        collected[r][key].append(v)
+                    if epoch == 0:
+                        detached = loss_batch.entropy.detach()
+                        collected[r]["policy_entropy"].append(detached[loss_batch.mask].mean().item())
+                        if on_sampling_weights:
+                            _mismatch(collected[r], loss_batch)
+                if total is not None:
+                    total.backward()
+            if epoch == 0 and not geometry:  # this step's first gradient, before clipping
+                geometry = {
+                    r: runs[r].geometry.observe(step) for r in pack.live() if runs[r].geometry is not None
+                }
+            norms = clip_per_replica(pack.optimizer.params, max_norm)
+            for r in pack.live():
+                _finite(pack, r, norms[r], "gradient norm", step)
+            for p in pack.optimizer.params:  # a stopped replica's gradient is not stepped on
+                if p.grad is not None:
+                    p.grad.mul_(_per_replica(pack.active.float(), p.grad)).nan_to_num_(0.0, 0.0, 0.0)
+            pack.optimizer.step(lr, weight_decay, pack.active.clone())
+            for r in pack.live():
+                collected[r]["loss"].append(losses_total[r])
+                collected[r]["grad_norm"].append(float(norms[r]))
+    policy.model.eval()
+    return {
+        r: {
+            **{
+                f"train/{key}": (max(values) if key.endswith("_max") else float(np.mean(values)))
+                for key, values in collected[r].items()
+            },
+            "train/lr": float(lr[r]),
+            **geometry.get(r, {}),
+        }
+        for r in pack.live()
+    }
+
+
+def _micro_chunks(batch: Rollout, chunk: Sequence[torch.Tensor], rows_each: int, budget: int):
+    """A minibatch's micro-batches: the same number of rows of every replica in each (a batched
+    forward needs equal blocks), as many as keep each replica's padded tokens within ``budget``."""
+    if not budget:
+        yield list(chunk)
+        return
+    size = min(
+        min(len(m) for m in micro_batches(batch, r * rows_each + rows, budget))
+        for r, rows in enumerate(chunk)
+    )
+    for start in range(0, len(chunk[0]), max(1, size)):
+        yield [rows[start : start + size] for rows in chunk]
+
+
+def _mismatch(collected: dict, loss_batch: losses.LossBatch) -> None:
+    record_mismatch(collected, loss_batch.logprobs.detach(), loss_batch.rollout_logprobs, loss_batch.mask)
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+def save_pack(pack: Pack, trackers: Sequence) -> None:
+    """Each live replica's checkpoint, in its own run's place (harness/checkpoint.py): its weights
+    and AdamW moments as a solo model's, its sampler, evals and estimator state."""
+    for r in pack.live():
+        run, state, tracker = pack.replicas[r], pack.states[r], trackers[r]
+        if tracker:
+            tracker.flush()
+        checkpoint.save(
+            run.cfg,
+            tracker,
+            {
+                "step": state.step,
+                "pack": True,
+                "model": replica_state(pack.policy.model, r),
+                "optimizer": pack.optimizer.replica_state(r),
+                "sampler": run.sampler.state(),
+                "evals": [dataclasses.replace(e, samples=[]) for e in state.evals],
+                "points": state.points,
+                "progress": state.progress,
+                "initial_entropy": state.initial_entropy,
+                "estimator_state": dataclasses.asdict(state.estimator_state)
+                if state.estimator_state
+                else None,
+                "geometry": run.geometry.previous if run.geometry else {},
+                "mlflow_run_id": tracker.run_id if tracker else None,
+            },
+        )
+
+
+def restore_pack(pack: Pack, saved: Sequence[dict]) -> None:
+    """Every replica back where its checkpoint left it (all at one step: ``resumable``)."""
+    for r, state in enumerate(saved):
+        run = pack.replicas[r]
+        load_replica(pack.policy.model, r, state["model"])
+        pack.optimizer.load_replica(r, state["optimizer"])
+        run.sampler.restore(state["sampler"])
+        if run.geometry:
+            device = pack.policy.device
+            run.geometry.previous = {name: grad.to(device) for name, grad in state["geometry"].items()}
+        pack.states[r] = RunState(
+            step=state["step"],
+            evals=state["evals"],
+            points=state["points"],
+            progress=state["progress"],
+            initial_entropy=state["initial_entropy"],
+            estimator_state=run.estimator.load_state(state.get("estimator_state")),
+        )
+
+
+def resumable(saved: Sequence[dict | None]) -> bool:
+    """A pack resumes when every replica has a pack checkpoint and all stand at the same step."""
+    return all(s is not None and s.get("pack") for s in saved) and len({s["step"] for s in saved}) == 1
+
+
+# -- one pack, start to end -------------------------------------------------------------------
+
+
+def train_pack(
+    cfgs: Sequence[RunConfig],
+    trackers: Sequence | None = None,
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+    on_warmstart: Callable[[int, float], None] | None = None,
+    resume: Sequence[dict] | None = None,
+) -> list[RunResult | BaseException]:
+    """Train ``cfgs`` as one pack; each run's result, or the error that stopped it alone.
+
+    ``trackers``: one per run (None: untracked). ``on_step(r, step, metrics)`` after each step of
+    each live replica. ``resume``: every run's checkpoint, all at one step (``resumable``).
+    """
+    cfgs = [cfg if cfg.trainer.packed else as_packed(cfg) for cfg in cfgs]
+    trackers = list(trackers) if trackers is not None else [None] * len(cfgs)
+    first = cfgs[0]
+    if first.threads:
+        torch.set_num_threads(first.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(0)  # nothing in a pack draws from the global streams; fixed all the same
+    pack = build_pack(cfgs, trackers, on_warmstart)
+    every = first.trainer.checkpoint_every
+    for tracker in trackers:
+        if tracker and every:
+            tracker.auto_flush = False
+    if resume is None:
+        pack_eval(pack, trackers, 0)
+    else:
+        restore_pack(pack, resume)
+    for step in range(pack.states[0].step + 1, first.trainer.steps + 1):
+        if not pack.live():
+            break
+        metrics = pack_step(pack, trackers, step)
+        for r in pack.live():
+            pack.states[r].step = step
+        if step % first.eval.every == 0 or step == first.trainer.steps:
+            pack_eval(pack, trackers, step)
+            for r in pack.live():
+                metrics[r].update(pack.states[r].evals[-1].metrics())
+        if every and step % every == 0 and step < first.trainer.steps:
+            save_pack(pack, trackers)
+        if on_step:
+            for r in pack.live():
+                on_step(r, step, metrics[r])
+    results: list[RunResult | BaseException] = []
+    memory = peak_memory_gib(pack.policy.device)
+    for r, cfg in enumerate(cfgs):
+        if pack.errors[r] is not None:
+            results.append(pack.errors[r])
+            continue
+        state = pack.states[r]
+        summary = summarize(state.evals, state.points, cfg.eval)
+        summary.peak_memory_gib = memory
+        if trackers[r]:
+            trackers[r].log_metrics(summary.metrics(), cfg.trainer.steps)
+            trackers[r].flush()
+        checkpoint.remove(cfg, trackers[r])
+        results.append(RunResult(cfg=cfg, evals=state.evals, summary=summary))
+    return results
