@@ -277,10 +277,15 @@ def _predicate(raw: Any, labels: list[str], where: str) -> Predicate:
 
 
 def load_claims(
-    ref: str | Path, overrides: list[str] | None = None, only: list[str] | None = None, seeds: int = 0
+    ref: str | Path,
+    overrides: list[str] | None = None,
+    only: list[str] | None = None,
+    seeds: int = 0,
+    pack: int | None = None,
 ) -> ClaimsFile:
     """Read and check a claims file, expanding each claim's suite with ``overrides``; ``only``: the
-    claims to keep (by key), ``seeds``: keep the first this many seeds of every suite (0: all)."""
+    claims to keep (by key), ``seeds``: keep the first this many seeds of every suite (0: all),
+    ``pack``: packs of at most this many runs (None: each suite file's own ``pack``)."""
     path = resolve_claims(ref)
     raw = load_yaml(path)
     where = f"claims file {path}"
@@ -306,7 +311,7 @@ def load_claims(
             raise ConfigError(f"{at}: 'suite' and a non-empty list 'predicates' are required")
         if only and key not in only:
             continue  # its suite is not expanded: overrides meant for the chosen claims may not fit it
-        suite = load_suite(str(entry.suite), overrides)
+        suite = load_suite(str(entry.suite), overrides, pack)
         predicates = [
             _predicate(p, suite.labels, f"{at}, predicate {i + 1}") for i, p in enumerate(entry.predicates)
         ]
@@ -335,6 +340,7 @@ def keep_seeds(suite: Suite, n: int) -> Suite:
         suite.reference,
         suite.variants,
         [cfg for cfg in suite.cells if cfg.seed in first],
+        suite.pack,
     )
 
 

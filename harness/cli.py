@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -119,45 +120,87 @@ def _progress() -> Progress:
     )
 
 
+@dataclass
+class _CellDisplay:
+    """A cell's progress bar, and plain lines where rich draws none (a log file, CI): one at each
+    eval and every quarter of the warm start."""
+
+    progress: Progress
+    cfg: RunConfig
+
+    def __post_init__(self) -> None:
+        self.bar = self.progress.add_task(self.cfg.run_name, total=self.cfg.trainer.steps, info="")
+        self.plain = not console.is_terminal
+        self.started = time.perf_counter()
+        self.last_eval = ""  # the latest eval's pass@1, shown until the next eval
+
+    def say_plainly(self, text: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        console.print(f"{self.cfg.run_name}: {text} ({elapsed:.0f} s)", highlight=False)
+
+    def on_warmstart(self, step: int, loss: float) -> None:
+        text = f"warm start {step}/{self.cfg.model.warmstart.steps} loss {loss:.3f}"
+        self.progress.update(self.bar, info=text)
+        if self.plain and step % max(1, self.cfg.model.warmstart.steps // 4) == 0:
+            self.say_plainly(text)
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        if "eval/pass_at_1" in metrics:
+            self.last_eval = f" | eval pass@1 {metrics['eval/pass_at_1']:.3f}"
+        info = f"reward {metrics['train/reward_mean']:.3f} entropy {metrics['train/entropy']:.3f}"
+        self.progress.update(self.bar, completed=step, info=info + self.last_eval)
+        if self.plain and "eval/pass_at_1" in metrics:
+            self.say_plainly(f"step {step}/{self.cfg.trainer.steps} {info}{self.last_eval}")
+
+    def ended(self, outcome: CellOutcome) -> None:
+        if outcome.status == "cached":
+            self.progress.update(self.bar, completed=self.cfg.trainer.steps, info="finished before")
+
+
 def _run_here(progress: Progress, cfg: RunConfig, tracker, parent) -> CellOutcome:
     """One cell in this process, with a progress bar of its steps."""
     from advbench.harness.runner import run_cell
 
-    bar = progress.add_task(cfg.run_name, total=cfg.trainer.steps, info="")
-    # Without a terminal (a log file, CI) rich draws no bar: a plain line at each eval and every
-    # quarter of the warm start says the same.
-    plain = not console.is_terminal
-    started = time.perf_counter()
-
-    def say_plainly(text: str) -> None:
-        console.print(f"{cfg.run_name}: {text} ({time.perf_counter() - started:.0f} s)", highlight=False)
-
-    def on_warmstart(step: int, loss: float) -> None:
-        text = f"warm start {step}/{cfg.model.warmstart.steps} loss {loss:.3f}"
-        progress.update(bar, info=text)
-        if plain and step % max(1, cfg.model.warmstart.steps // 4) == 0:
-            say_plainly(text)
-
-    last_eval = {"text": ""}  # the latest eval's pass@1, shown until the next eval
-
-    def on_step(step: int, metrics: dict[str, float]) -> None:
-        if "eval/pass_at_1" in metrics:
-            last_eval["text"] = f" | eval pass@1 {metrics['eval/pass_at_1']:.3f}"
-        info = f"reward {metrics['train/reward_mean']:.3f} entropy {metrics['train/entropy']:.3f}"
-        progress.update(bar, completed=step, info=info + last_eval["text"])
-        if plain and "eval/pass_at_1" in metrics:
-            say_plainly(f"step {step}/{cfg.trainer.steps} {info}{last_eval['text']}")
-
-    outcome = run_cell(cfg, tracker, parent, on_step, on_warmstart, say=console.print)
-    if outcome.status == "cached":
-        progress.update(bar, completed=cfg.trainer.steps, info="finished before")
+    display = _CellDisplay(progress, cfg)
+    outcome = run_cell(cfg, tracker, parent, display.on_step, display.on_warmstart, say=console.print)
+    display.ended(outcome)
     return outcome
 
 
-def _run_cells(
-    cells: list[RunConfig], tracker, parent, ray_address: str | None = None, keep_going: bool = False
+def _run_pack_here(
+    progress: Progress, cells: list[RunConfig], tracker, parent
 ) -> tuple[list[CellOutcome], list[tuple[RunConfig, str]]]:
-    """Run cells here (one after the other) or as Ray tasks; the failures, when ``keep_going``."""
+    """One pack in this process, with a progress bar per cell."""
+    from advbench.harness.runner import run_pack
+
+    displays = {id(cfg): _CellDisplay(progress, cfg) for cfg in cells}
+    first = displays[id(cells[0])]
+    outcomes, failures = run_pack(
+        cells,
+        tracker,
+        parent,
+        on_step=lambda cfg, step, metrics: displays[id(cfg)].on_step(step, metrics),
+        on_warmstart=first.on_warmstart,
+        say=console.print,
+    )
+    for outcome in outcomes:
+        if id(outcome.cfg) in displays:
+            displays[id(outcome.cfg)].ended(outcome)
+    return outcomes, failures
+
+
+def _run_cells(
+    cells: list[RunConfig],
+    tracker,
+    parent,
+    ray_address: str | None = None,
+    keep_going: bool = False,
+    pack: int = 0,
+) -> tuple[list[CellOutcome], list[tuple[RunConfig, str]]]:
+    """Run cells here (one after the other) or as Ray tasks; the failures, when ``keep_going``.
+    Cells marked packed (trainer.packed) run in packs of at most ``pack`` (harness/pack.py)."""
+    from advbench.harness.runner import units
+
     outcomes: list[CellOutcome] = []
     failures: list[tuple[RunConfig, str]] = []
     with _progress() as progress:
@@ -174,19 +217,27 @@ def _run_cells(
                 failures.append((cfg, error))
                 progress.update(bar, advance=1, info=f"{cfg.run_name} failed")
 
-            run_cells_ray(cells, parent.run_id, ray_address, on_done, on_failed)
+            run_cells_ray(units(cells, pack), parent.run_id, ray_address, on_done, on_failed)
             if failures and not keep_going:
                 raise RuntimeError(f"{len(failures)} cell(s) failed on Ray: {failures[0][1]}")
             return outcomes, failures
-        for cfg in cells:
+        for unit in units(cells, pack):
             try:
-                outcomes.append(_run_here(progress, cfg, tracker, parent))
+                if unit[0].trainer.packed:
+                    done, failed = _run_pack_here(progress, unit, tracker, parent)
+                    outcomes.extend(done)
+                    if failed and not keep_going:
+                        raise RuntimeError(f"{failed[0][0].run_name} failed in its pack: {failed[0][1]}")
+                    failures.extend(failed)
+                else:
+                    outcomes.append(_run_here(progress, unit[0], tracker, parent))
             except Exception as exc:
                 if not keep_going or disk_full(exc):  # the next cell could not write either
                     raise
-                failures.append((cfg, f"{type(exc).__name__}: {exc}"))
+                failures.extend((cfg, f"{type(exc).__name__}: {exc}") for cfg in unit)
                 console.print_exception(max_frames=4)
-                console.print(f"[red]{escape(cfg.run_name)} failed[/]; going on with the other cells")
+                names = ", ".join(cfg.run_name for cfg in unit)
+                console.print(f"[red]{escape(names)} failed[/]; going on with the other cells")
     return outcomes, failures
 
 
@@ -198,6 +249,10 @@ def _print_summary(outcomes: list[CellOutcome], final_k: int) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     runs = load(args.overrides, args.config)  # validated before anything heavy is imported
+    if args.pack:
+        from advbench.harness.pack import mark_packable
+
+        runs = mark_packable(runs)
     check_cache_dirs(runs)
     quiet_libraries()
     check_devices(runs)
@@ -214,7 +269,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcomes: list[CellOutcome] = []
     status = "FAILED"
     try:
-        outcomes, _ = _run_cells(runs, tracker, parent)
+        outcomes, _ = _run_cells(runs, tracker, parent, pack=args.pack or 0)
         status = "FINISHED"
     finally:
         _finish_parent(parent, status)
@@ -238,7 +293,7 @@ def _run_suite(args: argparse.Namespace):
     """Expand, record and run a suite; its outcomes and failures."""
     from advbench.harness.suites import load_suite
 
-    return _run_loaded_suite(load_suite(args.suite, args.overrides), args.ray)
+    return _run_loaded_suite(load_suite(args.suite, args.overrides, args.pack), args.ray)
 
 
 def _run_loaded_suite(suite, ray: str | None):
@@ -261,7 +316,7 @@ def _run_loaded_suite(suite, ray: str | None):
     )
     status = "FAILED"
     try:
-        outcomes, failures = _run_cells(suite.cells, tracker, parent, ray, keep_going=True)
+        outcomes, failures = _run_cells(suite.cells, tracker, parent, ray, keep_going=True, pack=suite.pack)
         status = "FINISHED" if not failures else "FAILED"
     finally:
         _finish_parent(parent, status)
@@ -376,7 +431,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
         _results_console().print(table)
         return 0
     # every claim, suite and predicate checked before anything runs
-    declared = claims.load_claims(args.claims, args.overrides, args.only, args.seeds)
+    declared = claims.load_claims(args.claims, args.overrides, args.only, args.seeds, args.pack)
     console.print(
         f"[bold]advbench claims {escape(declared.name)}[/]: {len(declared.claims)} claim(s), "
         f"{len({config_hash(c) for claim in declared.claims for c in claim.suite.cells})} cell(s) in all "
@@ -569,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate the configured run(s)")
     run.add_argument("-c", "--config", help="a YAML file merged over configs/base.yaml")
     run.add_argument("--name", help="name of the MLflow parent run")
+    add_pack_argument(run)
     add_plugin_argument(run)
     run.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. estimator=rloo trainer.steps=200"
@@ -591,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="run cells as Ray tasks: on the cluster at ADDRESS ('auto': the running one), "
             "or on a new local one when no address is given",
         )
+        add_pack_argument(p)
         p.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
         add_plugin_argument(p)
 
@@ -629,12 +686,24 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--no-run", action="store_true", help="judge the runs MLflow has; run nothing")
     cl.add_argument("--metrics", action="store_true", help="list the metrics a predicate can name")
     cl.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help="run cells as Ray tasks")
+    add_pack_argument(cl)
     cl.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
     cl.set_defaults(func=cmd_claims)
     lst = sub.add_parser("list", help="list registered estimators, losses, tasks and models")
     add_plugin_argument(lst)
     lst.set_defaults(func=cmd_list)
     return parser
+
+
+def add_pack_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pack",
+        type=int,
+        metavar="N",
+        help="train compatible cells (same scale, task and batch shape) N at a time as one batched "
+        "model (docs/concepts/packs.md); a packed run is a run of its own, recorded as packed; "
+        "0: none (default: the suite file's pack key, else 0)",
+    )
 
 
 def add_plugin_argument(parser: argparse.ArgumentParser) -> None:

@@ -302,6 +302,12 @@ def as_packed(cfg: RunConfig) -> RunConfig:
     return out
 
 
+def mark_packable(cells: Sequence[RunConfig]) -> list[RunConfig]:
+    """The cells with every one that can run in a pack marked to (trainer.packed), the others as
+    they are (they run solo)."""
+    return [as_packed(cfg) if unpackable(cfg) is None else cfg for cfg in cells]
+
+
 # -- the pack's loop -------------------------------------------------------------------------
 
 

@@ -114,6 +114,114 @@ def run_cell(
         return CellOutcome(cfg, child.run_id, result.summary, "resumed" if child.resumed else "ran")
 
 
+def units(cells: Sequence[RunConfig], pack: int) -> list[list[RunConfig]]:
+    """How cells run: each solo cell on its own; the packed ones (trainer.packed) grouped by what
+    they must share (harness/pack.py's pack_key) into packs of at most ``pack``, split evenly (16
+    cells in packs of at most 12 run as two packs of 8). In the cells' order, by first cell."""
+    from advbench.harness.pack import pack_key
+
+    groups: dict[str, list[RunConfig]] = {}
+    out: list[list[RunConfig]] = []
+    for cfg in cells:
+        if not cfg.trainer.packed:
+            out.append([cfg])
+            continue
+        key = pack_key(cfg)
+        if key not in groups:
+            groups[key] = []
+            out.append(groups[key])  # filled below, split after
+        groups[key].append(cfg)
+    size = max(1, pack)
+    split: list[list[RunConfig]] = []
+    for unit in out:
+        if not unit[0].trainer.packed:
+            split.append(unit)
+            continue
+        count = -(-len(unit) // size)
+        each = -(-len(unit) // count)
+        split.extend(unit[i : i + each] for i in range(0, len(unit), each))
+    return split
+
+
+def run_pack(
+    cfgs: Sequence[RunConfig],
+    tracker: Any,
+    parent: Any,
+    on_step: Callable[[RunConfig, int, dict[str, float]], None] | None = None,
+    on_warmstart: Callable[[int, float], None] | None = None,
+    say: Callable[[str], None] = print,
+) -> tuple[list[CellOutcome], list[tuple[RunConfig, str]]]:
+    """Run ``cfgs`` (packed configs that can share a pack, harness/pack.py) as one pack: each cell
+    finished in the store is reported, not run; a cell another process trains is left to
+    ``run_cell`` (which waits for it) after the pack; the others train together, each into its own
+    MLflow child run, resumed from their checkpoints when all of them have one at the same step.
+    Returns the outcomes and the cells that failed (a replica that stops fails alone)."""
+    from advbench.harness import checkpoint
+    from advbench.harness.pack import resumable, train_pack
+
+    outcomes: list[CellOutcome] = []
+    held: list[RunConfig] = []
+    todo: list[tuple[RunConfig, Any]] = []
+    with contextlib.ExitStack() as locks:
+        for cfg in sorted(cfgs, key=config_hash):  # one order for every process: no deadlock
+            locks.enter_context(cell_lock(cfg))
+        for cfg in cfgs:
+            done = tracker.find_finished(cfg)
+            if done is not None:
+                say(f"{cfg.run_name}: finished before in MLflow run {done.info.run_id}; not run again")
+                outcomes.append(
+                    CellOutcome(cfg, done.info.run_id, RunSummary.from_metrics(done.data.metrics), "cached")
+                )
+                continue
+            child = tracker.claim(cfg, parent)
+            if isinstance(child, Held):
+                held.append(cfg)
+            else:
+                child.keep_lease()
+                todo.append((cfg, child))
+        failures: list[tuple[RunConfig, str]] = []
+        if todo:
+            children = [child for _, child in todo]
+            saved = [checkpoint.load(cfg, child) for cfg, child in todo]
+            resume = saved if resumable(saved) else None
+            if resume is not None:
+                say(f"pack of {len(todo)}: resuming after step {saved[0]['step']}")
+            elif any(children[i].resumed for i in range(len(todo))):
+                say(f"pack of {len(todo)}: its runs stood at different steps; all start again from step 0")
+            names = [cfg.run_name for cfg, _ in todo]
+            say(f"pack of {len(todo)}: {', '.join(names)}")
+            try:
+                results = train_pack(
+                    [cfg for cfg, _ in todo],
+                    children,
+                    on_step=(lambda r, step, m: on_step(todo[r][0], step, m)) if on_step else None,
+                    on_warmstart=on_warmstart,
+                    resume=resume,
+                )
+            except BaseException as exc:
+                for child in children:
+                    if isinstance(exc, LeaseLost) and child.lease_lost:
+                        child.release()
+                    elif disk_full(exc):
+                        with contextlib.suppress(Exception):
+                            child.finish("FAILED")
+                        child.release(write=False)
+                    else:
+                        child.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+                raise
+            for (cfg, child), result in zip(todo, results, strict=True):
+                if isinstance(result, BaseException):
+                    child.finish("FAILED")
+                    failures.append((cfg, f"{type(result).__name__}: {result}"))
+                    continue
+                child.finish()
+                status = "resumed" if child.resumed else "ran"
+                outcomes.append(CellOutcome(cfg, child.run_id, result.summary, status))
+    for cfg in held:  # trained elsewhere: wait for it and report it, as a solo cell
+        outcomes.append(run_cell(cfg, tracker, parent, say=say))
+    return outcomes, failures
+
+
 # ---------------------------------------------------------------------------------------------
 # Ray
 
@@ -155,30 +263,37 @@ def absolute_tracking(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
-def _remote_cell(cfg: RunConfig, parent_run_id: str) -> CellOutcome:
-    """A Ray task: run one cell into the shared tracking store under the suite's parent run."""
+def _remote_unit(
+    unit: list[RunConfig], parent_run_id: str
+) -> tuple[list[CellOutcome], list[tuple[RunConfig, str]]]:
+    """A Ray task: run one cell, or one pack, into the shared tracking store under the suite's
+    parent run."""
     quiet_libraries()
     from advbench.harness.tracking import RunTracker, Tracker
 
-    tracker = Tracker(cfg.tracking)
-    return run_cell(cfg, tracker, RunTracker(tracker.client, parent_run_id), say=lambda _: None)
+    tracker = Tracker(unit[0].tracking)
+    parent = RunTracker(tracker.client, parent_run_id)
+    if unit[0].trainer.packed:
+        return run_pack(unit, tracker, parent, say=lambda _: None)
+    return [run_cell(unit[0], tracker, parent, say=lambda _: None)], []
 
 
 def resources(cfg: RunConfig) -> dict[str, float]:
-    """What one cell asks Ray for: a GPU when its model runs on CUDA, CPUs otherwise."""
+    """What one cell (or pack) asks Ray for: a GPU when its model runs on CUDA, CPUs otherwise."""
     if cfg.model.device == "cuda":
         return {"num_gpus": 1, "num_cpus": 1}
     return {"num_cpus": max(1, cfg.threads)}
 
 
 def run_cells_ray(
-    cells: Sequence[RunConfig],
+    cells: Sequence[Sequence[RunConfig]],
     parent_run_id: str,
     address: str,
     on_done: Callable[[CellOutcome], None],
     on_failed: Callable[[RunConfig, str], None],
 ) -> list[CellOutcome]:
-    """Run ``cells`` as Ray tasks on the cluster at ``address``; "local" starts a new local one.
+    """Run ``cells`` (units: one cell, or one pack, each; ``units``) as Ray tasks on the cluster at
+    ``address``; "local" starts a new local one.
 
     "local" never joins a cluster that happens to run on the machine (plain ``ray.init()`` would:
     another suite's, even one about to shut down).
@@ -197,21 +312,28 @@ def run_cells_ray(
         except (ValueError, ConnectionError, RuntimeError) as exc:
             raise ConfigError(f"--ray {address}: cannot start or reach a Ray cluster: {exc}") from None
     try:
-        task = ray.remote(max_retries=0)(_remote_cell)
+        task = ray.remote(max_retries=0)(_remote_unit)
         pending = {
-            task.options(**resources(cfg)).remote(absolute_tracking(cfg), parent_run_id): cfg for cfg in cells
+            task.options(**resources(unit[0])).remote(
+                [absolute_tracking(cfg) for cfg in unit], parent_run_id
+            ): unit
+            for unit in cells
         }
         outcomes = []
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
-            cfg = pending.pop(ready[0])
+            unit = pending.pop(ready[0])
             try:
-                outcome = ray.get(ready[0])
+                done, failed = ray.get(ready[0])
             except Exception as exc:  # the task's own error, wrapped by Ray
-                on_failed(cfg, f"{type(exc).__name__}: {exc}")
+                for cfg in unit:
+                    on_failed(cfg, f"{type(exc).__name__}: {exc}")
                 continue
-            outcomes.append(outcome)
-            on_done(outcome)
+            for cfg, error in failed:
+                on_failed(cfg, error)
+            for outcome in done:
+                outcomes.append(outcome)
+                on_done(outcome)
         return outcomes
     finally:
         if started_here:

@@ -16,6 +16,8 @@ A suite file (``suites/*.yaml``)::
       task: [arithmetic, countdown]
     overrides:                       # merged over every cell, like a -c file
       trainer: {steps: 60}
+    pack: 8                          # optional: train compatible cells 8 at a time as one batched
+                                     # model (harness/pack.py); --pack N on the command line wins
 
 Each combination is one *cell*: a resolved, validated RunConfig, identified by its config hash. The
 suite itself is identified by the hashes of its cells, so editing a suite makes a new one, and
@@ -45,7 +47,7 @@ from advbench.harness.config import (
 )
 
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-SUITE_KEYS = ("name", "description", "base", "reference", "matrix", "overrides")
+SUITE_KEYS = ("name", "description", "base", "reference", "matrix", "overrides", "pack")
 MATRIX_KEYS = ("estimator", "seed", *GROUPS)
 
 
@@ -67,6 +69,7 @@ class Suite:
     reference: str  # a label
     variants: list[Variant]
     cells: list[RunConfig]
+    pack: int = 0  # packs of at most this many cells (0: every cell on its own)
 
     @property
     def labels(self) -> list[str]:
@@ -146,8 +149,10 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, ListConfig | list | tuple) else [value]
 
 
-def load_suite(ref: str | Path, overrides: list[str] | None = None) -> Suite:
-    """Expand and validate a suite; ``overrides`` (key=value) apply to every cell."""
+def load_suite(ref: str | Path, overrides: list[str] | None = None, pack: int | None = None) -> Suite:
+    """Expand and validate a suite; ``overrides`` (key=value) apply to every cell. ``pack`` (the
+    suite file's ``pack`` when None): the cells that can be packed are marked to run packed
+    (trainer.packed, their own identity), the others stay solo."""
     path = resolve_path(ref)
     raw = load_yaml(path)
     where = f"suite {path}"
@@ -207,6 +212,14 @@ def load_suite(ref: str | Path, overrides: list[str] | None = None) -> Suite:
                 cells.extend(load(overrides, layer))
             except ConfigError as exc:
                 raise ConfigError(f"{where}, cell {variant.label} {chosen}: {exc}") from None
+    if pack is None:
+        pack = raw.get("pack") or 0
+    if not isinstance(pack, int) or isinstance(pack, bool) or pack < 0:
+        raise ConfigError(f"{where}: pack must be a whole number of runs (0: no packs), got {pack!r}")
+    if pack:
+        from advbench.harness.pack import mark_packable
+
+        cells = mark_packable(cells)
     hashes = [config_hash(cfg) for cfg in cells]
     if len(set(hashes)) != len(hashes):
         raise ConfigError(f"{where}: two cells resolve to the same config (a variant repeats another)")
@@ -217,4 +230,5 @@ def load_suite(ref: str | Path, overrides: list[str] | None = None) -> Suite:
         reference=reference,
         variants=variants,
         cells=cells,
+        pack=pack,
     )

@@ -7,6 +7,7 @@ composition, a NaN that leaks, a resume that does not continue where the pack st
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -25,6 +26,7 @@ from advbench.harness.pack import (
     train_pack,
 )
 from advbench.harness.rollout import HFEngine, SamplingParams, token_logprobs
+from tests.conftest import FAST
 
 
 def _perturbed(model: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
@@ -287,3 +289,123 @@ def test_a_replica_trains_as_it_would_in_another_pack(fast_overrides):
     two = train_pack(_pack_cfgs(fast_overrides, [("grpo", 0), ("psr", 5)]))
     assert [e.correct for e in three[0].evals] == [e.correct for e in two[0].evals]
     assert three[0].summary.final_entropy == pytest.approx(two[0].summary.final_entropy, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_pack_killed_with_sigkill_resumes_to_the_uninterrupted_packs_metrics(tmp_path, cache_dir):
+    """`advbench run 'estimator=[nsr,fade]' --pack 2`, killed after its step-4 checkpoint and run
+    again: both runs resume into their MLflow runs and end with every metric of an uninterrupted
+    pack, each step logged once (fade carries estimator state through the checkpoint)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from advbench.harness.checkpoint import checkpoint_dir
+    from tests.harness.test_resume import CLI, _Store
+
+    def command(db):
+        return [
+            sys.executable, "-c", CLI, "run", "estimator=[nsr,fade]", "--pack", "2",
+            *FAST, f"cache_dir={cache_dir}", f"tracking.uri=sqlite:///{db}", "trainer.steps=12",
+            "trainer.checkpoint_every=2", "eval.every=4", "geometry.every=2", "tracking.lease_seconds=2",
+        ]  # fmt: skip
+
+    def histories(db):
+        client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+        exp = client.get_experiment_by_name("advbench")
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string="tags.`advbench.kind` = 'run' and attributes.status = 'FINISHED'",
+        )
+        out = {}
+        for run in runs:
+            history = {}
+            for key in run.data.metrics:
+                if machine_dependent(key):
+                    continue
+                points = client.get_metric_history(run.info.run_id, key)
+                steps = [m.step for m in points]
+                assert len(steps) == len(set(steps)), f"{key} logged twice at a step: {sorted(steps)}"
+                history[key] = sorted((m.step, m.value) for m in points)
+            out[run.info.run_name] = history
+        return out
+
+    subprocess.run(command(tmp_path / "reference.db"), check=True, capture_output=True, timeout=300)
+    reference = histories(tmp_path / "reference.db")
+    assert len(reference) == 2 and all(len(h["train/reward_mean"]) == 12 for h in reference.values())
+
+    db = tmp_path / "killed.db"
+    (cfg,) = load([*FAST, f"cache_dir={cache_dir}", "estimator=nsr"])
+    folder = checkpoint_dir(cfg, _Store(db)).parent
+    process = subprocess.Popen(command(db), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        steps = []
+        for path in folder.glob("*/state.pt"):
+            with contextlib.suppress(Exception):  # being replaced
+                steps.append(torch.load(path, weights_only=False)["step"])
+        if len(steps) == 2 and min(steps) >= 4:
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    rerun = subprocess.run(command(db), capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "pack of 2: resuming after step" in " ".join(rerun.stderr.split()), rerun.stderr[-2000:]
+    resumed = histories(db)
+    assert resumed.keys() == reference.keys()
+    for name, history in resumed.items():
+        assert {k: [s for s, _ in v] for k, v in history.items()} == {
+            k: [s for s, _ in v] for k, v in reference[name].items()
+        }, name
+        for key, points in history.items():
+            assert [v for _, v in points] == pytest.approx(
+                [v for _, v in reference[name][key]], rel=1e-5, abs=1e-6
+            ), f"{name}: {key}"
+    assert not list(folder.glob("*/*.pt"))  # finished runs remove their checkpoints
+
+
+def test_a_suites_cells_are_grouped_into_packs_of_what_they_share(tmp_path):
+    """16 packable cells in packs of at most 12: two packs of 8; a cell a pack cannot hold (the
+    paged engine) runs solo; two tasks never share a pack; --pack 0 turns the file's key off."""
+    from advbench.harness.runner import units
+    from advbench.harness.suites import load_suite
+
+    path = tmp_path / "packs.yaml"
+    path.write_text(
+        "pack: 12\n"
+        "matrix:\n"
+        "  estimator: [grpo, rloo, {name: grpo, label: grpo-paged, overrides: {rollout: {engine: paged}}}]\n"
+        "  seed: [0, 1, 2, 3, 4, 5, 6, 7]\n"
+        "  task: [arithmetic, countdown]\n"
+    )
+    suite = load_suite(path)
+    assert suite.pack == 12
+    paged = [c for c in suite.cells if c.display_label == "grpo-paged"]
+    assert paged and not any(c.trainer.packed for c in paged)
+    assert all(c.trainer.packed for c in suite.cells if c.display_label != "grpo-paged")
+    groups = units(suite.cells, suite.pack)
+    packs = [u for u in groups if u[0].trainer.packed]
+    assert sorted(len(u) for u in packs) == [8, 8, 8, 8]  # 16 arithmetic, 16 countdown
+    assert all(len({c.task.name for c in u}) == 1 for u in packs)
+    assert sum(len(u) for u in groups) == len(suite.cells) == 48
+    assert not any(c.trainer.packed for c in load_suite(path, pack=0).cells)
+
+
+def test_a_packed_suite_reruns_nothing_it_finished(fast_overrides, tmp_path):
+    from advbench.harness.runner import run_pack
+    from advbench.harness.tracking import Tracker
+
+    cfgs = _pack_cfgs(fast_overrides, [("grpo", 0), ("rloo", 1)])
+    tracker = Tracker(cfgs[0].tracking)
+    parent = tracker.start_parent("packs")
+    first, failed = run_pack(cfgs, tracker, parent, say=lambda _: None)
+    assert not failed and [o.status for o in first] == ["ran", "ran"]
+    said: list[str] = []
+    again, _ = run_pack(cfgs, tracker, parent, say=said.append)
+    assert [o.status for o in again] == ["cached", "cached"]
+    assert [o.run_id for o in again] == [o.run_id for o in first]
+    assert all("not run again" in line for line in said)

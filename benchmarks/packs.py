@@ -1,0 +1,169 @@
+"""Runs per hour: packs of N runs (one batched model, harness/pack.py) against one run at a time.
+
+    python benchmarks/packs.py --sizes 4,8,16 --solo 8 --results docs/results/performance.md
+    python benchmarks/packs.py --sizes 1,4,16,32 --solo 1 model=50m trainer.steps=20   # a GPU
+
+Every unit is a real run (or pack) of the config the overrides make (default: the embedded
+default, GRPO, 150 steps), trained through the same runner a suite uses, into a scratch MLflow
+store: the wall time includes warm start loading, evals and logging. Solo: seeds 0..S-1 one after
+the other; pack N: GRPO seeds 0..N-1 in one pack. Runs per hour = runs x 3600 / wall seconds.
+
+It also compares the pack of 8 (when measured) with the 8 solo runs of the same seeds: peak pass@1
+and final entropy, permutation test. The two sample from different streams (a pack draws each
+replica's tokens with its own generator), so the runs differ as new seeds would: this is a check
+for gross bugs (a replica that learns nothing, or from another's rows), not a proof of equality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from advbench.harness import stats
+from advbench.harness.config import load
+from advbench.harness.loop import peak_memory_gib
+from advbench.harness.pack import as_packed
+from advbench.harness.report import cpu_name
+from advbench.harness.runner import quiet_libraries, run_cell, run_pack
+from advbench.harness.tracking import Tracker
+
+
+def configs(overrides: list[str], seeds: range, store: Path, packed: bool):
+    cfgs = [
+        load([*overrides, "estimator=grpo", f"seed={seed}", f"tracking.uri=sqlite:///{store}"])[0]
+        for seed in seeds
+    ]
+    return [as_packed(cfg) for cfg in cfgs] if packed else cfgs
+
+
+def measure(overrides: list[str], solo: int, sizes: list[int], cache: Path) -> dict:
+    out: dict = {"solo": {}, "packs": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "packs.db"
+        common = [*overrides, f"cache_dir={cache}", f"tracking.artifact_root={tmp}/artifacts"]
+        # the warm start is built (or found) once, outside every timing
+        load_first = configs(common, range(1), store, packed=False)[0]
+        from advbench.harness import tasks, warmstart
+
+        warmstart.load_policy(
+            load_first.model, tasks.build(load_first.task, load_first.cache_dir), str(cache)
+        )
+        tracker = Tracker(load_first.tracking)
+        parent = tracker.start_parent("pack-benchmark")
+        # untimed: a short solo run and a short pack pay the one-time costs (imports, data sets)
+        warm = [*common, "trainer.steps=1", "eval.every=1"]
+        run_cell(configs(warm, range(1), store, packed=False)[0], tracker, parent, say=lambda _: None)
+        run_pack(configs(warm, range(2), store, packed=True), tracker, parent, say=lambda _: None)
+        if solo:
+            summaries, started = [], time.perf_counter()
+            for cfg in configs(common, range(solo), store, packed=False):
+                summaries.append(run_cell(cfg, tracker, parent, say=lambda _: None).summary)
+            seconds = time.perf_counter() - started
+            out["solo"] = _row(solo, seconds, summaries)
+            print(f"solo x{solo}: {seconds:.0f} s", file=sys.stderr)
+        for size in sizes:
+            started = time.perf_counter()
+            outcomes, failures = run_pack(
+                configs(common, range(size), store, packed=True), tracker, parent, say=lambda _: None
+            )
+            seconds = time.perf_counter() - started
+            if failures:
+                raise SystemExit(f"pack of {size}: {failures[0][0].run_name} failed: {failures[0][1]}")
+            out["packs"][size] = _row(size, seconds, [o.summary for o in outcomes])
+            print(f"pack of {size}: {seconds:.0f} s", file=sys.stderr)
+        out["peak_memory_gib"] = peak_memory_gib(
+            torch.device(load_first.model.device if load_first.model.device != "auto" else "cpu")
+        )
+    return out
+
+
+def _row(runs: int, seconds: float, summaries) -> dict:
+    return {
+        "runs": runs,
+        "seconds": seconds,
+        "runs_per_hour": runs * 3600 / seconds,
+        "peak_pass_at_1": [s.peak_pass_at_1 for s in summaries],
+        "final_entropy": [s.final_entropy for s in summaries],
+    }
+
+
+def equivalence(result: dict, size: int = 8) -> list[dict]:
+    """Pack of ``size`` against the solo runs of the same seeds (unpaired: other streams)."""
+    pack, solo = result["packs"].get(size), result["solo"]
+    if not pack or not solo or solo["runs"] < size:
+        return []
+    rows = []
+    for metric in ("peak_pass_at_1", "final_entropy"):
+        x, y = np.array(pack[metric]), np.array(solo[metric][:size])
+        comparison = stats.compare([x], [y], np.random.default_rng(0))
+        rows.append(
+            {"metric": metric, "pack": float(x.mean()), "solo": float(y.mean()), "p": comparison.p_value}
+        )
+    return rows
+
+
+def markdown(result: dict, command: str, machine: str) -> str:
+    solo = result["solo"]
+    lines = [
+        "| runs at once | runs | wall time | runs per hour | vs one at a time |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    if solo:
+        lines.append(f"| 1 (solo, one after the other) | {solo['runs']} | {solo['seconds']:.0f} s | "
+                     f"{solo['runs_per_hour']:.0f} | 1.00x |")  # fmt: skip
+    for size, row in sorted(result["packs"].items(), key=lambda kv: int(kv[0])):
+        ratio = f"{row['runs_per_hour'] / solo['runs_per_hour']:.2f}x" if solo else "n/a"
+        wall, rate = f"{row['seconds']:.0f} s", f"{row['runs_per_hour']:.0f}"
+        lines.append(f"| pack of {size} | {row['runs']} | {wall} | {rate} | {ratio} |")
+    rows = equivalence(result)
+    if rows:
+        lines += [
+            "",
+            "A check for gross bugs, not a proof of equality (the pack samples from other streams, so "
+            "its runs differ from the solo ones as new seeds would): GRPO seeds 0-7 packed against the "
+            "same seeds solo, permutation test.",
+            "",
+            "| metric | pack of 8 (mean) | solo (mean) | p |",
+            "|---|---:|---:|---:|",
+            *(f"| {r['metric']} | {r['pack']:.4f} | {r['solo']:.4f} | {r['p']:.2f} |" for r in rows),
+        ]
+    lines += ["", f"Measured {datetime.date.today():%Y-%m-%d} on {machine}: `{command}`"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="4,8,16", help="pack sizes, comma-separated")
+    parser.add_argument("--solo", type=int, default=8, help="solo runs one after the other (0: none)")
+    parser.add_argument("--cache", type=Path, default=Path("~/.cache/advbench").expanduser())
+    parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument("--results", type=Path, help="print the table; the page to paste it into")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides of every run (model=50m, ...)")
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    result = measure(args.overrides, args.solo, sizes, args.cache)
+    command = shlex.join(["python", "benchmarks/packs.py", *(argv if argv is not None else sys.argv[1:])])
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"{cpu_name()}, {torch.get_num_threads()} threads"
+    )
+    result.update(command=command, machine=device, date=f"{datetime.date.today():%Y-%m-%d}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    print(markdown(result, command, device))
+    return result
+
+
+if __name__ == "__main__":
+    main()
