@@ -19,22 +19,18 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 from calibration import run_suite
-from scipy.stats import norm
 
 from advbench.harness import plots
 from advbench.harness.evaluation import CORRECT_COUNTS
-from advbench.harness.metrics import paired_se, smooth, time_to_peak
-from advbench.harness.stats import LEVEL
+from advbench.harness.metrics import rise_back, time_to_peak
 from advbench.harness.suites import resolve_path
 from advbench.harness.tracking import Tracker
 
@@ -52,45 +48,28 @@ def eval_counts(tracker: Tracker, run_id: str) -> tuple[list[int], list[list[int
 
 
 def outcomes(board, tracker: Tracker, budgets: list[int]) -> dict[int, list[str]]:
-    """Per budget, every run's outcome had it stopped there: "peak" (a timed peak that turned),
-    "rising" (a detected gain still rising at its last eval) or "none" (no detectable gain); a
-    rising run whose final rise is not detectable (``final_rise_z``) is "rising~"."""
+    """Per budget, every run's outcome had it stopped there: "peak" (a timed peak that turned, a
+    plateau at the end within the eval's noise included), "rising" (a detected gain still rising
+    at its last eval by more than the noise) or "none" (no detectable gain)."""
     runs = [eval_counts(tracker, run.run_id) for run in board.runs]
     out = {}
     for budget in budgets:
         out[budget] = []
         for steps, correct, n in runs:
             kept = correct[: sum(step <= budget for step in steps)]
-            result = time_to_peak(kept, n)
-            if result.still_rising:
-                out[budget].append("rising" if final_rise_z(kept, n) > norm.ppf(LEVEL) else "rising~")
-            else:
-                out[budget].append("peak" if result.detected else "none")
+            every = steps[1] - steps[0] if len(steps) > 1 else 10
+            result = time_to_peak(kept, n, back=rise_back(every))
+            out[budget].append("rising" if result.still_rising else "peak" if result.detected else "none")
     return out
-
-
-def final_rise_z(correct: list[list[int]], n: int, back: int = 5) -> float:
-    """Paired z of the last smoothed point over the one ``back`` points before it (50 steps at
-    evals every 10): whether a run flagged "still rising" still rises by more than the eval's
-    noise. Not the protocol's flag (a peak at the last eval), a diagnostic beside it."""
-    per_prompt = smooth(np.asarray(correct, dtype=float) / n)
-    rise = per_prompt[-1] - per_prompt[max(0, len(per_prompt) - 1 - back)]
-    se = paired_se(rise)
-    if se > 0:
-        return float(rise.mean() / se)
-    return math.copysign(math.inf, rise.mean()) if rise.mean() else 0.0
 
 
 def table(by_budget: dict[int, list[str]]) -> list[str]:
     rows = [
-        "| budget B (steps) | peak reached and turned | still rising | no detectable gain |"
-        " of which still rising, the last 50 steps' rise within noise |",
-        "|---|---|---|---|---|",
+        "| budget B (steps) | peak reached and turned | still rising | no detectable gain |",
+        "|---|---|---|---|",
     ]
     for budget, kinds in by_budget.items():
-        share = {kind: kinds.count(kind) / len(kinds) for kind in ("peak", "rising", "rising~", "none")}
-        rising = share["rising"] + share["rising~"]
-        cells = (share["peak"], rising, share["none"], share["rising~"])
+        cells = [kinds.count(kind) / len(kinds) for kind in KINDS]
         rows.append(f"| {budget} | " + " | ".join(f"{value:.0%}" for value in cells) + " |")
     return rows
 
@@ -185,9 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
         for name, board in boards.items():
             path = args.plot if len(boards) == 1 else args.plot.with_stem(f"{args.plot.stem}-{name}")
             plots.plot_pass_at_1(board, path)
-    # per suite and budget, the protocol's shares ("rising~" is still rising)
+    # per suite and budget, the protocol's shares
     return {
-        name: {b: {k: [o.rstrip("~") for o in v].count(k) / len(v) for k in KINDS} for b, v in r.items()}
+        name: {b: {k: v.count(k) / len(v) for k in KINDS} for b, v in r.items()}
         for name, r in results.items()
     }
 

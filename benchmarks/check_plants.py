@@ -21,9 +21,7 @@ def grpo_scaled(batch: AdvantageBatch, signals: TrainingSignals | None, params: 
     return 0.25 * grpo(batch, signals, params)
 
 
-@register(
-    "grpo_half_shuffled", params=GRPOParams, source="planted regression (benchmarks/check_plants.py)"
-)
+@register("grpo_half_shuffled", params=GRPOParams, source="planted regression (benchmarks/check_plants.py)")
 def grpo_half_shuffled(
     batch: AdvantageBatch, signals: TrainingSignals | None, params: GRPOParams
 ) -> torch.Tensor:

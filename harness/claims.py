@@ -54,7 +54,7 @@ from advbench.harness.metrics import smooth
 from advbench.harness.suites import Suite, load_suite
 
 FILE_KEYS = ("name", "description", "claims")
-CLAIM_KEYS = ("title", "source", "statement", "suite", "predicates")
+CLAIM_KEYS = ("title", "source", "statement", "suite", "predicates", "not_comparable")
 PREDICATE_KEYS = ("metric", "of", "is", "than", "value", "margin", "range")
 RELATIONS = ("greater", "less", "not_less", "not_greater", "within")
 ALPHA = 1 - stats.LEVEL
@@ -189,6 +189,9 @@ class Claim:
     statement: str
     suite: Suite
     predicates: list[Predicate]
+    # Why our measurement cannot decide the paper's claim (its quantity is not public, say): the
+    # tests run on our own operationalisation and are shown, the verdict is "not comparable"
+    not_comparable: str = ""
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,7 @@ def load_claims(
                 str(entry.get("statement") or ""),
                 suite,
                 predicates,
+                str(entry.get("not_comparable") or ""),
             )
         )
     return ClaimsFile(str(raw.get("name") or path.stem), path, str(raw.get("description") or ""), claims)
@@ -408,6 +412,13 @@ class ClaimResult:
 
     @property
     def verdict(self) -> str:
+        if self.claim.not_comparable:  # a verdict on our operationalisation is not one on the paper
+            return "not comparable"
+        return self.tests_verdict
+
+    @property
+    def tests_verdict(self) -> str:
+        """What the tests say of our own measurement: holds, contradicted or inconclusive."""
         if self.missing:
             return "inconclusive"
         if any(t.contradicts for t in self.tests):

@@ -24,6 +24,7 @@ from advbench.harness.metrics import (
     mean_pairwise_similarity,
     pass_at_k_area,
     pass_at_k_curve,
+    rise_back,
     scalerl_fit,
     time_to_peak,
 )
@@ -199,6 +200,7 @@ def summarize(results: Sequence[EvalResult], points: Sequence[EvalPoint], cfg: E
         delta_abs=cfg.peak_delta_abs,
         z=cfg.peak_z,
         level=stats.LEVEL,
+        back=rise_back(cfg.every),
     )
 
     def times(name: str, index: int | None) -> dict[str, float | None]:

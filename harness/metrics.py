@@ -6,10 +6,15 @@ Pure functions of numbers and arrays; nothing here knows about models or MLflow.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# A peak at the last eval is still rising when the last smoothed point beats the one this many
+# steps earlier (time_to_peak's ``back``, in evals: rise_back)
+RISE_STEPS = 50
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -91,7 +96,9 @@ class TimeToPeak:
     gain: float  # cross-fitted P* - start
     gain_z: float  # the largest paired z of a smoothed point over the start
     gain_threshold: float  # what gain_z must pass: one-sided, Bonferroni over the smoothed points
-    still_rising: bool  # a detected gain whose peak is the last smoothed point
+    # a detected gain whose peak is the last smoothed point and whose final rise is detectable
+    # (``final_rise_z``); a peak at the end within the eval's noise of earlier points has turned
+    still_rising: bool
     gain_detected: bool = False  # the gain is beyond the eval's noise (timed or not)
     too_few_evals: bool = False  # fewer evals than the smoothing window + 1: not timed
 
@@ -117,6 +124,22 @@ def _cross_fitted_gain(rates: np.ndarray, window: int) -> float:
     return float(np.mean(gains))
 
 
+def final_rise_z(per_prompt: np.ndarray, back: int) -> float:
+    """Paired z of the last point of a smoothed per-prompt curve ([points, prompts]) over the point
+    ``back`` points before it (the first, when the curve is shorter): whether the curve still rises
+    at its end by more than the eval's noise."""
+    rise = per_prompt[-1] - per_prompt[max(0, len(per_prompt) - 1 - back)]
+    se = paired_se(rise)
+    if se > 0:
+        return float(rise.mean() / se)
+    return math.copysign(math.inf, rise.mean()) if rise.mean() else 0.0
+
+
+def rise_back(every: int, steps: int = RISE_STEPS) -> int:
+    """How many evals (``every`` steps apart) back the final rise is measured: ``steps`` steps."""
+    return max(1, round(steps / every))
+
+
 def time_to_peak(
     correct: Sequence[Sequence[int]],
     n: int,
@@ -124,6 +147,7 @@ def time_to_peak(
     delta_abs: float = 0.02,
     z: float = 1.0,
     level: float = 0.95,
+    back: int = 5,
 ) -> TimeToPeak:
     """Time-to-peak of one run from its per-prompt correct counts ``correct[eval][prompt]`` out of n.
 
@@ -134,7 +158,10 @@ def time_to_peak(
       (they are taken with a maximum); otherwise "no detectable gain" and no step is timed;
     - time-to-peak is the first point whose smoothed value is >= P* - delta, delta = max(delta_abs,
       z x the standard error of that point's per-prompt differences to the peak);
-    - time to 90% of the gain: the first point reaching start + 0.9 (P* - start).
+    - time to 90% of the gain: the first point reaching start + 0.9 (P* - start);
+    - still rising: the peak is the last smoothed point and beats the point ``back`` points (evals)
+      earlier at the one-sided paired test at ``level`` (``final_rise_z``); a peak at the end
+      without a detectable final rise is a plateau within the eval's noise and counts as turned.
     """
     from scipy.stats import norm
 
@@ -178,7 +205,7 @@ def time_to_peak(
         gain=_cross_fitted_gain(rates, window),
         gain_z=gain_z,
         gain_threshold=threshold,
-        still_rising=timed and best == len(curve) - 1,
+        still_rising=timed and best == len(curve) - 1 and final_rise_z(per_prompt, back) > norm.ppf(level),
         gain_detected=detected,
         too_few_evals=too_few,
     )

@@ -271,6 +271,7 @@ figure { margin: 0; } figure img { width: 100%; border: 1px solid #eee; }
 figcaption { text-align: center; color: #555; } .notes li { margin: 0.3rem 0; color: #444; }
 .holds { color: #1a7f37; font-weight: 700; } .contradicted { color: #b42318; font-weight: 700; }
 .inconclusive { color: #8a6d00; font-weight: 700; }
+.not-comparable { color: #57606a; font-weight: 700; }
 """
 
 
@@ -458,6 +459,8 @@ def _claim_record(r: ClaimResult) -> dict:
         "claim": r.claim.key,
         "title": r.claim.title,
         "verdict": r.verdict,
+        "tests_verdict": r.tests_verdict,
+        "not_comparable": r.claim.not_comparable,
         "suite": r.claim.suite.name,
         "runs": len(r.board.runs),
         "cells": len(r.claim.suite.cells),
@@ -498,12 +501,18 @@ def _claim_section(r: ClaimResult, out: Path) -> tuple[str, str]:
         f"{len({run.seed for run in r.board.runs})} seeds; source: {r.claim.source}."
     )
     missing = f"Missing: {', '.join(r.missing)}." if r.missing else ""
+    verdict = f"Verdict: {r.verdict}."
+    if r.claim.not_comparable:
+        verdict = (
+            f"Verdict: not comparable: {r.claim.not_comparable}. On our own operationalisation, which "
+            f"is not the paper's, the tests say: {r.tests_verdict}."
+        )
     markdown = "\n\n".join(
         filter(
             None,
             [
                 f"## {r.claim.title}",
-                f"**Verdict: {r.verdict}.** {r.claim.statement}",
+                f"**{verdict}** {r.claim.statement}",
                 facts,
                 _markdown(header, rows) if rows else "",
                 missing,
@@ -514,7 +523,8 @@ def _claim_section(r: ClaimResult, out: Path) -> tuple[str, str]:
     )
     page = (
         f"<h2>{html.escape(r.claim.title)}</h2>"
-        f'<p><span class="{r.verdict}">Verdict: {r.verdict}.</span> {html.escape(r.claim.statement)}</p>'
+        f'<p><span class="{r.verdict.replace(" ", "-")}">{html.escape(verdict)}</span> '
+        f"{html.escape(r.claim.statement)}</p>"
         f"<p>{html.escape(facts)}</p>"
         + (_html_table(header, rows, "tests") if rows else "")
         + (f"<p>{html.escape(missing)}</p>" if missing else "")

@@ -9,7 +9,6 @@ import importlib.util
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from advbench.harness.config import ConfigError
@@ -56,21 +55,5 @@ def test_seeds_and_tasks_replace_the_suites_own_when_given(budget):
 
 
 def test_the_table_gives_each_outcome_share_per_budget(budget):
-    rows = budget.table({150: ["peak", "rising", "rising~", "none"], 200: ["peak"] * 4})
-    assert rows[2:] == ["| 150 | 25% | 50% | 25% | 25% |", "| 200 | 100% | 0% | 0% | 0% |"]
-
-
-def test_the_final_rise_is_judged_against_the_evals_noise(budget):
-    """Plateaus (every prompt's count redrawn around a fixed rate at each eval) read as rising at
-    about the test's level, 5%; a climb of one sample in 8 per prompt over the last evals almost
-    always."""
-    rng = np.random.default_rng(0)
-
-    def curve(slope: float) -> list[list[int]]:
-        rates = rng.uniform(0.1, 0.5, size=64)
-        return [list(rng.binomial(8, np.clip(rates + slope * max(0, i - 8), 0, 1))) for i in range(16)]
-
-    flat = np.mean([budget.final_rise_z(curve(0.0), 8) > 1.645 for _ in range(400)])
-    climbing = np.mean([budget.final_rise_z(curve(0.02), 8) > 1.645 for _ in range(100)])
-    assert 0.02 <= flat <= 0.09 and climbing >= 0.95
-    assert budget.final_rise_z([[3] * 64] * 16, 8) == 0.0  # no change at all
+    rows = budget.table({150: ["peak", "rising", "rising", "none"], 200: ["peak"] * 4})
+    assert rows[2:] == ["| 150 | 25% | 50% | 25% |", "| 200 | 100% | 0% | 0% |"]

