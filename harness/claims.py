@@ -363,6 +363,9 @@ class Test:
     interval: tuple[float, float]  # 95% stratified bootstrap of the unshifted difference
     per_stratum: dict[str, float]  # the unshifted difference in each task/model
     adjusted_p: float = 1.0  # Holm over the claim's tests (for "contradicted")
+    # A time test whose "earlier" arm has a detectably lower peak than the other (permutation test
+    # of peak pass@1 at ALPHA): an earlier, lower peak is not faster learning, so it does not hold
+    lower_peak: bool = False
 
     def text(self) -> str:
         """What this test asks, e.g. 'entropy_drop(psr) > entropy_drop(grpo)'."""
@@ -383,7 +386,11 @@ class Test:
 
     @property
     def holds(self) -> bool:
-        return self.comparison.p_value < ALPHA and self.direction * self.comparison.difference > 0
+        return (
+            self.comparison.p_value < ALPHA
+            and self.direction * self.comparison.difference > 0
+            and not self.lower_peak
+        )
 
     @property
     def contradicts(self) -> bool:
@@ -391,6 +398,12 @@ class Test:
 
     @property
     def outcome(self) -> str:
+        if (
+            self.lower_peak
+            and self.comparison.p_value < ALPHA
+            and self.direction * self.comparison.difference > 0
+        ):
+            return "earlier, lower: not faster"
         if self.holds:
             return "holds"
         if self.contradicts:
@@ -458,7 +471,27 @@ def _test(
     comparison = stats.compare([a + shift for a in x], y, rng, paired=paired, alpha=ALPHA)
     interval = stats.difference_interval(x, y, rng, paired=paired)
     per_stratum = {_stratum_name(s): float(a.mean() - b.mean()) for s, a, b in zip(common, x, y, strict=True)}
-    return Test(predicate, direction, shift, comparison, interval, per_stratum)
+    test = Test(predicate, direction, shift, comparison, interval, per_stratum)
+    if predicate.metric in TIME_METRICS and predicate.than is not None:
+        # "earlier" is faster learning only where the peaks are comparable
+        earlier, later = (predicate.of, predicate.than) if direction < 0 else (predicate.than, predicate.of)
+        test.lower_peak = lower_peak(board, earlier, later)
+    return test
+
+
+# Metrics that time a run: a smaller value is read as faster learning
+TIME_METRICS = ("time_to_peak",)
+
+
+def lower_peak(board: Board, label: str, other: str) -> bool:
+    """Whether ``label``'s peak pass@1 is detectably below ``other``'s (the leaderboard's pairing,
+    a permutation test at ALPHA; its own random stream, so the claim's other tests draw as before)."""
+    rng = np.random.default_rng(0)
+    common, x, y, paired = aligned(board, label, other, ALPHA, lambda run: run.summary.peak_pass_at_1)
+    if not common:
+        return False
+    comparison = stats.compare(x, y, rng, paired=paired, alpha=ALPHA)
+    return comparison.p_value < ALPHA and comparison.difference < 0
 
 
 def evaluate(claim: Claim, board: Board, history: History, seed: int = 0) -> ClaimResult:

@@ -7,6 +7,7 @@ disturbs the training randomness nor differs between runs that reach the same we
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -229,3 +230,39 @@ def summarize(results: Sequence[EvalResult], points: Sequence[EvalPoint], cfg: E
         final_greedy_pass_at_1=final.greedy_pass_at_1,
         final_diversity=dict(final.diversity),
     )
+
+
+def retimed(summary: RunSummary, counts: dict, params: dict[str, str]) -> RunSummary:
+    """A stored run's summary with the time-to-peak protocol applied again, as the code defines it
+    now, to the run's logged per-prompt counts (the ``CORRECT_COUNTS`` artifact) and its eval
+    settings (``params``: the run's logged config): peak, gain, its detection, the steps of the peak
+    and of 90% of the gain, and the still-rising flag, so a page re-rendered from a store reads every
+    run with one protocol. A time in rollouts, tokens or seconds whose step moved cannot be
+    recomputed from the counts and is dropped (None)."""
+    steps = sorted(int(step) for step in counts["correct"])
+    correct = [counts["correct"][str(step)] for step in steps]
+    every = int(params.get("eval.every", steps[1] - steps[0] if len(steps) > 1 else 1))
+    ttp = time_to_peak(
+        correct,
+        int(counts["n"]),
+        window=int(params.get("eval.smoothing_window", 3)),
+        delta_abs=float(params.get("eval.peak_delta_abs", 0.02)),
+        z=float(params.get("eval.peak_z", 1.0)),
+        level=stats.LEVEL,
+        back=rise_back(every),
+    )
+    out = dataclasses.replace(
+        summary,
+        peak_pass_at_1=ttp.peak,
+        peak_tolerance=ttp.tolerance,
+        gain=ttp.gain,
+        gain_detected=ttp.detected,
+        still_rising=ttp.still_rising,
+    )
+    for name, index in (("time_to_peak", ttp.index), ("time_to_90", ttp.index_90)):
+        step = None if index is None else float(steps[index])
+        if step != getattr(summary, f"{name}_step"):
+            setattr(out, f"{name}_step", step)
+            for unit in ("rollouts", "tokens", "seconds"):
+                setattr(out, f"{name}_{unit}", None)
+    return out

@@ -148,6 +148,7 @@ def time_to_peak(
     z: float = 1.0,
     level: float = 0.95,
     back: int = 5,
+    delta_gain: float = 0.25,
 ) -> TimeToPeak:
     """Time-to-peak of one run from its per-prompt correct counts ``correct[eval][prompt]`` out of n.
 
@@ -156,8 +157,10 @@ def time_to_peak(
     - the gain is detected when some smoothed point exceeds the first eval by more than its paired
       standard error times the one-sided ``level`` quantile, Bonferroni-corrected over the points
       (they are taken with a maximum); otherwise "no detectable gain" and no step is timed;
-    - time-to-peak is the first point whose smoothed value is >= P* - delta, delta = max(delta_abs,
-      z x the standard error of that point's per-prompt differences to the peak);
+    - time-to-peak is the first point whose smoothed value is >= P* - delta, delta = max(z x the
+      standard error of that point's per-prompt differences to the peak, min(delta_abs,
+      delta_gain x (P* - start))): the floor shrinks with the run's own gain, so a run that barely
+      rises is not timed at its start for being within delta_abs of a low peak;
     - time to 90% of the gain: the first point reaching start + 0.9 (P* - start);
     - still rising: the peak is the last smoothed point and beats the point ``back`` points (evals)
       earlier at the one-sided paired test at ``level`` (``final_rise_z``); a peak at the end
@@ -188,9 +191,10 @@ def time_to_peak(
     too_few = len(rates) < window + 1
     timed = detected and not too_few
 
-    tolerances = np.maximum(delta_abs, z * np.array([paired_se(per_prompt[best] - p) for p in per_prompt]))
+    floor = min(delta_abs, delta_gain * max(0.0, peak - start))
+    tolerances = np.maximum(floor, z * np.array([paired_se(per_prompt[best] - p) for p in per_prompt]))
     index = index_90 = None
-    tolerance = delta_abs
+    tolerance = floor
     if timed:
         first = int(np.flatnonzero(curve >= peak - tolerances)[0])
         index, tolerance = int(centres[first]), float(tolerances[first])

@@ -37,12 +37,19 @@ def _fmt_median(
     return f"{median:.0f} ({counts})"
 
 
-def _fmt_time_to_peak(row: Row) -> str:
+def _fmt_time_to_peak(row: Row, reference: Row | None = None) -> str:
     """The median step of peak, how many runs were timed, and how many of those were still rising
-    (timed at their last point, so the step is censored by the budget), as the runs table marks them."""
+    (timed at their last point, so the step is censored by the budget), as the runs table marks them.
+    A row whose peak is detectably below the reference's says so ("lower peak"), and "earlier,
+    lower" when it also peaks earlier: an earlier, lower peak is not faster learning."""
     missed = "not timed" if row.gained * 2 >= row.seeds else "no gain"  # most gained: too few evals
     also = f"{row.rising} rising" if row.rising else ""
-    return _fmt_median(row.time_to_peak, row.seeds, missed=missed, got="timed", also=also)
+    text = _fmt_median(row.time_to_peak, row.seeds, missed=missed, got="timed", also=also)
+    if row.verdict == "worse":
+        mine, theirs = row.time_to_peak[0], reference.time_to_peak[0] if reference else None
+        earlier = mine is not None and theirs is not None and mine < theirs
+        text += ", earlier, lower peak" if earlier else ", lower peak"
+    return text
 
 
 def _fmt_improvement(row: Row) -> str:
@@ -90,6 +97,7 @@ def store_label(uri: str) -> str:
 def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[str]]]:
     k_max = max(r.k_max for r in board.runs)
     ci = f"{stats.LEVEL:.0%} CI"
+    reference_row = next((row for row in rows if row.label == board.reference), None)
     header = [
         "tier",
         "estimator",
@@ -116,7 +124,7 @@ def ranking_table(board: Board, rows: list[Row]) -> tuple[list[str], list[list[s
                 f"{row.gain:+.3f}",
                 f"{row.final_pass_at_kmax}",
                 f"{row.final_pass_at_1:.3f}",
-                _fmt_time_to_peak(row),
+                _fmt_time_to_peak(row, reference_row),
                 _fmt_median(row.thresholds[0.8], row.seeds),
                 _fmt_improvement(row),
                 row.verdict,
@@ -199,7 +207,10 @@ def _notes(board: Board, rows: list[Row]) -> list[str]:
         "learn nothing. "
         "R_ref is the suite's best median peak per stratum; "
         "'steps to 80%' is the median first step reaching start + 0.8 (R_ref - start), with the runs "
-        "that reached it.",
+        "that reached it. 'Lower peak' marks a row whose peak is detectably below the reference's "
+        "(the 'vs' test says 'worse'), 'earlier, lower peak' one that also peaks earlier: an earlier, "
+        "lower peak is not faster learning; steps to 80% of R_ref compare speed to a bar both must "
+        "reach.",
         f"P(> {board.reference}) is the probability that a run of the estimator has a higher peak "
         f"pass@1 than a run of {board.reference}: a description of the effect, not the test. The verdict "
         f"'vs {board.reference}' is a permutation test on peak pass@1 (exact where the relabellings are "
@@ -421,6 +432,9 @@ CLAIMS_NOTES = [
     "with the runs' own spread); 'none' where no outcome of these seed counts could reach 5%.",
     "not_less / not_greater are non-inferiority tests: 'no lower' holds when of > than - margin "
     "significantly, and is contradicted when of < than - margin significantly.",
+    "A time test (time_to_peak) holds only where the peaks are comparable: when the arm that peaks "
+    "earlier has a detectably lower peak pass@1 (permutation test at 5%), its outcome is 'earlier, "
+    "lower: not faster' and it does not hold; steps to 80% of R_ref compare speed to a shared bar.",
 ]
 
 

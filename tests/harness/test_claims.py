@@ -329,6 +329,26 @@ def test_a_claim_on_a_quantity_the_paper_does_not_define_is_not_comparable(tmp_p
     assert "not public" in shipped.not_comparable
 
 
+def test_an_earlier_lower_peak_does_not_hold_as_faster():
+    """'weak' peaks earlier than 'ref' but detectably lower: "weak peaks earlier" does not hold
+    (its outcome says why); 'fast' peaks earlier at the same height: it holds."""
+    rng = np.random.default_rng(1)
+    runs = []
+    for task in ("arithmetic", "countdown"):
+        for seed in range(5):
+            top = 0.34 + 0.004 * rng.standard_normal()
+            runs.append(cell("ref", seed, 0.2, [0.2, 0.25, 0.3, 0.33, top, top], task=task))
+            runs.append(cell("weak", seed, 0.2, [0.2, 0.22, 0.226, 0.22, 0.22, 0.22], task=task))
+            runs.append(cell("fast", seed, 0.2, [0.2, 0.34, top, 0.33, 0.33, 0.33], task=task))
+    b = Board(suite="hand", description="", reference="ref", labels=["ref", "weak", "fast"], runs=runs)
+    weak = judge(Predicate("time_to_peak", "weak", "less", than="ref"), board=b)
+    (test,) = weak.tests
+    assert test.comparison.p_value < 0.05 and test.lower_peak
+    assert test.outcome == "earlier, lower: not faster" and not test.holds and weak.verdict == "inconclusive"
+    fast = judge(Predicate("time_to_peak", "fast", "less", than="ref"), board=b)
+    assert fast.verdict == "holds" and not fast.tests[0].lower_peak
+
+
 def test_the_claim_suites_are_suites():
     for name in ("claim-sign", "claim-difficulty", "claim-fade", "claim-rank", "claim-mismatch"):
         assert load_suite(name).reference in load_suite(name).labels

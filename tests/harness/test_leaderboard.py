@@ -327,3 +327,40 @@ def test_a_page_names_a_local_store_without_the_machines_absolute_path(tmp_path,
     assert store_label("sqlite:////elsewhere/dir/advbench.db") == "sqlite:///advbench.db"
     assert store_label("sqlite:///advbench.db") == "sqlite:///advbench.db"  # relative: as given
     assert store_label("http://tracking:5000") == "http://tracking:5000"
+
+
+def test_an_earlier_lower_peak_is_labelled_not_read_as_faster():
+    """Planted arms of known order: 'weak' (a learning rate cut: it barely rises and flattens at
+    step 10) against 'ref' (rises to step 30). The weak arm is ranked below and its earlier step of
+    peak is labelled 'earlier, lower peak'; 'ref', whose peak is the higher, carries no label; the
+    shared bar (80% of R_ref) is reached by ref and not by weak."""
+    runs = []
+    for seed in range(5):
+        jitter = 0.004 * seed
+        runs.append(cell("ref", seed, 0.2, [0.2, 0.25, 0.3, 0.33 + jitter, 0.34 + jitter, 0.34 + jitter]))
+        runs.append(cell("weak", seed, 0.2, [0.2, 0.22, 0.225 + jitter, 0.22, 0.225, 0.22]))
+    b = board(runs, labels=("ref", "weak"))
+    rows = {r.label: r for r in leaderboard.rank(b)}
+    assert rows["weak"].verdict == "worse"
+    assert rows["weak"].time_to_peak[0] < rows["ref"].time_to_peak[0]  # the trap: "faster"
+    header, table = report.ranking_table(b, leaderboard.rank(b))
+    cells = {t[1]: dict(zip(header, t, strict=True)) for t in table}
+    assert cells["weak"]["time-to-peak (median step)"].endswith(", earlier, lower peak")
+    assert "lower peak" not in cells["ref"]["time-to-peak (median step)"]
+    assert cells["ref"]["steps to 80% of R_ref"].startswith("30 (5/5")
+    assert cells["weak"]["steps to 80% of R_ref"].startswith("censored (0/5")
+
+
+def test_the_tolerance_shrinks_with_a_small_gain():
+    """A run that rises by 0.03 over ten evals (noise-free counts, so the paired standard error is
+    0) is timed near its end, not at its start for being within delta_abs = 0.02 of its peak; a
+    run with a large gain keeps the delta_abs floor."""
+    from advbench.harness.metrics import time_to_peak
+
+    small = [[int(1000 * (0.2 + 0.003 * i))] * 64 for i in range(11)]
+    slow = time_to_peak(small, 1000, window=1)
+    assert slow.detected and slow.tolerance == pytest.approx(0.25 * (slow.peak - slow.start))
+    assert slow.index >= 8
+    large = [[int(1000 * (0.2 + 0.03 * i))] * 64 for i in range(11)]
+    fast = time_to_peak(large, 1000, window=1)
+    assert fast.tolerance == pytest.approx(0.02) and fast.index == 10
