@@ -30,7 +30,6 @@ import torch
 
 from advbench.harness import stats
 from advbench.harness.config import load
-from advbench.harness.loop import peak_memory_gib
 from advbench.harness.pack import as_packed
 from advbench.harness.report import cpu_name
 from advbench.harness.runner import quiet_libraries, run_cell, run_pack
@@ -45,8 +44,14 @@ def configs(overrides: list[str], seeds: range, store: Path, packed: bool):
     return [as_packed(cfg) for cfg in cfgs] if packed else cfgs
 
 
-def measure(overrides: list[str], solo: int, sizes: list[int], cache: Path) -> dict:
+def measure(overrides: list[str], solo: int, sizes: list[int], cache: Path, json_path: Path | None) -> dict:
+    """Each unit's numbers, written to ``json_path`` as they come (a run cut short keeps them)."""
     out: dict = {"solo": {}, "packs": {}}
+
+    def save() -> None:
+        if json_path:
+            json_path.write_text(json.dumps(out, indent=1))
+
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "packs.db"
         common = [*overrides, f"cache_dir={cache}", f"tracking.artifact_root={tmp}/artifacts"]
@@ -54,9 +59,11 @@ def measure(overrides: list[str], solo: int, sizes: list[int], cache: Path) -> d
         load_first = configs(common, range(1), store, packed=False)[0]
         from advbench.harness import tasks, warmstart
 
-        warmstart.load_policy(
+        policy = warmstart.load_policy(
             load_first.model, tasks.build(load_first.task, load_first.cache_dir), str(cache)
         )
+        out["params"] = sum(p.numel() for p in policy.model.parameters())
+        del policy
         tracker = Tracker(load_first.tracking)
         parent = tracker.start_parent("pack-benchmark")
         # untimed: a short solo run and a short pack pay the one-time costs (imports, data sets)
@@ -70,6 +77,7 @@ def measure(overrides: list[str], solo: int, sizes: list[int], cache: Path) -> d
             seconds = time.perf_counter() - started
             out["solo"] = _row(solo, seconds, summaries)
             print(f"solo x{solo}: {seconds:.0f} s", file=sys.stderr)
+            save()
         for size in sizes:
             started = time.perf_counter()
             outcomes, failures = run_pack(
@@ -79,11 +87,29 @@ def measure(overrides: list[str], solo: int, sizes: list[int], cache: Path) -> d
             if failures:
                 raise SystemExit(f"pack of {size}: {failures[0][0].run_name} failed: {failures[0][1]}")
             out["packs"][size] = _row(size, seconds, [o.summary for o in outcomes])
+            out["packs"][size].update(
+                _throughput(tracker.client, [o.run_id for o in outcomes], out["params"])
+            )
             print(f"pack of {size}: {seconds:.0f} s", file=sys.stderr)
-        out["peak_memory_gib"] = peak_memory_gib(
-            torch.device(load_first.model.device if load_first.model.device != "auto" else "cpu")
-        )
+            save()
     return out
+
+
+def _throughput(client, run_ids: list[str], params: int) -> dict:
+    """A pack's decode tokens per second (every replica's generated training tokens over the pack's
+    rollout time) and its update's model FLOP/s, 6 x parameters per response token trained (a lower
+    bound: the prompts' forward and backward are not counted)."""
+    from advbench.harness.tracking import metric_history
+
+    tokens = sum(float(metric_history(client, run_id, "train/generated_tokens")[1][-1]) for run_id in run_ids)
+    rollout = float(metric_history(client, run_ids[0], "time/rollout")[1].sum())
+    update = float(metric_history(client, run_ids[0], "time/update")[1].sum())
+    memory = float(metric_history(client, run_ids[0], "system/peak_memory_gib")[1].max())
+    return {
+        "decode_tokens_per_s": tokens / rollout,
+        "update_flops_per_s": 6 * params * tokens / update,
+        "peak_memory_gib": memory,  # a GPU's allocated peak in the pack; a CPU's process resident peak
+    }
 
 
 def _row(runs: int, seconds: float, summaries) -> dict:
@@ -114,16 +140,22 @@ def equivalence(result: dict, size: int = 8) -> list[dict]:
 def markdown(result: dict, command: str, machine: str) -> str:
     solo = result["solo"]
     lines = [
-        "| runs at once | runs | wall time | runs per hour | vs one at a time |",
-        "|---|---:|---:|---:|---:|",
+        "| runs at once | runs | wall time | runs per hour | vs one at a time | decode tokens/s "
+        "| update MFU | peak memory |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    peak = _peak_flops()
     if solo:
         lines.append(f"| 1 (solo, one after the other) | {solo['runs']} | {solo['seconds']:.0f} s | "
-                     f"{solo['runs_per_hour']:.0f} | 1.00x |")  # fmt: skip
+                     f"{solo['runs_per_hour']:.0f} | 1.00x | | | |")  # fmt: skip
     for size, row in sorted(result["packs"].items(), key=lambda kv: int(kv[0])):
         ratio = f"{row['runs_per_hour'] / solo['runs_per_hour']:.2f}x" if solo else "n/a"
         wall, rate = f"{row['seconds']:.0f} s", f"{row['runs_per_hour']:.0f}"
-        lines.append(f"| pack of {size} | {row['runs']} | {wall} | {rate} | {ratio} |")
+        decode = f"{row['decode_tokens_per_s']:,.0f}" if "decode_tokens_per_s" in row else ""
+        mfu = f"{row['update_flops_per_s'] / peak:.1%}" if peak and "update_flops_per_s" in row else "n/a"
+        memory = f"{row['peak_memory_gib']:.1f} GiB" if "peak_memory_gib" in row else ""
+        cells = [f"pack of {size}", str(row["runs"]), wall, rate, ratio, decode, mfu, memory]
+        lines.append("| " + " | ".join(cells) + " |")
     rows = equivalence(result)
     if rows:
         lines += [
@@ -140,6 +172,15 @@ def markdown(result: dict, command: str, machine: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _peak_flops() -> float | None:
+    """The device's dense bf16 peak (benchmarks/gpu.py's table); None on a CPU."""
+    if not torch.cuda.is_available():
+        return None
+    from gpu import peak_flops
+
+    return peak_flops(torch.device("cuda"), None)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="4,8,16", help="pack sizes, comma-separated")
@@ -151,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     quiet_libraries()
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    result = measure(args.overrides, args.solo, sizes, args.cache)
+    result = measure(args.overrides, args.solo, sizes, args.cache, args.json)
     command = shlex.join(["python", "benchmarks/packs.py", *(argv if argv is not None else sys.argv[1:])])
     device = (
         torch.cuda.get_device_name()

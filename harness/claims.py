@@ -38,6 +38,8 @@ runs, naming the key and the choices (``load_claims``).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,12 +50,12 @@ import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from advbench.harness import stats
-from advbench.harness.config import ConfigError, load_yaml, search_path
+from advbench.harness.config import ConfigError, RunConfig, config_hash, load_yaml, search_path
 from advbench.harness.leaderboard import Board, CellRun, aligned
-from advbench.harness.metrics import smooth
+from advbench.harness.metrics import RunSummary, smooth
 from advbench.harness.suites import Suite, load_suite
 
-FILE_KEYS = ("name", "description", "claims")
+FILE_KEYS = ("name", "description", "claims", "lr_grid")
 CLAIM_KEYS = ("title", "source", "statement", "suite", "predicates", "not_comparable")
 PREDICATE_KEYS = ("metric", "of", "is", "than", "value", "margin", "range")
 RELATIONS = ("greater", "less", "not_less", "not_greater", "within")
@@ -192,6 +194,24 @@ class Claim:
     # Why our measurement cannot decide the paper's claim (its quantity is not public, say): the
     # tests run on our own operationalisation and are shown, the verdict is "not comparable"
     not_comparable: str = ""
+    rates: dict[str, RateChoice] = field(default_factory=dict)  # label -> its learning rate (lr_grid)
+
+
+@dataclass(frozen=True)
+class RateGrid:
+    """A fair learning rate for every arm (``lr_grid`` in a claims file): each arm (one estimator
+    variant of a claim's suite, on one task and model) trains at every rate on ``seeds`` that are
+    never scored, and its scored runs use the rate with the best mean ``metric`` over them."""
+
+    rates: list[float]
+    seeds: list[int]
+    metric: str = "peak_pass_at_1"
+
+
+@dataclass(frozen=True)
+class RateChoice:
+    lr: float | None  # None: the grid's runs are not all finished; the arm keeps its configured rate
+    means: dict[float, float | None]  # rate -> mean metric over the tuning seeds (None: unfinished)
 
 
 @dataclass(frozen=True)
@@ -200,6 +220,7 @@ class ClaimsFile:
     path: Path
     description: str
     claims: list[Claim]
+    lr_grid: RateGrid | None = None
 
 
 def claims_dirs() -> list[Path]:
@@ -331,7 +352,107 @@ def load_claims(
                 str(entry.get("not_comparable") or ""),
             )
         )
-    return ClaimsFile(str(raw.get("name") or path.stem), path, str(raw.get("description") or ""), claims)
+    grid = _rate_grid(raw.get("lr_grid"), claims, where)
+    return ClaimsFile(
+        str(raw.get("name") or path.stem), path, str(raw.get("description") or ""), claims, grid
+    )
+
+
+def _rate_grid(raw: Any, claims: list[Claim], where: str) -> RateGrid | None:
+    if raw is None:
+        return None
+    at = f"{where}, lr_grid"
+    if not isinstance(raw, DictConfig):
+        raise ConfigError(f"{at}: a mapping with keys rates, seeds (and metric)")
+    _unknown(raw, ("rates", "seeds", "metric"), at)
+    rates, seeds = list(raw.get("rates") or []), list(raw.get("seeds") or [])
+    if not rates or not all(isinstance(r, int | float) and r > 0 for r in rates):
+        raise ConfigError(f"{at}: rates must be a non-empty list of positive learning rates")
+    if not seeds or not all(isinstance(x, int) and x >= 0 for x in seeds):
+        raise ConfigError(f"{at}: seeds must be a non-empty list of seeds (the tuning runs', never scored)")
+    scored = sorted({cfg.seed for claim in claims for cfg in claim.suite.cells} & set(seeds))
+    if scored:
+        raise ConfigError(
+            f"{at}: seeds {scored} are also scored by a claim's suite; tuning seeds must not be"
+        )
+    metric = str(raw.get("metric") or "peak_pass_at_1")
+    if metric not in ("peak_pass_at_1", "gain", "final_pass_at_1"):
+        raise ConfigError(f"{at}: metric must be peak_pass_at_1, gain or final_pass_at_1, got {metric!r}")
+    return RateGrid([float(r) for r in rates], [int(x) for x in seeds], metric)
+
+
+def arm(cfg: RunConfig) -> str:
+    """What an arm is: a cell's config but for its seed and learning rate."""
+    neutral = copy.deepcopy(cfg)
+    neutral.seed, neutral.trainer.lr = 0, 1.0
+    return config_hash(neutral)
+
+
+def _at(cfg: RunConfig, seed: int, lr: float) -> RunConfig:
+    out = copy.deepcopy(cfg)
+    out.seed, out.trainer.lr = seed, lr
+    return out
+
+
+def tuning_cells(declared: ClaimsFile) -> list[RunConfig]:
+    """The lr grid's runs: every arm of every claim at every rate on every tuning seed (an arm two
+    claims share is tuned once)."""
+    grid = declared.lr_grid
+    if grid is None:
+        return []
+    cells: dict[str, RunConfig] = {}
+    for claim in declared.claims:
+        for cfg in claim.suite.cells:
+            for seed in grid.seeds:
+                for lr in grid.rates:
+                    cell = _at(cfg, seed, lr)
+                    cells.setdefault(config_hash(cell), cell)
+    return list(cells.values())
+
+
+def with_rates(declared: ClaimsFile, tracker: Any) -> ClaimsFile:
+    """The claims with every arm's scored runs at the rate its tuning runs chose (read from the
+    store: finished tuning runs only), and each claim's choices kept for its page."""
+    grid = declared.lr_grid
+    if grid is None:
+        return declared
+    choices: dict[str, RateChoice] = {}
+    claims_out = []
+    for claim in declared.claims:
+        cells, rates = [], {}
+        for cfg in claim.suite.cells:
+            key = arm(cfg)
+            if key not in choices:
+                choices[key] = _choose(cfg, grid, tracker)
+            choice = choices[key]
+            cells.append(cfg if choice.lr is None else _at(cfg, cfg.seed, choice.lr))
+            strata = {
+                (c.task.name, c.model.name) for c in claim.suite.cells if c.display_label == cfg.display_label
+            }
+            name = (
+                cfg.display_label
+                if len(strata) == 1
+                else f"{cfg.display_label} ({cfg.task.name}, {cfg.model.name})"
+            )
+            rates[name] = choice
+        suite = dataclasses.replace(claim.suite, cells=cells)
+        claims_out.append(dataclasses.replace(claim, suite=suite, rates=rates))
+    return dataclasses.replace(declared, claims=claims_out)
+
+
+def _choose(cfg: RunConfig, grid: RateGrid, tracker: Any) -> RateChoice:
+    means: dict[float, float | None] = {}
+    for lr in grid.rates:
+        values = []
+        for seed in grid.seeds:
+            found = tracker.find_finished(_at(cfg, seed, lr))
+            if found is None:
+                break
+            values.append(getattr(RunSummary.from_metrics(found.data.metrics), grid.metric))
+        means[lr] = float(np.mean(values)) if len(values) == len(grid.seeds) else None
+    if any(value is None for value in means.values()):
+        return RateChoice(None, means)
+    return RateChoice(max(means, key=lambda lr: (means[lr], -lr)), means)
 
 
 def keep_seeds(suite: Suite, n: int) -> Suite:

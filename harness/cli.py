@@ -196,6 +196,7 @@ def _run_cells(
     ray_address: str | None = None,
     keep_going: bool = False,
     pack: int = 0,
+    cells_per_gpu: int = 1,
 ) -> tuple[list[CellOutcome], list[tuple[RunConfig, str]]]:
     """Run cells here (one after the other) or as Ray tasks; the failures, when ``keep_going``.
     Cells marked packed (trainer.packed) run in packs of at most ``pack`` (harness/pack.py)."""
@@ -217,7 +218,7 @@ def _run_cells(
                 failures.append((cfg, error))
                 progress.update(bar, advance=1, info=f"{cfg.run_name} failed")
 
-            run_cells_ray(units(cells, pack), parent.run_id, ray_address, on_done, on_failed)
+            run_cells_ray(units(cells, pack), parent.run_id, ray_address, on_done, on_failed, cells_per_gpu)
             if failures and not keep_going:
                 raise RuntimeError(f"{len(failures)} cell(s) failed on Ray: {failures[0][1]}")
             return outcomes, failures
@@ -293,10 +294,10 @@ def _run_suite(args: argparse.Namespace):
     """Expand, record and run a suite; its outcomes and failures."""
     from advbench.harness.suites import load_suite
 
-    return _run_loaded_suite(load_suite(args.suite, args.overrides, args.pack), args.ray)
+    return _run_loaded_suite(load_suite(args.suite, args.overrides, args.pack), args.ray, args.cells_per_gpu)
 
 
-def _run_loaded_suite(suite, ray: str | None):
+def _run_loaded_suite(suite, ray: str | None, cells_per_gpu: int = 1):
     """Record and run an expanded suite: (suite, tracker, parent run, outcomes, failures)."""
     if ray is None:
         check_cache_dirs(suite.cells)
@@ -316,7 +317,9 @@ def _run_loaded_suite(suite, ray: str | None):
     )
     status = "FAILED"
     try:
-        outcomes, failures = _run_cells(suite.cells, tracker, parent, ray, keep_going=True, pack=suite.pack)
+        outcomes, failures = _run_cells(
+            suite.cells, tracker, parent, ray, keep_going=True, pack=suite.pack, cells_per_gpu=cells_per_gpu
+        )
         status = "FINISHED" if not failures else "FAILED"
     finally:
         _finish_parent(parent, status)
@@ -438,6 +441,8 @@ def cmd_claims(args: argparse.Namespace) -> int:
         "(cells the claims share run once)"
     )
     results, failed = [], 0
+    if declared.lr_grid is not None:
+        declared, failed = _tune_rates(declared, args)
     for claim in declared.claims:
         start = time.perf_counter()
         if args.no_run:
@@ -467,6 +472,41 @@ def cmd_claims(args: argparse.Namespace) -> int:
     _results_console().print(table)
     console.print(f"wrote {paths['html']} and {paths['markdown']}")
     return 1 if failed else 0
+
+
+def _tune_rates(declared, args: argparse.Namespace):
+    """The claims file's lr grid: every arm trained at every rate on the tuning seeds (skipped with
+    --no-run: what the store has is read), then each arm's scored runs set to its best rate."""
+    from advbench.harness import claims
+    from advbench.harness.suites import Suite
+
+    grid, failed = declared.lr_grid, 0
+    cells = claims.tuning_cells(declared)
+    rates = ", ".join(f"{r:g}" for r in grid.rates)
+    console.print(
+        f"[bold]learning rates[/]: {len(cells)} tuning run(s), rates {rates} on seeds "
+        f"{', '.join(map(str, grid.seeds))} (not scored), chosen by mean {grid.metric}"
+    )
+    pack = max((claim.suite.pack for claim in declared.claims), default=0)
+    tuning = Suite(
+        f"{declared.name}-lr-grid", declared.path, "the lr grid's tuning runs", "", [], cells, pack
+    )
+    if args.no_run:
+        quiet_libraries()
+        from advbench.harness.tracking import Tracker
+
+        tracker = Tracker(cells[0].tracking)
+    else:
+        _, tracker, _, _, failures = _run_loaded_suite(tuning, args.ray)
+        failed = len(failures)
+    declared = claims.with_rates(declared, tracker)
+    for claim in declared.claims:
+        chosen = ", ".join(
+            f"{label} {choice.lr:g}" if choice.lr is not None else f"{label} not tuned (runs missing)"
+            for label, choice in claim.rates.items()
+        )
+        console.print(f"claim {escape(claim.key)}: {escape(chosen)}")
+    return declared, failed
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -646,6 +686,14 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="ADDRESS",
             help="run cells as Ray tasks: on the cluster at ADDRESS ('auto': the running one), "
             "or on a new local one when no address is given",
+        )
+        p.add_argument(
+            "--cells-per-gpu",
+            type=int,
+            default=1,
+            metavar="K",
+            help="with --ray: K solo cells share one GPU (Ray's fractional GPUs), for models a pack "
+            "cannot hold (a local checkpoint); a pack keeps a GPU to itself",
         )
         add_pack_argument(p)
         p.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")

@@ -547,7 +547,8 @@ def update_pack(
         old_logprobs = batch.logprobs
     else:
         with torch.no_grad(), policy.compute():
-            old_logprobs = token_logprobs(policy.model, batch, torch.arange(n * rows_each), temperature)[0]
+            rows = torch.arange(n * rows_each, device=policy.device)
+            old_logprobs = token_logprobs(policy.model, batch, rows, temperature)[0]
     budget = cfg.trainer.micro_batch_tokens
     generators = [torch.Generator().manual_seed(step_seed(run.cfg.seed, step)) for run in runs]
     lr = torch.tensor(
@@ -642,13 +643,15 @@ def update_pack(
 
 def _micro_chunks(batch: Rollout, chunk: Sequence[torch.Tensor], rows_each: int, budget: int):
     """A minibatch's micro-batches: the same number of rows of every replica in each (a batched
-    forward needs equal blocks), as many as keep each replica's padded tokens within ``budget``."""
+    forward needs equal blocks), as many as keep the whole pack's padded tokens per micro-batch
+    within ``budget`` (trainer.micro_batch_tokens: the memory of one forward, whatever the pack's
+    size), each replica's rows taking an equal share of it."""
     if not budget:
         yield list(chunk)
         return
+    share = max(1, budget // len(chunk))
     size = min(
-        min(len(m) for m in micro_batches(batch, r * rows_each + rows, budget))
-        for r, rows in enumerate(chunk)
+        min(len(m) for m in micro_batches(batch, r * rows_each + rows, share)) for r, rows in enumerate(chunk)
     )
     for start in range(0, len(chunk[0]), max(1, size)):
         yield [rows[start : start + size] for rows in chunk]

@@ -474,6 +474,10 @@ def _claim_record(r: ClaimResult) -> dict:
         "title": r.claim.title,
         "verdict": r.verdict,
         "tests_verdict": r.tests_verdict,
+        "learning_rates": {
+            label: {"lr": c.lr, "means": {f"{lr:g}": v for lr, v in c.means.items()}}
+            for label, c in r.claim.rates.items()
+        },
         "not_comparable": r.claim.not_comparable,
         "suite": r.claim.suite.name,
         "runs": len(r.board.runs),
@@ -498,6 +502,27 @@ def _claim_record(r: ClaimResult) -> dict:
     }
 
 
+def _rates_text(r: ClaimResult) -> str:
+    """Which learning rate each arm got and how (a claims file's lr_grid), or nothing."""
+    if not r.claim.rates:
+        return ""
+    parts = []
+    for label, choice in r.claim.rates.items():
+        means = ", ".join(
+            f"{lr:g}: {value:.3f}" if value is not None else f"{lr:g}: unfinished"
+            for lr, value in choice.means.items()
+        )
+        chosen = (
+            f"{choice.lr:g}"
+            if choice.lr is not None
+            else "its configured rate (the grid's runs are unfinished)"
+        )
+        parts.append(f"{label} {chosen} ({means})")
+    return (
+        "Learning rates (the best of the grid per arm, mean over the tuning seeds): " + "; ".join(parts) + "."
+    )
+
+
 def _claim_section(r: ClaimResult, out: Path) -> tuple[str, str]:
     """A claim's part of the page (Markdown, HTML): verdict, tests, plot, and its suite's leaderboard
     written beside it."""
@@ -515,6 +540,7 @@ def _claim_section(r: ClaimResult, out: Path) -> tuple[str, str]:
         f"{len({run.seed for run in r.board.runs})} seeds; source: {r.claim.source}."
     )
     missing = f"Missing: {', '.join(r.missing)}." if r.missing else ""
+    rates = _rates_text(r)
     verdict = f"Verdict: {r.verdict}."
     if r.claim.not_comparable:
         verdict = (
@@ -528,6 +554,7 @@ def _claim_section(r: ClaimResult, out: Path) -> tuple[str, str]:
                 f"## {r.claim.title}",
                 f"**{verdict}** {r.claim.statement}",
                 facts,
+                rates,
                 _markdown(header, rows) if rows else "",
                 missing,
                 f"![{r.claim.key}]({plot.name})" if plot else "",
@@ -540,6 +567,7 @@ def _claim_section(r: ClaimResult, out: Path) -> tuple[str, str]:
         f'<p><span class="{r.verdict.replace(" ", "-")}">{html.escape(verdict)}</span> '
         f"{html.escape(r.claim.statement)}</p>"
         f"<p>{html.escape(facts)}</p>"
+        + (f"<p>{html.escape(rates)}</p>" if rates else "")
         + (_html_table(header, rows, "tests") if rows else "")
         + (f"<p>{html.escape(missing)}</p>" if missing else "")
         + (f'<figure><img src="{html.escape(plot.name)}" alt="{r.claim.key}"></figure>' if plot else "")
@@ -566,6 +594,14 @@ def write_claims(
     store = store_label(results[0].board.tracking_uri) if results else ""
     generated = f"Generated {stamp} by `{command}` from {store}."
     notes = CLAIMS_NOTES + metric_notes + budget_note([run for r in results for run in r.board.runs])
+    grid = declared.lr_grid
+    if grid is not None:
+        notes.append(
+            f"A fair learning rate per arm: every arm (an estimator variant on one task) trained at "
+            f"each of {', '.join(f'{lr:g}' for lr in grid.rates)} on seeds "
+            f"{', '.join(map(str, grid.seeds))}, which no test scores; its scored runs use the rate with "
+            f"the best mean {grid.metric} there (each claim lists the rates and means)."
+        )
     markdown = "\n\n".join(
         [
             f"# Claims: {declared.name}",

@@ -278,10 +278,13 @@ def _remote_unit(
     return [run_cell(unit[0], tracker, parent, say=lambda _: None)], []
 
 
-def resources(cfg: RunConfig) -> dict[str, float]:
-    """What one cell (or pack) asks Ray for: a GPU when its model runs on CUDA, CPUs otherwise."""
+def resources(cfg: RunConfig, cells_per_gpu: int = 1) -> dict[str, float]:
+    """What one cell (or pack) asks Ray for: a GPU when its model runs on CUDA, CPUs otherwise. A
+    solo cell on CUDA asks for 1 / ``cells_per_gpu`` of one (Ray's fractional GPUs): a model a pack
+    cannot hold (a local checkpoint) then shares a GPU with others; a pack keeps a GPU to itself."""
     if cfg.model.device == "cuda":
-        return {"num_gpus": 1, "num_cpus": 1}
+        share = 1.0 if cfg.trainer.packed else 1.0 / max(1, cells_per_gpu)
+        return {"num_gpus": share, "num_cpus": 1}
     return {"num_cpus": max(1, cfg.threads)}
 
 
@@ -291,6 +294,7 @@ def run_cells_ray(
     address: str,
     on_done: Callable[[CellOutcome], None],
     on_failed: Callable[[RunConfig, str], None],
+    cells_per_gpu: int = 1,
 ) -> list[CellOutcome]:
     """Run ``cells`` (units: one cell, or one pack, each; ``units``) as Ray tasks on the cluster at
     ``address``; "local" starts a new local one.
@@ -314,7 +318,7 @@ def run_cells_ray(
     try:
         task = ray.remote(max_retries=0)(_remote_unit)
         pending = {
-            task.options(**resources(unit[0])).remote(
+            task.options(**resources(unit[0], cells_per_gpu)).remote(
                 [absolute_tracking(cfg) for cfg in unit], parent_run_id
             ): unit
             for unit in cells

@@ -352,3 +352,52 @@ def test_an_earlier_lower_peak_does_not_hold_as_faster():
 def test_the_claim_suites_are_suites():
     for name in ("claim-sign", "claim-difficulty", "claim-fade", "claim-rank", "claim-mismatch"):
         assert load_suite(name).reference in load_suite(name).labels
+
+
+@pytest.mark.slow
+def test_an_lr_grid_tunes_each_arm_on_unscored_seeds_and_the_page_says_which_rate(fast_overrides, tmp_path):
+    """`advbench claims` with an lr_grid (claim-fade's two arms, two rates, one tuning seed, packed):
+    the tuning runs train first, each arm's scored runs use its best rate, and the page and
+    claims.json say which rate each arm got and the means behind it."""
+    import yaml
+
+    from advbench.harness.tracking import Tracker
+
+    path = tmp_path / "tuned.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tuned",
+                "lr_grid": {"rates": [1e-4, 1e-3], "seeds": [50]},
+                "claims": {"c1": {"suite": "claim-fade", "predicates": [GOOD]}},
+            }
+        )
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"claims": {"c1": {"suite": "claim-fade", "predicates": [GOOD]}},
+                                   "lr_grid": {"rates": [1e-4], "seeds": [0]}}))  # fmt: skip
+    with pytest.raises(ConfigError, match="seeds \\[0\\] are also scored"):
+        load_claims(bad, fast_overrides)
+    out = tmp_path / "page"
+    overrides = list(fast_overrides)
+    assert main(["claims", str(path), "--seeds", "2", "--pack", "8", "--out", str(out), *overrides]) == 0
+    page = json.loads((out / "claims.json").read_text())
+    (claim,) = page["claims"]
+    rates = claim["learning_rates"]
+    # one arm per estimator and task (claim-fade runs arithmetic and countdown)
+    assert set(rates) == {
+        f"{label} ({task}, tiny)" for label in ("grpo", "fade") for task in ("arithmetic", "countdown")
+    }
+    for choice in rates.values():
+        assert set(choice["means"]) == {"0.0001", "0.001"} and None not in choice["means"].values()
+        best = max(choice["means"], key=lambda lr: (choice["means"][lr], -float(lr)))
+        assert choice["lr"] == pytest.approx(float(best))
+    assert "Learning rates (the best of the grid per arm" in (out / "claims.md").read_text()
+    # the scored runs ran at the chosen rates, packed, and the tuning seed is not among them
+    declared = load_claims(path, overrides, seeds=2, pack=8)
+    tracker = Tracker(declared.claims[0].suite.cells[0].tracking)
+    tuned = claims.with_rates(declared, tracker).claims[0]
+    for cfg in tuned.suite.cells:
+        assert cfg.trainer.packed and cfg.seed in (0, 1)
+        assert cfg.trainer.lr == pytest.approx(rates[f"{cfg.display_label} ({cfg.task.name}, tiny)"]["lr"])
+        assert tracker.find_finished(cfg) is not None

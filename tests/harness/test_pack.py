@@ -409,3 +409,34 @@ def test_a_packed_suite_reruns_nothing_it_finished(fast_overrides, tmp_path):
     assert [o.status for o in again] == ["cached", "cached"]
     assert [o.run_id for o in again] == [o.run_id for o in first]
     assert all("not run again" in line for line in said)
+
+
+def test_micro_batches_and_minibatches_give_the_same_update(fast_overrides):
+    """A pack whose update is split into micro-batches (trainer.micro_batch_tokens, the pack's whole
+    budget shared by its replicas) and minibatches (each replica's own row order) trains like the
+    same pack in one forward per minibatch: the same losses and gradient norms (float rounding).
+    (policy_entropy is a mean of per-micro-batch means, in a solo run too: not compared.)"""
+    extra = ("trainer.minibatches=2", "trainer.update_epochs=2", "trainer.steps=2", "eval.every=2")
+    seen: dict[str, dict] = {}
+    for budget in (0, 40):
+        cfgs = _pack_cfgs(
+            fast_overrides, [("grpo", 0), ("rloo", 1)], extra=(*extra, f"trainer.micro_batch_tokens={budget}")
+        )
+        steps: list = []
+        train_pack(cfgs, on_step=lambda r, s, m, into=steps: into.append((r, s, m)))
+        seen[budget] = {(r, s): m for r, s, m in steps}
+    for key, metrics in seen[0].items():
+        for name in ("train/loss", "train/grad_norm"):
+            assert seen[40][key][name] == pytest.approx(metrics[name], rel=1e-4, abs=1e-6), (key, name)
+
+
+def test_ray_gives_a_pack_a_gpu_and_lets_solo_cells_share_one(fast_overrides):
+    from advbench.harness.runner import resources
+
+    (solo,) = load([*fast_overrides, "model.device=cuda"])
+    packed = packing.as_packed(solo)
+    assert resources(solo) == {"num_gpus": 1.0, "num_cpus": 1}
+    assert resources(solo, cells_per_gpu=4) == {"num_gpus": 0.25, "num_cpus": 1}
+    assert resources(packed, cells_per_gpu=4) == {"num_gpus": 1.0, "num_cpus": 1}
+    (cpu,) = load([*fast_overrides, "threads=2"])
+    assert resources(cpu, cells_per_gpu=4) == {"num_cpus": 2}
