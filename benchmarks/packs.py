@@ -30,9 +30,9 @@ import torch
 
 from advbench.harness import stats
 from advbench.harness.config import load
-from advbench.harness.pack import as_packed
 from advbench.harness.report import cpu_name
 from advbench.harness.runner import quiet_libraries, run_cell, run_pack
+from advbench.harness.suites import as_packed
 from advbench.harness.tracking import Tracker
 
 

@@ -251,7 +251,7 @@ def _print_summary(outcomes: list[CellOutcome], final_k: int) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     runs = load(args.overrides, args.config)  # validated before anything heavy is imported
     if args.pack:
-        from advbench.harness.pack import mark_packable
+        from advbench.harness.suites import mark_packable
 
         runs = mark_packable(runs)
     check_cache_dirs(runs)
@@ -722,6 +722,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--update", action="store_true", help="write the current results and their noise as the baseline"
     )
     chk.set_defaults(func=cmd_check)
+    add_claims_parser(sub)
+    lst = sub.add_parser("list", help="list registered estimators, losses, tasks and models")
+    add_plugin_argument(lst)
+    lst.set_defaults(func=cmd_list)
+    return parser
+
+
+def add_claims_parser(sub) -> None:
     cl = sub.add_parser("claims", help="run declared claims (suites + predicates), write their verdicts")
     cl.add_argument(
         "claims", nargs="?", default="seeds", help="a claims file, or the name of one under suites/claims/"
@@ -737,10 +745,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_pack_argument(cl)
     cl.add_argument("overrides", nargs="*", help="key=value overrides applied to every cell")
     cl.set_defaults(func=cmd_claims)
-    lst = sub.add_parser("list", help="list registered estimators, losses, tasks and models")
-    add_plugin_argument(lst)
-    lst.set_defaults(func=cmd_list)
-    return parser
 
 
 def add_pack_argument(parser: argparse.ArgumentParser) -> None:

@@ -599,32 +599,7 @@ def train_step(run: Run, state: RunState, tracker: RunTracker | None, step: int)
         run.schedule.step()  # per rollout batch, so warm-up counts steps whatever the minibatching
         run.engine.sync(run.policy)
     with timer("logging"):
-        lengths = batch.lengths.float()
-        progress = state.progress
-        progress.step, progress.rollouts = step, progress.rollouts + P * G
-        progress.tokens += int(lengths.sum())
-        progress.seconds += time.perf_counter() - start
-        metrics = {
-            "train/reward_mean": float(scored.rewards.mean()),
-            "train/pass_rate": float(scored.correct.mean()),
-            "train/entropy": estimated.entropy,
-            "train/response_length": float(lengths.mean()),
-            "train/truncated_fraction": float(batch.truncated.float().mean()),
-            "train/advantage_abs_mean": float(advantages.abs().mean()),
-            "train/verifier_errors": float(sum(s.error for s in scored.scores)),
-            "train/rejected_samples": float(sum(s.rejected for s in scored.scores)),
-            "train/generated_tokens": float(progress.tokens),
-            **update_metrics,
-            **two_axes(
-                estimated.advantages,
-                scored.rewards,
-                scored.correct.view(P, G).bool(),
-                batch.response_mask.view(P, G, -1),
-                cfg.loss.get("aggregation", "token_mean"),
-                trains=estimated.selected,
-            ),
-            **{f"estimator/{key}": value for key, value in estimated.signals.diagnostics.items()},
-        }
+        metrics = step_metrics(run, state, step, scored, estimated, advantages, update_metrics, start)
         if tracker:
             tracker.log_metrics(metrics, step)
     machine = {f"time/{phase}": seconds for phase, seconds in timer.seconds.items()}
@@ -633,6 +608,47 @@ def train_step(run: Run, state: RunState, tracker: RunTracker | None, step: int)
     if tracker:
         tracker.log_metrics(machine, step)
     return {**metrics, **machine}
+
+
+def step_metrics(
+    run: Run,
+    state: RunState,
+    step: int,
+    scored: Scored,
+    estimated: Estimated,
+    advantages: torch.Tensor,
+    update_metrics: dict[str, float],
+    start: float,
+) -> dict[str, float]:
+    """One step's metrics (the rollout's, the estimator's, the update's, the two axes'), the run's
+    progress (steps, rollouts, tokens, seconds since ``start``) advanced by the step."""
+    P, G, batch = run.prompts, run.samples, scored.batch
+    lengths = batch.lengths.float()
+    progress = state.progress
+    progress.step, progress.rollouts = step, progress.rollouts + P * G
+    progress.tokens += int(lengths.sum())
+    progress.seconds += time.perf_counter() - start
+    return {
+        "train/reward_mean": float(scored.rewards.mean()),
+        "train/pass_rate": float(scored.correct.mean()),
+        "train/entropy": estimated.entropy,
+        "train/response_length": float(lengths.mean()),
+        "train/truncated_fraction": float(batch.truncated.float().mean()),
+        "train/advantage_abs_mean": float(advantages.abs().mean()),
+        "train/verifier_errors": float(sum(s.error for s in scored.scores)),
+        "train/rejected_samples": float(sum(s.rejected for s in scored.scores)),
+        "train/generated_tokens": float(progress.tokens),
+        **update_metrics,
+        **two_axes(
+            estimated.advantages,
+            scored.rewards,
+            scored.correct.view(P, G).bool(),
+            batch.response_mask.view(P, G, -1),
+            run.cfg.loss.get("aggregation", "token_mean"),
+            trains=estimated.selected,
+        ),
+        **{f"estimator/{key}": value for key, value in estimated.signals.diagnostics.items()},
+    }
 
 
 def train(

@@ -18,7 +18,7 @@ runs share its pack, beyond float rounding (a pack pads its prompts to the longe
 
 A packed run's identity records that it ran packed (``trainer.packed``: its float path differs
 from a solo run's), never its pack's composition, so re-packing a suite does not retrain finished
-runs. Which cells can share a pack: ``pack_key``.
+runs. Which cells can share a pack: harness/suites.py (``pack_key``, ``unpackable``).
 """
 
 from __future__ import annotations
@@ -34,10 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from advbench import estimators
-from advbench.harness import checkpoint, losses, models, plugins, warmstart
-from advbench.harness.axes import two_axes
-from advbench.harness.config import ConfigError, RunConfig, config_hash
+from advbench.harness import checkpoint, losses, models, warmstart
+from advbench.harness.config import ConfigError, RunConfig
 from advbench.harness.evaluation import eval_sampling, score_eval, summarize
 from advbench.harness.geometry import GeometryProbe
 from advbench.harness.loop import (
@@ -57,9 +55,11 @@ from advbench.harness.loop import (
     run_parts,
     score_rollout,
     seed_everything,
+    step_metrics,
     step_seed,
 )
 from advbench.harness.rollout import HFEngine, Rollout, SamplingParams, sampling_precision, token_logprobs
+from advbench.harness.suites import as_packed, pack_key, unpackable
 
 # -- replica-aware modules -------------------------------------------------------------------
 
@@ -248,66 +248,6 @@ class ReplicaAdamW:
         self.steps[r] = state["step"]
 
 
-# -- which runs can share a pack ---------------------------------------------------------------
-
-# What may differ between the runs of one pack: everything that is a run's own (its algorithm, its
-# seed, its optimiser settings), and how it is named, tracked and cached.
-_OWN = {
-    None: ("estimator", "label", "estimator_params", "seed", "loss", "code", "tracking"),
-    "trainer": ("lr", "warmup_steps", "lr_schedule", "weight_decay", "max_grad_norm", "shuffle_advantages"),
-}
-
-
-def unpackable(cfg: RunConfig) -> str | None:
-    """Why ``cfg`` cannot run in a pack, or None."""
-    if cfg.model.path:
-        return "a local checkpoint (model.path) is not replicated; packs hold the built-in scales"
-    if cfg.rollout.engine != "hf":
-        return f"rollout.engine={cfg.rollout.engine}: packs sample with hf"
-    estimator = estimators.get(cfg.estimator)
-    params = cfg.estimator_params.get(cfg.estimator, {})
-    loss = losses.get(cfg.loss["name"])
-    loss_params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
-    if "ref_logprobs" in estimator.required(**params) or loss_params.kl_coef > 0:
-        return "a KL to the reference policy needs a frozen copy, which packs do not keep"
-    return None
-
-
-def pack_key(cfg: RunConfig) -> str:
-    """Runs with equal keys can share a pack: same model, task, rollout, batch shape and schedule of
-    evals and steps (what one batched forward and one loop need), whatever their own settings."""
-    plugins.load(cfg.plugins)
-    shared = copy.deepcopy(cfg)
-    defaults = RunConfig()
-    for section, keys in _OWN.items():
-        target, default = (
-            (shared, defaults)
-            if section is None
-            else (
-                getattr(shared, section),
-                getattr(defaults, section),
-            )
-        )
-        for key in keys:
-            setattr(target, key, copy.deepcopy(getattr(default, key)))
-    estimator = estimators.get(cfg.estimator)
-    needs = estimator.required(**cfg.estimator_params.get(cfg.estimator, {}))
-    shape = f"samples={cfg.trainer.group_size + estimator.extra_samples},greedy={'greedy_rewards' in needs}"
-    return f"{config_hash(shared)}:{shape}:{cfg.cache_dir}:{cfg.threads}"
-
-
-def as_packed(cfg: RunConfig) -> RunConfig:
-    out = copy.deepcopy(cfg)
-    out.trainer.packed = True
-    return out
-
-
-def mark_packable(cells: Sequence[RunConfig]) -> list[RunConfig]:
-    """The cells with every one that can run in a pack marked to (trainer.packed), the others as
-    they are (they run solo)."""
-    return [as_packed(cfg) if unpackable(cfg) is None else cfg for cfg in cells]
-
-
 # -- the pack's loop -------------------------------------------------------------------------
 
 
@@ -463,14 +403,16 @@ def pack_step(pack: Pack, trackers: Sequence, step: int) -> dict[int, dict[str, 
         for r in pack.live():
             estimated[r] = _stopping(pack, r, estimate, runs[r], pack.states[r], step, scored[r])
     with timer("update"):
-        advantages = []
+        advantages, per_token = [], []  # each replica's [P * G] or [P * G, T]; over tokens
         for r in range(n):
             if estimated[r] is None:  # a stopped replica still fills its rows; nothing trains on them
-                advantages.append(torch.zeros_like(parts[r].logprobs))
+                advantages.append(None)
+                per_token.append(torch.zeros_like(parts[r].logprobs))
                 continue
             a = estimated[r].advantages
-            a = a.reshape(P * G, *a.shape[2:]).to(pack.policy.device)
-            advantages.append(a.unsqueeze(-1).expand_as(parts[r].logprobs) if a.dim() == 1 else a)
+            advantages.append(a.reshape(P * G, *a.shape[2:]).to(pack.policy.device))
+            a = advantages[r]
+            per_token.append(a.unsqueeze(-1).expand_as(parts[r].logprobs) if a.dim() == 1 else a)
         train_rows = torch.cat(
             [
                 estimated[r].selected.reshape(-1)
@@ -479,37 +421,13 @@ def pack_step(pack: Pack, trackers: Sequence, step: int) -> dict[int, dict[str, 
                 for r in range(n)
             ]
         ).to(pack.policy.device)
-        update = update_pack(pack, batch, torch.cat(advantages), train_rows, step)
+        update = update_pack(pack, batch, torch.cat(per_token), train_rows, step)
     metrics: dict[int, dict[str, float]] = {}
     with timer("logging"):
         for r in pack.live():
-            run, state, part = runs[r], pack.states[r], parts[r]
-            lengths = part.lengths.float()
-            progress = state.progress
-            progress.step, progress.rollouts = step, progress.rollouts + P * G
-            progress.tokens += int(lengths.sum())
-            progress.seconds += time.perf_counter() - start
-            metrics[r] = {
-                "train/reward_mean": float(scored[r].rewards.mean()),
-                "train/pass_rate": float(scored[r].correct.mean()),
-                "train/entropy": estimated[r].entropy,
-                "train/response_length": float(lengths.mean()),
-                "train/truncated_fraction": float(part.truncated.float().mean()),
-                "train/advantage_abs_mean": float(advantages[r].abs().mean()),
-                "train/verifier_errors": float(sum(s.error for s in scored[r].scores)),
-                "train/rejected_samples": float(sum(s.rejected for s in scored[r].scores)),
-                "train/generated_tokens": float(progress.tokens),
-                **update[r],
-                **two_axes(
-                    estimated[r].advantages,
-                    scored[r].rewards,
-                    scored[r].correct.view(P, G).bool(),
-                    part.response_mask.view(P, G, -1),
-                    run.cfg.loss.get("aggregation", "token_mean"),
-                    trains=estimated[r].selected,
-                ),
-                **{f"estimator/{key}": value for key, value in estimated[r].signals.diagnostics.items()},
-            }
+            metrics[r] = step_metrics(
+                runs[r], pack.states[r], step, scored[r], estimated[r], advantages[r], update[r], start
+            )
             if trackers[r]:
                 trackers[r].log_metrics(metrics[r], step)
     machine = {f"time/{phase}": seconds for phase, seconds in timer.seconds.items()}
@@ -528,6 +446,31 @@ def _replica_rows(order: list[torch.Tensor], rows_each: int) -> torch.Tensor:
     return torch.cat([r * rows_each + rows for r, rows in enumerate(order)])
 
 
+@dataclass
+class _Update:
+    """What every micro-batch of one pack update reads."""
+
+    batch: Rollout
+    advantages: torch.Tensor  # [rows, T]
+    mask: torch.Tensor  # [rows, T] the tokens that train
+    old_logprobs: torch.Tensor
+    rows_each: int
+    budget: int  # trainer.micro_batch_tokens
+    on_sampling_weights: bool
+    step: int
+
+
+def _step_settings(runs: Sequence[Run], step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each replica's learning rate at ``step`` (its own schedule), weight decay and clip threshold."""
+    trainers = [run.cfg.trainer for run in runs]
+    lr = [t.lr * lr_factor(step - 1, t.steps, t.warmup_steps, t.lr_schedule) for t in trainers]
+    return (
+        torch.tensor(lr, dtype=torch.float64),
+        torch.tensor([t.weight_decay for t in trainers], dtype=torch.float64),
+        torch.tensor([t.max_grad_norm for t in trainers]),
+    )
+
+
 def update_pack(
     pack: Pack, batch: Rollout, advantages: torch.Tensor, train_rows: torch.Tensor, step: int
 ) -> dict[int, dict[str, float]]:
@@ -535,84 +478,41 @@ def update_pack(
     replica's rows in its own order (its own seed), its loss on its own rows only, one backward for
     all, then each replica's own clip and AdamW step. Returns each live replica's metrics."""
     runs, n, policy = pack.replicas, pack.size, pack.policy
-    cfg = runs[0].cfg  # the shape every replica shares (pack_key)
+    trainer = runs[0].cfg.trainer  # the shape every replica shares (pack_key)
     rows_each = batch.response_ids.shape[0] // n
-    mask_all = batch.response_mask & train_rows.unsqueeze(-1)
     collected: list[dict[str, list[float]]] = [defaultdict(list) for _ in range(n)]
-    temperature = cfg.rollout.temperature
-    on_sampling_weights = cfg.trainer.update_epochs * cfg.trainer.minibatches == 1 and not any(
+    on_sampling_weights = trainer.update_epochs * trainer.minibatches == 1 and not any(
         run.loss_params.tis_cap for run in runs
     )
-    if on_sampling_weights:
-        old_logprobs = batch.logprobs
-    else:
+    old_logprobs = batch.logprobs
+    if not on_sampling_weights:
         with torch.no_grad(), policy.compute():
             rows = torch.arange(n * rows_each, device=policy.device)
-            old_logprobs = token_logprobs(policy.model, batch, rows, temperature)[0]
-    budget = cfg.trainer.micro_batch_tokens
-    generators = [torch.Generator().manual_seed(step_seed(run.cfg.seed, step)) for run in runs]
-    lr = torch.tensor(
-        [
-            run.cfg.trainer.lr
-            * lr_factor(
-                step - 1, run.cfg.trainer.steps, run.cfg.trainer.warmup_steps, run.cfg.trainer.lr_schedule
-            )
-            for run in runs
-        ],
-        dtype=torch.float64,
+            old_logprobs = token_logprobs(policy.model, batch, rows, runs[0].cfg.rollout.temperature)[0]
+    update = _Update(
+        batch,
+        advantages,
+        batch.response_mask & train_rows.unsqueeze(-1),
+        old_logprobs,
+        rows_each,
+        trainer.micro_batch_tokens,
+        on_sampling_weights,
+        step,
     )
-    weight_decay = torch.tensor([run.cfg.trainer.weight_decay for run in runs], dtype=torch.float64)
-    max_norm = torch.tensor([run.cfg.trainer.max_grad_norm for run in runs])
+    generators = [torch.Generator().manual_seed(step_seed(run.cfg.seed, step)) for run in runs]
+    lr, weight_decay, max_norm = _step_settings(runs, step)
     geometry: dict[int, dict[str, float]] = {}
     policy.model.train()
-    for epoch in range(cfg.trainer.update_epochs):
+    for epoch in range(trainer.update_epochs):
         orders = [
-            torch.randperm(rows_each, generator=g) if cfg.trainer.minibatches > 1 else torch.arange(rows_each)
+            torch.randperm(rows_each, generator=g) if trainer.minibatches > 1 else torch.arange(rows_each)
             for g in generators
         ]
-        for chunk in zip(*(order.chunk(cfg.trainer.minibatches) for order in orders), strict=True):
+        for chunk in zip(*(order.chunk(trainer.minibatches) for order in orders), strict=True):
             pack.optimizer.zero_grad()
-            step_masks = [mask_all[r * rows_each + rows] for r, rows in enumerate(chunk)]
             losses_total = [0.0] * n
-            for local in _micro_chunks(batch, chunk, rows_each, budget):
-                rows = _replica_rows(local, rows_each).to(policy.device)
-                with policy.compute():
-                    logprobs, entropy = token_logprobs(
-                        policy.model, batch, rows, temperature, trim=bool(budget)
-                    )
-                total = None
-                each = len(local[0])
-                for r in pack.live():
-                    mine = rows[r * each : (r + 1) * each]
-                    part = slice(r * each, (r + 1) * each)
-                    loss_batch = losses.LossBatch(
-                        logprobs=logprobs[part],
-                        old_logprobs=old_logprobs[mine],
-                        advantages=advantages[mine],
-                        mask=mask_all[mine],
-                        max_len=cfg.rollout.max_new_tokens,
-                        rollout_logprobs=batch.logprobs[mine],
-                        ref_logprobs=None,
-                        entropy=entropy[part],
-                    )
-                    value, loss_metrics = losses.policy_loss(runs[r].loss, loss_batch, runs[r].loss_params)
-                    if not _finite(pack, r, value.detach(), "loss", step):
-                        continue
-                    if budget:
-                        value = value * losses.share(
-                            loss_batch.mask, step_masks[r], runs[r].loss_params.aggregation
-                        )
-                    total = value if total is None else total + value
-                    losses_total[r] += value.item()
-                    for key, v in loss_metrics.items():
-                        collected[r][key].append(v)
-                    if epoch == 0:
-                        detached = loss_batch.entropy.detach()
-                        collected[r]["policy_entropy"].append(detached[loss_batch.mask].mean().item())
-                        if on_sampling_weights:
-                            _mismatch(collected[r], loss_batch)
-                if total is not None:
-                    total.backward()
+            for local in _micro_chunks(batch, chunk, rows_each, update.budget):
+                _micro_backward(pack, update, chunk, local, epoch, collected, losses_total)
             if epoch == 0 and not geometry:  # this step's first gradient, before clipping
                 geometry = {
                     r: runs[r].geometry.observe(step) for r in pack.live() if runs[r].geometry is not None
@@ -639,6 +539,55 @@ def update_pack(
         }
         for r in pack.live()
     }
+
+
+def _micro_backward(
+    pack: Pack,
+    u: _Update,
+    chunk: Sequence[torch.Tensor],
+    local: Sequence[torch.Tensor],
+    epoch: int,
+    collected: list[dict[str, list[float]]],
+    losses_total: list[float],
+) -> None:
+    """One micro-batch (``local``: each replica's rows of the minibatch ``chunk``): one forward, each
+    live replica's own loss on its own rows (weighted by its share of its minibatch's normaliser
+    when the minibatch is split), one backward of their sum."""
+    runs, policy = pack.replicas, pack.policy
+    rows = _replica_rows(local, u.rows_each).to(policy.device)
+    with policy.compute():
+        temperature = runs[0].cfg.rollout.temperature
+        logprobs, entropy = token_logprobs(policy.model, u.batch, rows, temperature, trim=bool(u.budget))
+    total, each = None, len(local[0])
+    for r in pack.live():
+        mine, part = rows[r * each : (r + 1) * each], slice(r * each, (r + 1) * each)
+        loss_batch = losses.LossBatch(
+            logprobs=logprobs[part],
+            old_logprobs=u.old_logprobs[mine],
+            advantages=u.advantages[mine],
+            mask=u.mask[mine],
+            max_len=runs[r].cfg.rollout.max_new_tokens,
+            rollout_logprobs=u.batch.logprobs[mine],
+            ref_logprobs=None,
+            entropy=entropy[part],
+        )
+        value, loss_metrics = losses.policy_loss(runs[r].loss, loss_batch, runs[r].loss_params)
+        if not _finite(pack, r, value.detach(), "loss", u.step):
+            continue
+        if u.budget:
+            step_mask = u.mask[r * u.rows_each + chunk[r]]
+            value = value * losses.share(loss_batch.mask, step_mask, runs[r].loss_params.aggregation)
+        total = value if total is None else total + value
+        losses_total[r] += value.item()
+        for key, v in loss_metrics.items():
+            collected[r][key].append(v)
+        if epoch == 0:
+            detached = loss_batch.entropy.detach()
+            collected[r]["policy_entropy"].append(detached[loss_batch.mask].mean().item())
+            if u.on_sampling_weights:
+                _mismatch(collected[r], loss_batch)
+    if total is not None:
+        total.backward()
 
 
 def _micro_chunks(batch: Rollout, chunk: Sequence[torch.Tensor], rows_each: int, budget: int):

@@ -184,15 +184,10 @@ def _html_table(header: list[str], table: list[list[str]], cls: str) -> str:
 
 
 def _notes(board: Board, rows: list[Row]) -> list[str]:
-    overridden = (
-        [
-            "Run with overrides on every cell: "
-            + " ".join(board.overrides)
-            + ". The description above is the suite file's and does not include them."
-        ]
-        if board.overrides
-        else []
-    )
+    overridden = [
+        f"Run with overrides on every cell: {' '.join(board.overrides)}. The description above is the "
+        "suite file's and does not include them."
+    ][: bool(board.overrides)]
     notes = [
         *overridden,
         "Statistics over seeds (Agarwal et al. 2021): interquartile mean and mean pooled over the suite's "

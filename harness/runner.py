@@ -118,7 +118,7 @@ def units(cells: Sequence[RunConfig], pack: int) -> list[list[RunConfig]]:
     """How cells run: each solo cell on its own; the packed ones (trainer.packed) grouped by what
     they must share (harness/pack.py's pack_key) into packs of at most ``pack``, split evenly (16
     cells in packs of at most 12 run as two packs of 8). In the cells' order, by first cell."""
-    from advbench.harness.pack import pack_key
+    from advbench.harness.suites import pack_key
 
     groups: dict[str, list[RunConfig]] = {}
     out: list[list[RunConfig]] = []

@@ -26,15 +26,19 @@ re-running an unchanged suite finds its cells again.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from advbench import estimators
+from advbench.harness import losses, plugins
 from advbench.harness.config import (
     GROUPS,
     ConfigError,
@@ -149,6 +153,14 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, ListConfig | list | tuple) else [value]
 
 
+def _pack_size(value: Any, where: str) -> int:
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{where}: pack must be a whole number of runs (0: no packs), got {value!r}")
+    return value
+
+
 def load_suite(ref: str | Path, overrides: list[str] | None = None, pack: int | None = None) -> Suite:
     """Expand and validate a suite; ``overrides`` (key=value) apply to every cell. ``pack`` (the
     suite file's ``pack`` when None): the cells that can be packed are marked to run packed
@@ -212,13 +224,8 @@ def load_suite(ref: str | Path, overrides: list[str] | None = None, pack: int | 
                 cells.extend(load(overrides, layer))
             except ConfigError as exc:
                 raise ConfigError(f"{where}, cell {variant.label} {chosen}: {exc}") from None
-    if pack is None:
-        pack = raw.get("pack") or 0
-    if not isinstance(pack, int) or isinstance(pack, bool) or pack < 0:
-        raise ConfigError(f"{where}: pack must be a whole number of runs (0: no packs), got {pack!r}")
+    pack = _pack_size(raw.get("pack") if pack is None else pack, where)
     if pack:
-        from advbench.harness.pack import mark_packable
-
         cells = mark_packable(cells)
     hashes = [config_hash(cfg) for cfg in cells]
     if len(set(hashes)) != len(hashes):
@@ -232,3 +239,64 @@ def load_suite(ref: str | Path, overrides: list[str] | None = None, pack: int | 
         cells=cells,
         pack=pack,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# packs (harness/pack.py): which cells can share one
+
+# What may differ between the runs of one pack: everything that is a run's own (its algorithm, its
+# seed, its optimiser settings), and how it is named, tracked and cached.
+_OWN = {
+    None: ("estimator", "label", "estimator_params", "seed", "loss", "code", "tracking"),
+    "trainer": ("lr", "warmup_steps", "lr_schedule", "weight_decay", "max_grad_norm", "shuffle_advantages"),
+}
+
+
+def unpackable(cfg: RunConfig) -> str | None:
+    """Why ``cfg`` cannot run in a pack, or None."""
+    if cfg.model.path:
+        return "a local checkpoint (model.path) is not replicated; packs hold the built-in scales"
+    if cfg.rollout.engine != "hf":
+        return f"rollout.engine={cfg.rollout.engine}: packs sample with hf"
+    estimator = estimators.get(cfg.estimator)
+    params = cfg.estimator_params.get(cfg.estimator, {})
+    loss = losses.get(cfg.loss["name"])
+    loss_params = loss.params(**{k: v for k, v in cfg.loss.items() if k != "name"})
+    if "ref_logprobs" in estimator.required(**params) or loss_params.kl_coef > 0:
+        return "a KL to the reference policy needs a frozen copy, which packs do not keep"
+    return None
+
+
+def pack_key(cfg: RunConfig) -> str:
+    """Runs with equal keys can share a pack: same model, task, rollout, batch shape and schedule of
+    evals and steps (what one batched forward and one loop need), whatever their own settings."""
+    plugins.load(cfg.plugins)
+    shared = copy.deepcopy(cfg)
+    defaults = RunConfig()
+    for section, keys in _OWN.items():
+        target, default = (
+            (shared, defaults)
+            if section is None
+            else (
+                getattr(shared, section),
+                getattr(defaults, section),
+            )
+        )
+        for key in keys:
+            setattr(target, key, copy.deepcopy(getattr(default, key)))
+    estimator = estimators.get(cfg.estimator)
+    needs = estimator.required(**cfg.estimator_params.get(cfg.estimator, {}))
+    shape = f"samples={cfg.trainer.group_size + estimator.extra_samples},greedy={'greedy_rewards' in needs}"
+    return f"{config_hash(shared)}:{shape}:{cfg.cache_dir}:{cfg.threads}"
+
+
+def as_packed(cfg: RunConfig) -> RunConfig:
+    out = copy.deepcopy(cfg)
+    out.trainer.packed = True
+    return out
+
+
+def mark_packable(cells: Sequence[RunConfig]) -> list[RunConfig]:
+    """The cells with every one that can run in a pack marked to (trainer.packed), the others as
+    they are (they run solo)."""
+    return [as_packed(cfg) if unpackable(cfg) is None else cfg for cfg in cells]

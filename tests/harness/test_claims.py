@@ -40,6 +40,22 @@ def test_the_seed_claims_load_and_share_their_cells():
     assert sum(map(len, hashes)) == 140 and len(set().union(*hashes)) == 110
 
 
+def test_the_50m_claims_tune_every_arm_once_on_unscored_seeds():
+    declared = load_claims("seeds-50m")
+    assert [c.key for c in declared.claims] == [
+        "sign-axis",
+        "difficulty-axis",
+        "fade-headline",
+        "mismatch-stability",
+    ]
+    assert declared.lr_grid.rates == [5e-5, 1e-4, 2e-4] and declared.lr_grid.seeds == [100, 101]
+    scored = {config_hash(cfg) for claim in declared.claims for cfg in claim.suite.cells}
+    assert len(scored) == 72  # 9 arms (GRPO shared by a, b, c) x 8 seeds
+    tuning = claims.tuning_cells(declared)
+    assert len(tuning) == 9 * 3 * 2 and not scored & {config_hash(cfg) for cfg in tuning}
+    assert {cfg.seed for cfg in tuning} == {100, 101} and all(cfg.trainer.packed for cfg in tuning)
+
+
 def test_only_and_seeds_reduce_the_run():
     # trainer.group_size=4 would make claim-rank's variants one config; only the chosen claim expands
     declared = load_claims(

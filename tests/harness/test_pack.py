@@ -20,12 +20,12 @@ from advbench.harness.pack import (
     ReplicaAdamW,
     clip_per_replica,
     load_replica,
-    pack_key,
     pack_models,
     replica_state,
     train_pack,
 )
 from advbench.harness.rollout import HFEngine, SamplingParams, token_logprobs
+from advbench.harness.suites import as_packed, pack_key
 from tests.conftest import FAST
 
 
@@ -434,7 +434,7 @@ def test_ray_gives_a_pack_a_gpu_and_lets_solo_cells_share_one(fast_overrides):
     from advbench.harness.runner import resources
 
     (solo,) = load([*fast_overrides, "model.device=cuda"])
-    packed = packing.as_packed(solo)
+    packed = as_packed(solo)
     assert resources(solo) == {"num_gpus": 1.0, "num_cpus": 1}
     assert resources(solo, cells_per_gpu=4) == {"num_gpus": 0.25, "num_cpus": 1}
     assert resources(packed, cells_per_gpu=4) == {"num_gpus": 1.0, "num_cpus": 1}

@@ -89,7 +89,8 @@ def test_a_bad_suite_is_refused_with_the_file_and_the_key(tmp_path, text, messag
 def test_an_unknown_suite_name_lists_the_shipped_ones():
     with pytest.raises(
         ConfigError,
-        match="suites: claim-difficulty, claim-fade, claim-mismatch, claim-rank, claim-sign, difficulty, "
+        match="suites: claim-difficulty, claim-fade, claim-mismatch, claim-rank, claim-sign, "
+        "claim50-difficulty, claim50-fade, claim50-mismatch, claim50-sign, difficulty, "
         "fade-probes, gpu-50m, leaderboard-gpu, sign-axis, smoke",
     ):
         load_suite("nope")
@@ -121,6 +122,21 @@ def test_the_shipped_suites_expand():
     # (docs/results/statistics.md, "The comparison budget")
     for name in ("sign-axis", "difficulty", "fade-probes", "trust-region"):
         assert {c.task.name for c in load_suite(name).cells} == {"arithmetic"}, name
+    # the 50M claim suites: 8 seeds, packed 32 at a time, the mismatch one a real bf16/fp32 mismatch
+    for name, arms in (
+        ("claim50-sign", 3),
+        ("claim50-difficulty", 3),
+        ("claim50-fade", 2),
+        ("claim50-mismatch", 3),
+    ):
+        suite = load_suite(name)
+        assert suite.pack == 32 and len(suite.cells) == 8 * arms, name
+        assert all(c.trainer.packed and c.model.name == "50m" and c.trainer.steps == 50 for c in suite.cells)
+        assert {c.tracking.experiment for c in suite.cells} == {"claims-50m"}
+    mismatch = load_suite("claim50-mismatch").cells
+    assert {(c.model.autocast, c.rollout.autocast, c.trainer.minibatches) for c in mismatch} == {
+        ("none", "bfloat16", 4)
+    }
     # the GPU leaderboard needs a local model: refused without one, 26 x 2 x 3 cells with one
     with pytest.raises(ConfigError, match="model.path' must be set"):
         load_suite("leaderboard-gpu")
