@@ -53,39 +53,49 @@ def measure(overrides: list[str], solo: int, sizes: list[int], cache: Path, json
             json_path.write_text(json.dumps(out, indent=1))
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = Path(tmp) / "packs.db"
         common = [*overrides, f"cache_dir={cache}", f"tracking.artifact_root={tmp}/artifacts"]
+
+        def store(name: str) -> tuple[Path, Tracker, object]:
+            """A store of the unit's own: no unit finds another's finished runs (a pack of 8 after a
+            pack of 4 would otherwise report seeds 0-3 as finished and train 4 runs, not 8)."""
+            path = Path(tmp) / f"{name}.db"
+            cfg = configs(common, range(1), path, packed=False)[0]
+            tracker = Tracker(cfg.tracking)
+            return path, tracker, tracker.start_parent("pack-benchmark")
+
         # the warm start is built (or found) once, outside every timing
-        load_first = configs(common, range(1), store, packed=False)[0]
+        first = configs(common, range(1), Path(tmp) / "warm.db", packed=False)[0]
         from advbench.harness import tasks, warmstart
 
-        policy = warmstart.load_policy(
-            load_first.model, tasks.build(load_first.task, load_first.cache_dir), str(cache)
-        )
+        policy = warmstart.load_policy(first.model, tasks.build(first.task, first.cache_dir), str(cache))
         out["params"] = sum(p.numel() for p in policy.model.parameters())
         del policy
-        tracker = Tracker(load_first.tracking)
-        parent = tracker.start_parent("pack-benchmark")
         # untimed: a short solo run and a short pack pay the one-time costs (imports, data sets)
+        path, tracker, parent = store("warm")
         warm = [*common, "trainer.steps=1", "eval.every=1"]
-        run_cell(configs(warm, range(1), store, packed=False)[0], tracker, parent, say=lambda _: None)
-        run_pack(configs(warm, range(2), store, packed=True), tracker, parent, say=lambda _: None)
+        run_cell(configs(warm, range(1), path, packed=False)[0], tracker, parent, say=lambda _: None)
+        run_pack(configs(warm, range(2), path, packed=True), tracker, parent, say=lambda _: None)
         if solo:
+            path, tracker, parent = store("solo")
             summaries, started = [], time.perf_counter()
-            for cfg in configs(common, range(solo), store, packed=False):
-                summaries.append(run_cell(cfg, tracker, parent, say=lambda _: None).summary)
+            for cfg in configs(common, range(solo), path, packed=False):
+                outcome = run_cell(cfg, tracker, parent, say=lambda _: None)
+                assert outcome.status == "ran", outcome.status  # trained here, not found
+                summaries.append(outcome.summary)
             seconds = time.perf_counter() - started
             out["solo"] = _row(solo, seconds, summaries)
             print(f"solo x{solo}: {seconds:.0f} s", file=sys.stderr)
             save()
         for size in sizes:
+            path, tracker, parent = store(f"pack-{size}")
             started = time.perf_counter()
             outcomes, failures = run_pack(
-                configs(common, range(size), store, packed=True), tracker, parent, say=lambda _: None
+                configs(common, range(size), path, packed=True), tracker, parent, say=lambda _: None
             )
             seconds = time.perf_counter() - started
             if failures:
                 raise SystemExit(f"pack of {size}: {failures[0][0].run_name} failed: {failures[0][1]}")
+            assert [o.status for o in outcomes] == ["ran"] * size  # every run trained in this pack
             out["packs"][size] = _row(size, seconds, [o.summary for o in outcomes])
             out["packs"][size].update(
                 _throughput(tracker.client, [o.run_id for o in outcomes], out["params"])

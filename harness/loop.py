@@ -445,8 +445,15 @@ class RunState:
         run.policy.model.load_state_dict(saved["model"])
         run.optimizer.load_state_dict(saved["optimizer"])
         run.schedule.load_state_dict(saved["schedule"])
-        run.sampler.restore(saved["sampler"])
         checkpoint.restore_rng(saved["rng"])
+        return cls.of_run(run, saved)
+
+    @classmethod
+    def of_run(cls, run: Run, saved: dict) -> RunState:
+        """What a checkpoint holds of the run's own (its sampler's cursor, its probe's last
+        gradient, its evals and estimator state) loaded back, as a solo run and a pack's replica
+        save it; the weights and optimizer are the caller's."""
+        run.sampler.restore(saved["sampler"])
         if run.geometry:
             # the checkpoint loads onto the CPU; the gradients it is compared with are on the model's device
             device = run.policy.device

@@ -648,18 +648,7 @@ def restore_pack(pack: Pack, saved: Sequence[dict]) -> None:
         run = pack.replicas[r]
         load_replica(pack.policy.model, r, state["model"])
         pack.optimizer.load_replica(r, state["optimizer"])
-        run.sampler.restore(state["sampler"])
-        if run.geometry:
-            device = pack.policy.device
-            run.geometry.previous = {name: grad.to(device) for name, grad in state["geometry"].items()}
-        pack.states[r] = RunState(
-            step=state["step"],
-            evals=state["evals"],
-            points=state["points"],
-            progress=state["progress"],
-            initial_entropy=state["initial_entropy"],
-            estimator_state=run.estimator.load_state(state.get("estimator_state")),
-        )
+        pack.states[r] = RunState.of_run(run, state)
 
 
 def resumable(saved: Sequence[dict | None]) -> bool:

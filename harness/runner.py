@@ -101,17 +101,24 @@ def run_cell(
                 say(f"{cfg.run_name}: resuming MLflow run {child.run_id} from the start (no checkpoint here)")
             result = train(cfg, child, on_step=on_step, on_warmstart=on_warmstart, resume=state)
         except BaseException as exc:
-            if isinstance(exc, LeaseLost):  # another process trains it now: touch nothing
-                child.release()
-            elif disk_full(exc):  # the store may be on the full disk too: marked FAILED if it can be
-                with contextlib.suppress(Exception):
-                    child.finish("FAILED")
-                child.release(write=False)
-            else:
-                child.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            _leave(child, exc, lost=isinstance(exc, LeaseLost))
             raise
         child.finish()
         return CellOutcome(cfg, child.run_id, result.summary, "resumed" if child.resumed else "ran")
+
+
+def _leave(child: Any, exc: BaseException, lost: bool) -> None:
+    """Leave a run that ``exc`` stopped: untouched when its lease was ``lost`` (another process
+    trains it now); on a full disk marked FAILED if the store can still take it (the store may be
+    on that disk too); otherwise KILLED (interrupted) or FAILED."""
+    if lost:
+        child.release()
+    elif disk_full(exc):
+        with contextlib.suppress(Exception):
+            child.finish("FAILED")
+        child.release(write=False)
+    else:
+        child.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
 
 
 def units(cells: Sequence[RunConfig], pack: int) -> list[list[RunConfig]]:
@@ -199,15 +206,8 @@ def run_pack(
                     resume=resume,
                 )
             except BaseException as exc:
-                for child in children:
-                    if isinstance(exc, LeaseLost) and child.lease_lost:
-                        child.release()
-                    elif disk_full(exc):
-                        with contextlib.suppress(Exception):
-                            child.finish("FAILED")
-                        child.release(write=False)
-                    else:
-                        child.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+                for child in children:  # the lost lease is one replica's: it names the child
+                    _leave(child, exc, lost=isinstance(exc, LeaseLost) and bool(child.lease_lost))
                 raise
             for (cfg, child), result in zip(todo, results, strict=True):
                 if isinstance(result, BaseException):

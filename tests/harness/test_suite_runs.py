@@ -266,6 +266,18 @@ def test_ray_runs_cells_in_parallel_into_the_same_store(suite):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (advbench[ray])")
+def test_ray_dispatches_packs(suite):
+    """--ray --pack 2: the suite's 4 cells go to Ray as two packs, each cell its own finished run,
+    recorded as packed."""
+    path, overrides, db = suite
+    command = [sys.executable, "-c", CLI, "suite", str(path), "--ray", "--pack", "2", *overrides, "threads=1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, _, children = assert_each_cell_once(db, 4)
+    assert {c.data.params["trainer.packed"] for c in children} == {"True"}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="Ray is not installed (advbench[ray])")
 def test_a_cell_failing_on_ray_does_not_stop_the_others(tmp_path, suite):
     _, overrides, db = suite
     path = tmp_path / "broken.yaml"
