@@ -337,26 +337,66 @@ def _split(batch: Rollout, parts: int) -> list[Rollout]:
     return out
 
 
+# Held-out prompts per replica in one eval generate call. One call over all of them for N replicas
+# makes tensors N times a solo eval's, which on a CPU fall out of the caches (the KV cache's growth
+# alone doubled); calls of 64 prompts per replica made a pack of 4's eval 1.6x faster than one
+# call and faster than 4 solo evals (docs/results/performance.md#packs). A constant, not a function
+# of N, so a replica's eval does not depend on its pack's size.
+EVAL_CHUNK = 64
+
+
 def pack_eval(pack: Pack, trackers: Sequence, step: int) -> None:
-    """Every live replica evaluated on the same held-out prompts at once, each with the eval seed
-    (the one stream every run's evals share), recorded as a solo run's eval is."""
+    """Every live replica evaluated on the same held-out prompts, each chunk of ``EVAL_CHUNK``
+    prompts for all replicas in one call, sampled from the eval seed's stream for that chunk (the
+    stream every run's evals share, restarted per chunk, so a chunk's draws never depend on how long
+    another replica's samples in an earlier chunk ran); recorded as a solo run's eval is."""
     n, first = pack.size, pack.replicas[0].cfg
     prompts = pack.replicas[0].eval_prompts
-    texts = [p.text for p in prompts] * n  # every replica's block, a stopped one's too (equal blocks)
     max_new = first.rollout.max_new_tokens
-    generators = _generators(pack, [first.eval.seed] * n)
-    sampled = _split(
-        pack.engine.generate(texts, first.eval.n, eval_sampling(first.eval, max_new), generators), n
-    )
-    greedy: list = [None] * n
-    if first.eval.greedy:
-        greedy = _split(
-            pack.engine.generate(texts, 1, SamplingParams(max_new_tokens=max_new, greedy=True)), n
-        )
+    sampled: list[list[Rollout]] = [[] for _ in range(n)]
+    greedy: list[list[Rollout]] = [[] for _ in range(n)]
+    for index, start in enumerate(range(0, len(prompts), EVAL_CHUNK)):
+        texts = [p.text for p in prompts[start : start + EVAL_CHUNK]] * n  # a stopped replica's too
+        generators = _generators(pack, [step_seed(first.eval.seed, index)] * n)
+        sampling = eval_sampling(first.eval, max_new)
+        for r, part in enumerate(_split(pack.engine.generate(texts, first.eval.n, sampling, generators), n)):
+            sampled[r].append(part)
+        if first.eval.greedy:
+            greedy_sampling = SamplingParams(max_new_tokens=max_new, greedy=True)
+            for r, part in enumerate(_split(pack.engine.generate(texts, 1, greedy_sampling), n)):
+                greedy[r].append(part)
     for r in pack.live():
         run = pack.replicas[r]
-        result = score_eval(run.task, prompts, run.cfg.eval, step, sampled[r], greedy[r])
+        greedy_rollout = concat_rollouts(greedy[r], run.policy.tokenizer.pad_token_id) if greedy[r] else None
+        rollout = concat_rollouts(sampled[r], run.policy.tokenizer.pad_token_id)
+        result = score_eval(run.task, prompts, run.cfg.eval, step, rollout, greedy_rollout)
         record_eval(run, pack.states[r], trackers[r], result)
+
+
+def concat_rollouts(parts: Sequence[Rollout], pad: int) -> Rollout:
+    """Rollouts of consecutive prompts as one: prompts left-padded and responses right-padded to the
+    widest (padding off every mask, zero log-probs and entropy), rows in order."""
+    if len(parts) == 1:
+        return parts[0]
+    prompt_width = max(p.prompt_ids.shape[1] for p in parts)
+    width = max(p.response_ids.shape[1] for p in parts)
+
+    def left(t: torch.Tensor, value) -> torch.Tensor:
+        return nn.functional.pad(t, (prompt_width - t.shape[1], 0), value=value)
+
+    def right(t: torch.Tensor, value) -> torch.Tensor:
+        return nn.functional.pad(t, (0, width - t.shape[1]), value=value)
+
+    return Rollout(
+        prompt_ids=torch.cat([left(p.prompt_ids, pad) for p in parts]),
+        prompt_mask=torch.cat([left(p.prompt_mask, 0) for p in parts]),
+        response_ids=torch.cat([right(p.response_ids, pad) for p in parts]),
+        response_mask=torch.cat([right(p.response_mask, False) for p in parts]),
+        logprobs=torch.cat([right(p.logprobs, 0.0) for p in parts]),
+        entropy=torch.cat([right(p.entropy, 0.0) for p in parts]),
+        texts=[text for p in parts for text in p.texts],
+        truncated=torch.cat([p.truncated for p in parts]),
+    )
 
 
 def _stopping(pack: Pack, r: int, fn: Callable, *args):

@@ -282,13 +282,37 @@ def test_load_replica_is_replica_states_inverse(solos):
         torch.testing.assert_close(replica_state(packed, 1)[name], tensor)
 
 
-def test_a_replica_trains_as_it_would_in_another_pack(fast_overrides):
+@pytest.mark.parametrize("chunk", [64, 4])
+def test_a_replica_trains_as_it_would_in_another_pack(fast_overrides, monkeypatch, chunk):
     """Replica (grpo, seed 0) in a pack of three and in a pack of two with another run: the same
-    evals and final entropy up to float rounding (its numbers are its own, not its pack's)."""
-    three = train_pack(_pack_cfgs(fast_overrides, [("grpo", 0), ("fade", 1), ("rloo", 2)]))
-    two = train_pack(_pack_cfgs(fast_overrides, [("grpo", 0), ("psr", 5)]))
+    evals and final entropy up to float rounding (its numbers are its own, not its pack's); with
+    evals in chunks of 4 prompts too, where another replica's longer samples in one chunk must not
+    shift this replica's draws in the next."""
+    monkeypatch.setattr(packing, "EVAL_CHUNK", chunk)
+    longer = ("rollout.max_new_tokens=12",)  # samples of many lengths: calls of many decode steps
+    three = train_pack(_pack_cfgs(fast_overrides, [("grpo", 0), ("fade", 1), ("rloo", 2)], extra=longer))
+    two = train_pack(_pack_cfgs(fast_overrides, [("grpo", 0), ("psr", 5)], extra=longer))
     assert [e.correct for e in three[0].evals] == [e.correct for e in two[0].evals]
     assert three[0].summary.final_entropy == pytest.approx(two[0].summary.final_entropy, abs=1e-4)
+
+
+def test_rollouts_of_consecutive_prompts_join_as_one(setup):
+    _, _, policy, prompts, _ = setup
+    engine = HFEngine(policy)
+    torch.manual_seed(0)
+    parts = [engine.generate(prompts[:3], 2, SamplingParams(max_new_tokens=8)),
+             engine.generate(prompts[3:8], 2, SamplingParams(max_new_tokens=5))]  # fmt: skip
+    joined = packing.concat_rollouts(parts, policy.tokenizer.pad_token_id)
+    assert joined.texts == parts[0].texts + parts[1].texts
+    assert joined.response_ids.shape[0] == 16 and joined.prompt_ids.shape[0] == 16
+    for part, rows in ((parts[0], slice(0, 6)), (parts[1], slice(6, 16))):
+        assert torch.equal(joined.response_mask[rows].sum(-1), part.response_mask.sum(-1))
+        assert torch.equal(joined.prompt_mask[rows].sum(-1), part.prompt_mask.sum(-1))
+        mine = joined.response_ids[rows][:, : part.response_ids.shape[1]]
+        assert torch.equal(mine[part.response_mask], part.response_ids[part.response_mask])
+        assert joined.entropy[rows][joined.response_mask[rows]].sum() == pytest.approx(
+            float(part.entropy[part.response_mask].sum())
+        )
 
 
 @pytest.mark.slow
