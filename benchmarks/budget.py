@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +27,7 @@ import yaml
 from calibration import run_suite
 
 from advbench.harness import plots
-from advbench.harness.evaluation import CORRECT_COUNTS
+from advbench.harness.evaluation import logged_counts
 from advbench.harness.metrics import rise_back, time_to_peak
 from advbench.harness.suites import resolve_path
 from advbench.harness.tracking import Tracker
@@ -38,20 +36,11 @@ ESTIMATORS = ("grpo", "psr", "nsr", "fade")
 KINDS = ("peak", "rising", "none")  # turned, still rising, no detectable gain
 
 
-def eval_counts(tracker: Tracker, run_id: str) -> tuple[list[int], list[list[int]], int]:
-    """(eval steps, per-prompt correct counts per eval, samples per prompt) as the run logged them."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(run_id, CORRECT_COUNTS, tmp)
-        data = json.loads(Path(path).read_text())
-    steps = sorted(int(step) for step in data["correct"])
-    return steps, [data["correct"][str(step)] for step in steps], int(data["n"])
-
-
 def outcomes(board, tracker: Tracker, budgets: list[int]) -> dict[int, list[str]]:
     """Per budget, every run's outcome had it stopped there: "peak" (a timed peak that turned, a
     plateau at the end within the eval's noise included), "rising" (a detected gain still rising
     at its last eval by more than the noise) or "none" (no detectable gain)."""
-    runs = [eval_counts(tracker, run.run_id) for run in board.runs]
+    runs = [logged_counts(tracker.client, run.run_id) for run in board.runs]
     out = {}
     for budget in budgets:
         out[budget] = []

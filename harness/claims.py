@@ -383,9 +383,7 @@ def _rate_grid(raw: Any, claims: list[Claim], where: str) -> RateGrid | None:
 
 def arm(cfg: RunConfig) -> str:
     """What an arm is: a cell's config but for its seed and learning rate."""
-    neutral = copy.deepcopy(cfg)
-    neutral.seed, neutral.trainer.lr = 0, 1.0
-    return config_hash(neutral)
+    return config_hash(_at(cfg, 0, 1.0))
 
 
 def _at(cfg: RunConfig, seed: int, lr: float) -> RunConfig:
@@ -420,21 +418,18 @@ def with_rates(declared: ClaimsFile, tracker: Any) -> ClaimsFile:
     claims_out = []
     for claim in declared.claims:
         cells, rates = [], {}
+        strata: dict[str, set[tuple[str, str]]] = {}  # label -> its (task, model) strata
+        for cfg in claim.suite.cells:
+            strata.setdefault(cfg.display_label, set()).add((cfg.task.name, cfg.model.name))
         for cfg in claim.suite.cells:
             key = arm(cfg)
             if key not in choices:
                 choices[key] = _choose(cfg, grid, tracker)
             choice = choices[key]
             cells.append(cfg if choice.lr is None else _at(cfg, cfg.seed, choice.lr))
-            strata = {
-                (c.task.name, c.model.name) for c in claim.suite.cells if c.display_label == cfg.display_label
-            }
-            name = (
-                cfg.display_label
-                if len(strata) == 1
-                else f"{cfg.display_label} ({cfg.task.name}, {cfg.model.name})"
-            )
-            rates[name] = choice
+            label = cfg.display_label
+            one = len(strata[label]) == 1
+            rates[label if one else f"{label} ({cfg.task.name}, {cfg.model.name})"] = choice
         suite = dataclasses.replace(claim.suite, cells=cells)
         claims_out.append(dataclasses.replace(claim, suite=suite, rates=rates))
     return dataclasses.replace(declared, claims=claims_out)
@@ -507,11 +502,12 @@ class Test:
 
     @property
     def holds(self) -> bool:
-        return (
-            self.comparison.p_value < ALPHA
-            and self.direction * self.comparison.difference > 0
-            and not self.lower_peak
-        )
+        return self.significant and not self.lower_peak
+
+    @property
+    def significant(self) -> bool:
+        """The difference is beyond noise in the claimed direction (whatever the peaks)."""
+        return self.comparison.p_value < ALPHA and self.direction * self.comparison.difference > 0
 
     @property
     def contradicts(self) -> bool:
@@ -519,11 +515,7 @@ class Test:
 
     @property
     def outcome(self) -> str:
-        if (
-            self.lower_peak
-            and self.comparison.p_value < ALPHA
-            and self.direction * self.comparison.difference > 0
-        ):
+        if self.lower_peak and self.significant:
             return "earlier, lower: not faster"
         if self.holds:
             return "holds"

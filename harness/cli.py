@@ -183,9 +183,8 @@ def _run_pack_here(
         on_warmstart=first.on_warmstart,
         say=console.print,
     )
-    for outcome in outcomes:
-        if id(outcome.cfg) in displays:
-            displays[id(outcome.cfg)].ended(outcome)
+    for outcome in outcomes:  # run_pack reports each cell with the config it was given
+        displays[id(outcome.cfg)].ended(outcome)
     return outcomes, failures
 
 

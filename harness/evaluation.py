@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -232,19 +234,28 @@ def summarize(results: Sequence[EvalResult], points: Sequence[EvalPoint], cfg: E
     )
 
 
-def retimed(summary: RunSummary, counts: dict, params: dict[str, str]) -> RunSummary:
+def logged_counts(client, run_id: str) -> tuple[list[int], list[list[int]], int]:
+    """(eval steps, per-prompt correct counts per eval, samples per prompt) as a run logged them in
+    its ``CORRECT_COUNTS`` artifact (an error when it logged none)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = json.loads(Path(client.download_artifacts(run_id, CORRECT_COUNTS, tmp)).read_text())
+    steps = sorted(int(step) for step in data["correct"])
+    return steps, [data["correct"][str(step)] for step in steps], int(data["n"])
+
+
+def retimed(
+    summary: RunSummary, steps: list[int], correct: list[list[int]], n: int, params: dict[str, str]
+) -> RunSummary:
     """A stored run's summary with the time-to-peak protocol applied again, as the code defines it
-    now, to the run's logged per-prompt counts (the ``CORRECT_COUNTS`` artifact) and its eval
-    settings (``params``: the run's logged config): peak, gain, its detection, the steps of the peak
-    and of 90% of the gain, and the still-rising flag, so a page re-rendered from a store reads every
-    run with one protocol. A time in rollouts, tokens or seconds whose step moved cannot be
-    recomputed from the counts and is dropped (None)."""
-    steps = sorted(int(step) for step in counts["correct"])
-    correct = [counts["correct"][str(step)] for step in steps]
+    now, to the run's logged per-prompt counts (``logged_counts``) and its eval settings
+    (``params``: the run's logged config): peak, gain, its detection, the steps of the peak and of
+    90% of the gain, and the still-rising flag, so a page re-rendered from a store reads every run
+    with one protocol. A time in rollouts, tokens or seconds whose step moved cannot be recomputed
+    from the counts and is dropped (None)."""
     every = int(params.get("eval.every", steps[1] - steps[0] if len(steps) > 1 else 1))
     ttp = time_to_peak(
         correct,
-        int(counts["n"]),
+        n,
         window=int(params.get("eval.smoothing_window", 3)),
         delta_abs=float(params.get("eval.peak_delta_abs", 0.02)),
         z=float(params.get("eval.peak_z", 1.0)),

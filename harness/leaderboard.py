@@ -19,7 +19,6 @@ import json
 import math
 import re
 import shlex
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,16 +160,14 @@ def read_run(client: Any, run: Any, label: str, task: str, model: str, seed: Any
 def _current_protocol(client: Any, run: Any) -> RunSummary:
     """The run's stored summary, its time-to-peak figures recomputed from its logged per-prompt
     counts with the protocol as it is now (evaluation.retimed); as stored when it logged none."""
-    from advbench.harness.evaluation import CORRECT_COUNTS, retimed
+    from advbench.harness.evaluation import logged_counts, retimed
 
     summary = RunSummary.from_metrics(run.data.metrics)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = client.download_artifacts(run.info.run_id, CORRECT_COUNTS, tmp)
-            counts = json.loads(Path(path).read_text())
-        except Exception:  # no counts logged (another trainer's run): the stored summary
-            return summary
-    return retimed(summary, counts, run.data.params)
+    try:
+        counts = logged_counts(client, run.info.run_id)
+    except Exception:  # no counts logged (another trainer's run): the stored summary
+        return summary
+    return retimed(summary, *counts, run.data.params)
 
 
 # What a verl run's MLflow metrics cannot give (verl logs its validation as means over samples).

@@ -260,19 +260,22 @@ class Pack:
     engine: HFEngine
     optimizer: ReplicaAdamW
     states: list[RunState]
-    active: torch.Tensor  # [N] bool: the replicas still training
-    errors: list[BaseException | None]
+    errors: list[BaseException | None]  # what stopped each replica; None while it trains
 
     @property
     def size(self) -> int:
         return len(self.replicas)
 
     def live(self) -> list[int]:
-        return [r for r in range(self.size) if self.active[r]]
+        return [r for r, error in enumerate(self.errors) if error is None]
+
+    @property
+    def active(self) -> torch.Tensor:
+        """[N] bool: the replicas still training."""
+        return torch.tensor([error is None for error in self.errors])
 
     def stop(self, r: int, error: BaseException) -> None:
         """Replica ``r`` stops (its error kept for its run); the others go on."""
-        self.active[r] = False
         self.errors[r] = error
 
 
@@ -318,7 +321,6 @@ def build_pack(cfgs: Sequence[RunConfig], trackers: Sequence, on_warmstart: Call
         engine=engine,
         optimizer=ReplicaAdamW(list(packed.parameters()), len(cfgs)),
         states=[RunState(estimator_state=run.estimator.new_state()) for run in replicas],
-        active=torch.ones(len(cfgs), dtype=torch.bool),
         errors=[None] * len(cfgs),
     )
 
@@ -563,7 +565,7 @@ def update_pack(
             for p in pack.optimizer.params:  # a stopped replica's gradient is not stepped on
                 if p.grad is not None:
                     p.grad.mul_(_per_replica(pack.active.float(), p.grad)).nan_to_num_(0.0, 0.0, 0.0)
-            pack.optimizer.step(lr, weight_decay, pack.active.clone())
+            pack.optimizer.step(lr, weight_decay, pack.active)
             for r in pack.live():
                 collected[r]["loss"].append(losses_total[r])
                 collected[r]["grad_norm"].append(float(norms[r]))
@@ -625,7 +627,8 @@ def _micro_backward(
             detached = loss_batch.entropy.detach()
             collected[r]["policy_entropy"].append(detached[loss_batch.mask].mean().item())
             if u.on_sampling_weights:
-                _mismatch(collected[r], loss_batch)
+                detached = loss_batch.logprobs.detach()
+                record_mismatch(collected[r], detached, loss_batch.rollout_logprobs, loss_batch.mask)
     if total is not None:
         total.backward()
 
@@ -644,10 +647,6 @@ def _micro_chunks(batch: Rollout, chunk: Sequence[torch.Tensor], rows_each: int,
     )
     for start in range(0, len(chunk[0]), max(1, size)):
         yield [rows[start : start + size] for rows in chunk]
-
-
-def _mismatch(collected: dict, loss_batch: losses.LossBatch) -> None:
-    record_mismatch(collected, loss_batch.logprobs.detach(), loss_batch.rollout_logprobs, loss_batch.mask)
 
 
 # -- checkpoints -----------------------------------------------------------------------------

@@ -79,11 +79,9 @@ def run_cell(
     with cell_lock(cfg):
         waiting_for = None
         while True:
-            done = tracker.find_finished(cfg)
+            done = _finished(cfg, tracker, say)
             if done is not None:
-                summary = RunSummary.from_metrics(done.data.metrics)
-                say(f"{cfg.run_name}: finished before in MLflow run {done.info.run_id}; not run again")
-                return CellOutcome(cfg, done.info.run_id, summary, "cached")
+                return done
             child = tracker.claim(cfg, parent)
             if not isinstance(child, Held):
                 break
@@ -105,6 +103,15 @@ def run_cell(
             raise
         child.finish()
         return CellOutcome(cfg, child.run_id, result.summary, "resumed" if child.resumed else "ran")
+
+
+def _finished(cfg: RunConfig, tracker: Any, say: Callable[[str], None]) -> CellOutcome | None:
+    """The cell's run finished in the store, reported (not run again), or None."""
+    done = tracker.find_finished(cfg)
+    if done is None:
+        return None
+    say(f"{cfg.run_name}: finished before in MLflow run {done.info.run_id}; not run again")
+    return CellOutcome(cfg, done.info.run_id, RunSummary.from_metrics(done.data.metrics), "cached")
 
 
 def _leave(child: Any, exc: BaseException, lost: bool) -> None:
@@ -173,12 +180,9 @@ def run_pack(
         for cfg in sorted(cfgs, key=config_hash):  # one order for every process: no deadlock
             locks.enter_context(cell_lock(cfg))
         for cfg in cfgs:
-            done = tracker.find_finished(cfg)
+            done = _finished(cfg, tracker, say)
             if done is not None:
-                say(f"{cfg.run_name}: finished before in MLflow run {done.info.run_id}; not run again")
-                outcomes.append(
-                    CellOutcome(cfg, done.info.run_id, RunSummary.from_metrics(done.data.metrics), "cached")
-                )
+                outcomes.append(done)
                 continue
             child = tracker.claim(cfg, parent)
             if isinstance(child, Held):
@@ -193,7 +197,7 @@ def run_pack(
             resume = saved if resumable(saved) else None
             if resume is not None:
                 say(f"pack of {len(todo)}: resuming after step {saved[0]['step']}")
-            elif any(children[i].resumed for i in range(len(todo))):
+            elif any(child.resumed for child in children):
                 say(f"pack of {len(todo)}: its runs stood at different steps; all start again from step 0")
             names = [cfg.run_name for cfg, _ in todo]
             say(f"pack of {len(todo)}: {', '.join(names)}")

@@ -140,10 +140,11 @@ class HFEngine:
                 processors.append(TemperatureLogitsWarper(sampling.temperature))
             if sampling.top_p < 1.0:
                 processors.append(TopPLogitsWarper(sampling.top_p))
-            sample_args.update(temperature=1.0, top_p=1.0)
             if generators is not None:  # the draw itself: argmax over noised logits, block by block
                 processors.append(_GumbelMax(generators))
                 sample_args = {"do_sample": False}
+            else:
+                sample_args.update(temperature=1.0, top_p=1.0)
         was_training = model.training
         model.eval()
         with autocast(device, self.precision), warnings.catch_warnings():
