@@ -23,6 +23,7 @@ runs. Which cells can share a pack: harness/suites.py (``pack_key``, ``unpackabl
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -64,7 +65,18 @@ from advbench.harness.suites import as_packed, pack_key, unpackable
 # -- replica-aware modules -------------------------------------------------------------------
 
 
-class ReplicaLinear(nn.Module):
+class _Replicated(nn.Module):
+    """A replica-aware module: its weights' first dimension is the replica. ``window`` (a slice of
+    replicas, set by ``replica_window``) makes it compute for those replicas alone, on views of
+    their weights: the rows it is given are then that window's blocks."""
+
+    window: slice | None = None
+
+    def _of(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return tensor if tensor is None or self.window is None else tensor[self.window]
+
+
+class ReplicaLinear(_Replicated):
     """``nn.Linear`` for N replicas: weight [N, out, in], bias [N, out]; rows in N equal blocks."""
 
     def __init__(self, weight: nn.Parameter, bias: nn.Parameter | None) -> None:
@@ -72,17 +84,14 @@ class ReplicaLinear(nn.Module):
         self.weight, self.bias = weight, bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(self.weight.shape[0], -1, x.shape[-1])
-        weight = self.weight.transpose(1, 2)
-        out = (
-            torch.bmm(flat, weight)
-            if self.bias is None
-            else torch.baddbmm(self.bias.unsqueeze(1), flat, weight)
-        )
+        weight, bias = self._of(self.weight), self._of(self.bias)
+        flat = x.reshape(weight.shape[0], -1, x.shape[-1])
+        weight = weight.transpose(1, 2)
+        out = torch.bmm(flat, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), flat, weight)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-class ReplicaEmbedding(nn.Module):
+class ReplicaEmbedding(_Replicated):
     """``nn.Embedding`` for N replicas: weight [N, V, H]; replica r's ids look up its own table.
     The padding id's row gets no gradient from the lookup, as nn.Embedding's padding_idx."""
 
@@ -91,16 +100,17 @@ class ReplicaEmbedding(nn.Module):
         self.weight, self.padding_idx = weight, padding_idx
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        n, vocab = self.weight.shape[:2]
+        weight = self._of(self.weight)
+        n, vocab = weight.shape[:2]
         offsets = torch.arange(n, device=ids.device).unsqueeze(1) * vocab
-        out = nn.functional.embedding(ids.reshape(n, -1) + offsets, self.weight.reshape(n * vocab, -1))
+        out = nn.functional.embedding(ids.reshape(n, -1) + offsets, weight.reshape(n * vocab, -1))
         out = out.reshape(*ids.shape, -1)
         if self.padding_idx is not None:
             out = torch.where((ids == self.padding_idx).unsqueeze(-1), out.detach(), out)
         return out
 
 
-class ReplicaRMSNorm(nn.Module):
+class ReplicaRMSNorm(_Replicated):
     """Qwen2's (and Llama's) RMSNorm for N replicas: weight [N, H], the same arithmetic."""
 
     def __init__(self, weight: nn.Parameter, eps: float) -> None:
@@ -111,8 +121,23 @@ class ReplicaRMSNorm(nn.Module):
         dtype = x.dtype
         hidden = x.to(torch.float32)
         hidden = hidden * torch.rsqrt(hidden.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        blocks = hidden.to(dtype).reshape(self.weight.shape[0], -1, x.shape[-1])
-        return (self.weight.unsqueeze(1) * blocks).reshape(x.shape)
+        weight = self._of(self.weight)
+        blocks = hidden.to(dtype).reshape(weight.shape[0], -1, x.shape[-1])
+        return (weight.unsqueeze(1) * blocks).reshape(x.shape)
+
+
+@contextlib.contextmanager
+def replica_window(packed: nn.Module, replicas: slice):
+    """Within it, ``packed`` computes for ``replicas`` alone, as a pack of those replicas would
+    (views of their weights, nothing copied): for generating in groups of replicas."""
+    modules = [m for m in packed.modules() if isinstance(m, _Replicated)]
+    for module in modules:
+        module.window = replicas
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.window = None
 
 
 def _is_rms_norm(module: nn.Module) -> bool:
@@ -329,6 +354,31 @@ def _generators(pack: Pack, seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator(device=pack.policy.device).manual_seed(seed) for seed in seeds]
 
 
+# Replicas per generate call, by device type (absent: the whole pack in one call). A CPU's decode
+# over a pack of 8 or 16 works on tensors that fall out of its caches: a pack of 4 trained at 0.95x
+# the runs per hour of runs one at a time on 2 cores, 8 at 0.86x and 16 at 0.67x in one call
+# (docs/results/performance.md#packs). A GPU's decode is launch-bound, so the more rows per call
+# the better. A replica's tokens are the same in any grouping (its stream is its own).
+GENERATE_REPLICAS: dict[str, int] = {"cpu": 4}
+
+
+def pack_generate(
+    pack: Pack, texts: Sequence[Sequence[str]], n: int, sampling: SamplingParams, seeds: Sequence[int] | None
+) -> list[Rollout]:
+    """Each replica's ``n`` samples of its own ``texts[r]`` (sampled from a generator seeded with
+    ``seeds[r]``; greedy when None), generated in calls of ``GENERATE_REPLICAS`` replicas."""
+    size = pack.size
+    group = GENERATE_REPLICAS.get(pack.policy.device.type, size)
+    parts: list[Rollout] = []
+    for start in range(0, size, group):
+        window = slice(start, min(start + group, size))
+        prompts = [text for r in range(window.start, window.stop) for text in texts[r]]
+        generators = None if seeds is None else _generators(pack, seeds[window])
+        with replica_window(pack.policy.model, window):
+            parts += _split(pack.engine.generate(prompts, n, sampling, generators), window.stop - start)
+    return parts
+
+
 def _split(batch: Rollout, parts: int) -> list[Rollout]:
     """A pack's rollout as its replicas' own (equal blocks of rows)."""
     rows = batch.response_ids.shape[0] // parts
@@ -357,15 +407,15 @@ def pack_eval(pack: Pack, trackers: Sequence, step: int) -> None:
     max_new = first.rollout.max_new_tokens
     sampled: list[list[Rollout]] = [[] for _ in range(n)]
     greedy: list[list[Rollout]] = [[] for _ in range(n)]
+    sampling = eval_sampling(first.eval, max_new)
     for index, start in enumerate(range(0, len(prompts), EVAL_CHUNK)):
-        texts = [p.text for p in prompts[start : start + EVAL_CHUNK]] * n  # a stopped replica's too
-        generators = _generators(pack, [step_seed(first.eval.seed, index)] * n)
-        sampling = eval_sampling(first.eval, max_new)
-        for r, part in enumerate(_split(pack.engine.generate(texts, first.eval.n, sampling, generators), n)):
+        texts = [[p.text for p in prompts[start : start + EVAL_CHUNK]]] * n  # a stopped replica's too
+        seeds = [step_seed(first.eval.seed, index)] * n
+        for r, part in enumerate(pack_generate(pack, texts, first.eval.n, sampling, seeds)):
             sampled[r].append(part)
         if first.eval.greedy:
             greedy_sampling = SamplingParams(max_new_tokens=max_new, greedy=True)
-            for r, part in enumerate(_split(pack.engine.generate(texts, 1, greedy_sampling), n)):
+            for r, part in enumerate(pack_generate(pack, texts, 1, greedy_sampling, None)):
                 greedy[r].append(part)
     for r in pack.live():
         run = pack.replicas[r]
@@ -429,14 +479,15 @@ def pack_step(pack: Pack, trackers: Sequence, step: int) -> dict[int, dict[str, 
     P, G = runs[0].prompts, runs[0].samples
     prompts = [run.sampler.next(P) for run in runs]
     with timer("rollout"):
-        texts = [p.text for batch in prompts for p in batch]
+        texts = [[p.text for p in batch] for batch in prompts]
         seeds = [step_seed(run.cfg.seed, step) for run in runs]
-        batch = pack.engine.generate(texts, G, runs[0].sampling, _generators(pack, seeds))
+        pad = pack.policy.tokenizer.pad_token_id
+        batch = concat_rollouts(pack_generate(pack, texts, G, runs[0].sampling, seeds), pad)
         greedy: list = [None] * n
         if "greedy_rewards" in runs[0].needs:
             greedy_sampling = SamplingParams(max_new_tokens=runs[0].sampling.max_new_tokens, greedy=True)
-            greedy = _split(pack.engine.generate(texts, 1, greedy_sampling), n)
-    parts = _split(batch, n)
+            greedy = pack_generate(pack, texts, 1, greedy_sampling, None)
+    parts = _split(batch, n)  # each replica's rows, padded as the whole pack's
     scored, estimated = [None] * n, [None] * n
     with timer("scoring"):
         for r in pack.live():

@@ -22,6 +22,7 @@ from advbench.harness.pack import (
     load_replica,
     pack_models,
     replica_state,
+    replica_window,
     train_pack,
 )
 from advbench.harness.rollout import HFEngine, SamplingParams, token_logprobs
@@ -57,6 +58,11 @@ def test_replica_logits_equal_a_solo_model_with_its_weights(setup, solos):
         for r, solo in enumerate(solos):
             alone = token_logprobs(solo, batch, torch.arange(rows), 1.0)[0]
             torch.testing.assert_close(together[r * rows : (r + 1) * rows], alone, atol=1e-5, rtol=1e-5)
+        # a window of replicas 1 and 2 computes for them alone, rows in two blocks
+        with replica_window(packed, slice(1, 3)):
+            window = token_logprobs(packed, stacked, torch.arange(2 * rows), 1.0)[0]
+        torch.testing.assert_close(window, together[rows:], atol=1e-5, rtol=1e-5)
+        assert torch.equal(token_logprobs(packed, stacked, torch.arange(3 * rows), 1.0)[0], together)
     # and the weights come back out as a solo model's state_dict
     state = replica_state(packed, 1)
     for name, tensor in solos[1].state_dict().items():
@@ -282,13 +288,14 @@ def test_load_replica_is_replica_states_inverse(solos):
         torch.testing.assert_close(replica_state(packed, 1)[name], tensor)
 
 
-@pytest.mark.parametrize("chunk", [64, 4])
-def test_a_replica_trains_as_it_would_in_another_pack(fast_overrides, monkeypatch, chunk):
+@pytest.mark.parametrize(("chunk", "group"), [(64, 4), (4, 1)])
+def test_a_replica_trains_as_it_would_in_another_pack(fast_overrides, monkeypatch, chunk, group):
     """Replica (grpo, seed 0) in a pack of three and in a pack of two with another run: the same
     evals and final entropy up to float rounding (its numbers are its own, not its pack's); with
     evals in chunks of 4 prompts too, where another replica's longer samples in one chunk must not
-    shift this replica's draws in the next."""
+    shift this replica's draws in the next, and each replica generating in a call of its own."""
     monkeypatch.setattr(packing, "EVAL_CHUNK", chunk)
+    monkeypatch.setattr(packing, "GENERATE_REPLICAS", {"cpu": group})
     longer = ("rollout.max_new_tokens=12",)  # samples of many lengths: calls of many decode steps
     three = train_pack(_pack_cfgs(fast_overrides, [("grpo", 0), ("fade", 1), ("rloo", 2)], extra=longer))
     two = train_pack(_pack_cfgs(fast_overrides, [("grpo", 0), ("psr", 5)], extra=longer))
