@@ -122,6 +122,7 @@ def main(argv: list[str]) -> int:
             f"{args.seeds} a side of each check; a check fails when any of its rows does.\n",
             *rows,
             "",
+            "",
         ]
     )
     print(text)

@@ -122,9 +122,11 @@ def build_params(cls: type, overrides: Mapping[str, Any] | None, owner: str) -> 
     known = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(overrides) - set(known))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
         raise ValueError(
             f"{owner} has no hyperparameter {', '.join(map(repr, unknown))}; "
             f"its hyperparameters are: {', '.join(known) or '(none)'}"
+            + (f"; did you mean {close[0]!r}?" if close else "")
         )
     kinds = typing.get_type_hints(cls)
     return cls(**{name: typed_value(value, kinds[name], name) for name, value in overrides.items()})

@@ -64,9 +64,10 @@ class _ResultsConsole(Console):
 
 
 def _results_console() -> Console:
-    """stdout for results; wide enough for the tables when piped to a file or CI log."""
+    """stdout for results; when piped to a file or CI log, wide enough for the tables unless
+    COLUMNS says how wide (rich reads it)."""
     out = _ResultsConsole()
-    return out if out.is_terminal else _ResultsConsole(width=160)
+    return out if out.is_terminal or os.environ.get("COLUMNS") else _ResultsConsole(width=160)
 
 
 def _summary_row(cfg: RunConfig, summary: RunSummary, status: str) -> list[str]:
@@ -619,7 +620,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         if third == "dataset":  # one short word: its natural width
             t.add_column(third, no_wrap=True)
         else:
-            t.add_column(third, ratio=1)
+            t.add_column(third, ratio=1, overflow="fold")  # a long DOI folds rather than being cut
         return t
 
     tables = [table("estimators (estimator=NAME estimator.KNOB=V)", "source")]

@@ -468,6 +468,22 @@ def _refuse_environment(node: Any, where: str, path: str = "") -> None:
         _refuse_environment(child, where, f"{path}.{key}" if path else key)
 
 
+def _undot(layer: DictConfig) -> None:
+    """A file's dotted keys mean what they mean on the command line (``estimator.alpha_max: 2``,
+    ``trainer.steps: 50``): each is nested under its first part, and an estimator or group given
+    there by a plain name becomes that name's mapping (``estimator: fade`` -> ``{name: fade}``)."""
+    dotted = [key for key in layer if isinstance(key, str) and "." in key]
+    if not dotted:
+        return
+    values = OmegaConf.to_container(layer, resolve=False)
+    for key in dotted:
+        head = key.partition(".")[0]
+        del layer[key]
+        if head in layer and not isinstance(layer[head], DictConfig):
+            layer[head] = {"name": values[head]}
+        OmegaConf.update(layer, key, values[key], merge=True)
+
+
 def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | None) -> list[RunConfig]:
     base = load_yaml(CONFIG_DIR / "base.yaml")  # the shipped defaults; a user file overrides them (-c)
     if isinstance(config_file, DictConfig):
@@ -475,6 +491,7 @@ def _load(overrides: list[str] | None, config_file: str | Path | DictConfig | No
     else:
         user = load_yaml(Path(config_file)) if config_file else OmegaConf.create({})
     selections, cli = parse_overrides(overrides or [])
+    _undot(user)
     _refuse_environment(user, "config file")
     _refuse_environment(cli, "command line")
     _say_old_spelling(cli, "command line")

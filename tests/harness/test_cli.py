@@ -138,6 +138,17 @@ def test_list_shows_estimators_losses_tasks_and_models(capsys):
     assert "arXiv 2606.09821 [primary]" in " ".join(out.split())  # a loss's source (drpo)
 
 
+def test_list_fits_the_width_columns_gives_it_when_piped(capsys, monkeypatch):
+    """Piped (not a terminal), the listing is as wide as COLUMNS says, and a source too long for
+    its column (a DOI) folds instead of being cut."""
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 80
+    assert "…" not in "".join(lines)
+    assert "doi:10.1007/BF00992696" in "".join(line.strip() for line in lines)
+
+
 def test_a_reader_that_leaves_early_is_not_an_error():
     """`advbench list | grep -q NAME` under `set -o pipefail` (as CI checks the wheel): the reader
     exits at its first match, and the listing must then end with success and no traceback, not

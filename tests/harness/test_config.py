@@ -260,3 +260,25 @@ def test_a_loss_is_named_in_its_mapping_as_an_estimator_is(tmp_path):
     assert from_file.loss["name"] == "dppo" and from_file.loss["delta_high"] == 0.2
     assert config_hash(from_file) == config_hash(selected) == config_hash(named)
     assert [c.loss["name"] for c in load(["loss.name=[dppo,drpo]"])] == ["dppo", "drpo"]
+
+
+def test_a_files_dotted_keys_mean_what_they_mean_on_the_command_line(tmp_path):
+    """``estimator.alpha_max: 2`` in a file is ``estimator.alpha_max=2`` on the command line (the
+    plain name beside it becomes the mapping's name), and a misspelt knob there is named as typed."""
+    file = tmp_path / "run.yaml"
+    file.write_text(
+        "estimator: fade\nestimator.alpha_max: 2\ntrainer.steps: 7\nloss: dppo\nloss.delta_high: 0.3\n"
+    )
+    (from_file,) = load([], file)
+    (cli,) = load(
+        ["estimator=fade", "estimator.alpha_max=2", "trainer.steps=7", "loss=dppo", "loss.delta_high=0.3"]
+    )
+    assert from_file.estimator_params["fade"]["alpha_max"] == 2 and from_file.trainer.steps == 7
+    assert from_file.loss["name"] == "dppo" and from_file.loss["delta_high"] == 0.3
+    assert config_hash(from_file) == config_hash(cli)
+    file.write_text("estimator: fade\nestimator.alpah_max: 2\n")
+    with pytest.raises(ConfigError, match="did you mean '(estimator.)?alpha_max'"):
+        load([], file)
+    file.write_text("trainer.stepz: 2\n")
+    with pytest.raises(ConfigError, match="trainer.stepz.*did you mean 'steps'"):
+        load([], file)
