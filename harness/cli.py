@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -355,8 +356,10 @@ def _tracker_for(ref: str, args: argparse.Namespace):
 
         suite = load_suite(path, args.overrides)
         name, cfg = suite.name, suite.cells[0].tracking
-    cfg.uri = args.tracking_uri or cfg.uri
-    cfg.experiment = args.experiment or cfg.experiment
+    # replaced, not assigned: the dataclass checks the URI as it checks one from a config
+    cfg = dataclasses.replace(
+        cfg, uri=args.tracking_uri or cfg.uri, experiment=args.experiment or cfg.experiment
+    )
     quiet_libraries()
     from advbench.harness.tracking import Tracker
 

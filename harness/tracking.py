@@ -475,17 +475,25 @@ class Tracker:
 
         A claim is written, then read back after CLAIM_SETTLE_SECONDS: of two processes claiming at
         once the later write wins and the other backs off. A new run that finds a rival live run
-        deletes itself (its own, just made, nothing logged) and the claim is tried again.
+        deletes itself (its own, just made, nothing logged) and the claim is tried again; so a live
+        run younger than CLAIM_SETTLE_SECONDS is read again once settled before it is called Held.
         Store errors are retried and then raised, never taken for "nothing to resume".
         """
         digest = config_hash(cfg)
         seconds = self.cfg.lease_seconds
         for _ in range(20):
             unfinished = self._unfinished(digest)
-            for run in unfinished:
-                lease = Lease.parse(run.data.tags)
-                if lease is not None and lease.live:
-                    return Held(run.info.run_id, lease)
+            live = [
+                (run, lease) for run in unfinished if (lease := Lease.parse(run.data.tags)) and lease.live
+            ]
+            if live:
+                run, lease = live[0]
+                if 0 <= time.time() - run.info.start_time / 1000 < CLAIM_SETTLE_SECONDS:
+                    # a run made this instant may yet back off from a rival and delete itself:
+                    # read again once it has settled rather than wait on a run about to vanish
+                    time.sleep(CLAIM_SETTLE_SECONDS)
+                    continue
+                return Held(run.info.run_id, lease)
             if unfinished:
                 run_id = unfinished[-1].info.run_id  # the newest: older ones are leftovers
                 lease = Lease.new(seconds)

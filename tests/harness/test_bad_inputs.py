@@ -50,6 +50,21 @@ def test_a_bad_config_is_one_line_before_anything_runs(name, fast_overrides, tmp
     assert not Path("/nonexistent-advbench").exists()
 
 
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("garbage://x", "'garbage://x' is not a store"),
+        ("sqlite:////nonexistent-advbench/dir/x.db", "does not exist; create it first"),
+    ],
+)
+def test_a_bad_store_given_as_a_flag_is_one_line_too(uri, message, capsys):
+    """--tracking-uri (leaderboard, axes) is checked as tracking.uri in a config is."""
+    assert main(["leaderboard", "smoke", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert message in " ".join(err.split()) and "Traceback" not in err
+    assert not Path("/nonexistent-advbench").exists()
+
+
 def test_a_group_of_one_is_fine_for_an_estimator_that_learns_from_one_sample(fast_overrides):
     (cfg,) = load([*fast_overrides, "estimator=nsr", "trainer.group_size=1"])
     assert cfg.trainer.group_size == 1
