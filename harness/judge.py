@@ -89,13 +89,18 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"bare {name} on the wire (non-finite floats are tagged)")
 
 
-def read_answer(line: str) -> Any:
-    """One answer line of the server, decoded (the judge's side): its value, or CandidateError."""
+def read_answer(line: str, turn: str | None = None) -> Any:
+    """One answer line of the server, decoded (the judge's side): its value, or CandidateError.
+    ``turn``: the request's id, which the answer must carry. The candidate runs in the server's
+    process and can write on the wire's descriptors: lines it writes ahead of time (the known
+    answers of a public test, in order) cannot carry ids the judge has not drawn yet."""
     if not line.endswith("\n"):
         raise CandidateError("the candidate's process ended or sent no complete answer")
     answer = json.loads(line, parse_constant=_no_constants)
     if type(answer) is not dict:
         raise CandidateError("malformed answer")
+    if turn is not None and answer.get("id") != turn:
+        raise CandidateError("an answer out of turn (not the one to this request)")
     if "error" in answer:
         raise CandidateError(str(answer["error"])[:200])
     return decode(answer["value"])
@@ -160,11 +165,15 @@ def _answer(request):
     raise ValueError("unknown request")
 
 for _line in _rx:
+    _turn = None
     try:
-        _reply = {"value": encode(_answer(json.loads(_line)))}
+        _request = json.loads(_line)
+        _turn = _request.get("id")
+        _reply = {"value": encode(_answer(_request))}
     except BaseException as exc:
         traceback.print_exc(limit=3)
         _reply = {"error": type(exc).__name__}
+    _reply["id"] = _turn
     _tx.write(json.dumps(_reply) + "\\n")
     _tx.flush()
 """
@@ -202,10 +211,11 @@ _tx = os.fdopen(int(sys.argv[2]), "w", encoding="utf-8")
 
 def ask(op, **request):
     request["op"] = op
+    request["id"] = os.urandom(16).hex()  # drawn now: no line written before this request has it
     request["args"] = [encode(arg) for arg in request.get("args", [])]
     _tx.write(json.dumps(request) + "\\n")
     _tx.flush()
-    return read_answer(_rx.readline(MAX_ANSWER_BYTES))
+    return read_answer(_rx.readline(MAX_ANSWER_BYTES), request["id"])
 
 def prompt_scope(prompt):
     # The prompt's definitions, for tests that use its helpers. A prompt may end at a bare

