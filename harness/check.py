@@ -17,6 +17,12 @@ their deviations correlate (about 0.3-0.5 on the smoke suite): a row for all est
 would need that correlation, measured on few seeds; it gave more false alarms than it caught
 regressions in the measurement below, and there is none.
 
+Not paired seed by seed, though both sides run the same seeds and eval prompts: on the machine
+that recorded the baseline an unchanged tree gives the same runs (every difference 0), and on
+another CPU family the runs move as new seeds would. A paired test needs the spread of the
+per-seed differences, which the baseline, one run per seed, cannot measure when it is recorded;
+the spread of runs around their mean it can.
+
 A metric *regresses* when it is worse by more than its threshold; it *improves* when better by
 more, which passes and asks for ``--update``. On an unchanged tree whose runs move as new seeds
 would (what another CPU family's rounding does to an RL run) at most ``level`` (5%) of checks
