@@ -354,28 +354,34 @@ def _generators(pack: Pack, seeds: Sequence[int]) -> list[torch.Generator]:
     return [torch.Generator(device=pack.policy.device).manual_seed(seed) for seed in seeds]
 
 
-# Replicas per generate call, by device type (absent: the whole pack in one call). A CPU's decode
-# over a pack of 8 or 16 works on tensors that fall out of its caches: a pack of 4 trained at 0.95x
-# the runs per hour of runs one at a time on 2 cores, 8 at 0.86x and 16 at 0.67x in one call
-# (docs/results/performance.md#packs). A GPU's decode is launch-bound, so the more rows per call
-# the better. A replica's tokens are the same in any grouping (its stream is its own).
-GENERATE_REPLICAS: dict[str, int] = {"cpu": 4}
+# Replicas per generate call and per forward of the update, by device type (absent: the whole
+# pack at once). On a CPU a pack of 8 or 16 in one call works on tensors that fall out of the
+# caches: packs of 4 trained at 0.95x the runs per hour of runs one at a time on 2 cores, 8 at
+# 0.86x and 16 at 0.67x in one call (docs/results/performance.md#packs). A GPU's small-model decode
+# is launch-bound, so the more rows per call the better. A replica's tokens and gradients are the
+# same in any grouping (its stream and its loss are its own).
+REPLICAS_PER_CALL: dict[str, int] = {"cpu": 4}
+
+
+def _windows(pack: Pack) -> list[slice]:
+    """The pack's replicas in groups of REPLICAS_PER_CALL, in order."""
+    size = pack.size
+    group = REPLICAS_PER_CALL.get(pack.policy.device.type, size)
+    return [slice(start, min(start + group, size)) for start in range(0, size, group)]
 
 
 def pack_generate(
     pack: Pack, texts: Sequence[Sequence[str]], n: int, sampling: SamplingParams, seeds: Sequence[int] | None
 ) -> list[Rollout]:
     """Each replica's ``n`` samples of its own ``texts[r]`` (sampled from a generator seeded with
-    ``seeds[r]``; greedy when None), generated in calls of ``GENERATE_REPLICAS`` replicas."""
-    size = pack.size
-    group = GENERATE_REPLICAS.get(pack.policy.device.type, size)
+    ``seeds[r]``; greedy when None), generated in calls of REPLICAS_PER_CALL replicas."""
     parts: list[Rollout] = []
-    for start in range(0, size, group):
-        window = slice(start, min(start + group, size))
+    for window in _windows(pack):
         prompts = [text for r in range(window.start, window.stop) for text in texts[r]]
         generators = None if seeds is None else _generators(pack, seeds[window])
         with replica_window(pack.policy.model, window):
-            parts += _split(pack.engine.generate(prompts, n, sampling, generators), window.stop - start)
+            batch = pack.engine.generate(prompts, n, sampling, generators)
+        parts += _split(batch, window.stop - window.start)
     return parts
 
 
@@ -579,9 +585,12 @@ def update_pack(
     )
     old_logprobs = batch.logprobs
     if not on_sampling_weights:
-        with torch.no_grad(), policy.compute():
-            rows = torch.arange(n * rows_each, device=policy.device)
-            old_logprobs = token_logprobs(policy.model, batch, rows, runs[0].cfg.rollout.temperature)[0]
+        old = []
+        for window in _windows(pack):
+            rows = torch.arange(window.start * rows_each, window.stop * rows_each, device=policy.device)
+            with torch.no_grad(), policy.compute(), replica_window(policy.model, window):
+                old.append(token_logprobs(policy.model, batch, rows, runs[0].cfg.rollout.temperature)[0])
+        old_logprobs = torch.cat(old)
     update = _Update(
         batch,
         advantages,
@@ -643,17 +652,39 @@ def _micro_backward(
     collected: list[dict[str, list[float]]],
     losses_total: list[float],
 ) -> None:
-    """One micro-batch (``local``: each replica's rows of the minibatch ``chunk``): one forward, each
-    live replica's own loss on its own rows (weighted by its share of its minibatch's normaliser
-    when the minibatch is split), one backward of their sum."""
+    """One micro-batch (``local``: each replica's rows of the minibatch ``chunk``): per group of
+    REPLICAS_PER_CALL replicas one forward, each live replica's own loss on its own rows (weighted
+    by its share of its minibatch's normaliser when the minibatch is split), one backward of their
+    sum (the gradients of the groups' weights add up in the pack's parameters)."""
+    live = pack.live()
+    for window in _windows(pack):
+        replicas = [r for r in live if window.start <= r < window.stop]
+        if replicas:
+            with replica_window(pack.policy.model, window):  # a recomputed forward needs it too
+                _window_backward(pack, u, chunk, local, window, replicas, epoch, collected, losses_total)
+
+
+def _window_backward(
+    pack: Pack,
+    u: _Update,
+    chunk: Sequence[torch.Tensor],
+    local: Sequence[torch.Tensor],
+    window: slice,
+    replicas: list[int],
+    epoch: int,
+    collected: list[dict[str, list[float]]],
+    losses_total: list[float],
+) -> None:
     runs, policy = pack.replicas, pack.policy
-    rows = _replica_rows(local, u.rows_each).to(policy.device)
+    each = len(local[0])
+    rows = _replica_rows(local, u.rows_each)[window.start * each : window.stop * each].to(policy.device)
     with policy.compute():
         temperature = runs[0].cfg.rollout.temperature
         logprobs, entropy = token_logprobs(policy.model, u.batch, rows, temperature, trim=bool(u.budget))
-    total, each = None, len(local[0])
-    for r in pack.live():
-        mine, part = rows[r * each : (r + 1) * each], slice(r * each, (r + 1) * each)
+    total = None
+    for r in replicas:
+        at = r - window.start
+        mine, part = rows[at * each : (at + 1) * each], slice(at * each, (at + 1) * each)
         loss_batch = losses.LossBatch(
             logprobs=logprobs[part],
             old_logprobs=u.old_logprobs[mine],

@@ -295,7 +295,7 @@ def test_a_replica_trains_as_it_would_in_another_pack(fast_overrides, monkeypatc
     evals in chunks of 4 prompts too, where another replica's longer samples in one chunk must not
     shift this replica's draws in the next, and each replica generating in a call of its own."""
     monkeypatch.setattr(packing, "EVAL_CHUNK", chunk)
-    monkeypatch.setattr(packing, "GENERATE_REPLICAS", {"cpu": group})
+    monkeypatch.setattr(packing, "REPLICAS_PER_CALL", {"cpu": group})
     longer = ("rollout.max_new_tokens=12",)  # samples of many lengths: calls of many decode steps
     three = train_pack(_pack_cfgs(fast_overrides, [("grpo", 0), ("fade", 1), ("rloo", 2)], extra=longer))
     two = train_pack(_pack_cfgs(fast_overrides, [("grpo", 0), ("psr", 5)], extra=longer))
@@ -442,23 +442,32 @@ def test_a_packed_suite_reruns_nothing_it_finished(fast_overrides, tmp_path):
     assert all("not run again" in line for line in said)
 
 
-def test_micro_batches_and_minibatches_give_the_same_update(fast_overrides):
+def test_micro_batches_minibatches_and_groups_give_the_same_update(fast_overrides, monkeypatch):
     """A pack whose update is split into micro-batches (trainer.micro_batch_tokens, the pack's whole
-    budget shared by its replicas) and minibatches (each replica's own row order) trains like the
-    same pack in one forward per minibatch: the same losses and gradient norms (float rounding).
-    (policy_entropy is a mean of per-micro-batch means, in a solo run too: not compared.)"""
+    budget shared by its replicas), minibatches (each replica's own row order) or groups of replicas
+    per forward (REPLICAS_PER_CALL) trains like the same pack in one forward per minibatch: the same
+    losses and gradient norms (float rounding). (policy_entropy is a mean of per-micro-batch means,
+    in a solo run too: not compared.)"""
     extra = ("trainer.minibatches=2", "trainer.update_epochs=2", "trainer.steps=2", "eval.every=2")
-    seen: dict[str, dict] = {}
-    for budget in (0, 40):
+    seen: dict[tuple, dict] = {}
+    for budget, group in ((0, 4), (40, 4), (0, 1)):
+        monkeypatch.setattr(packing, "REPLICAS_PER_CALL", {"cpu": group})
         cfgs = _pack_cfgs(
-            fast_overrides, [("grpo", 0), ("rloo", 1)], extra=(*extra, f"trainer.micro_batch_tokens={budget}")
+            fast_overrides,
+            [("grpo", 0), ("rloo", 1), ("psr", 2)],
+            extra=(*extra, f"trainer.micro_batch_tokens={budget}"),
         )
         steps: list = []
         train_pack(cfgs, on_step=lambda r, s, m, into=steps: into.append((r, s, m)))
-        seen[budget] = {(r, s): m for r, s, m in steps}
-    for key, metrics in seen[0].items():
+        seen[budget, group] = {(r, s): m for r, s, m in steps}
+    assert len(seen[0, 4]) == 6
+    for key, metrics in seen[0, 4].items():
         for name in ("train/loss", "train/grad_norm"):
-            assert seen[40][key][name] == pytest.approx(metrics[name], rel=1e-4, abs=1e-6), (key, name)
+            for other in ((40, 4), (0, 1)):
+                assert seen[other][key][name] == pytest.approx(metrics[name], rel=1e-4, abs=1e-6), (
+                    other,
+                    key,
+                )
 
 
 def test_ray_gives_a_pack_a_gpu_and_lets_solo_cells_share_one(fast_overrides):
