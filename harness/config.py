@@ -479,7 +479,9 @@ def _undot(layer: DictConfig) -> None:
     for key in dotted:
         head = key.partition(".")[0]
         del layer[key]
-        if head in layer and not isinstance(layer[head], DictConfig):
+        if head in layer and layer[head] is None:  # an empty section: `trainer:` with nothing under it
+            layer[head] = {}
+        elif head in (*GROUPS, "estimator") and head in layer and not isinstance(layer[head], DictConfig):
             layer[head] = {"name": values[head]}
         OmegaConf.update(layer, key, values[key], merge=True)
 

@@ -3,7 +3,8 @@
 Every weight of the policy gains a leading replica dimension ([N, ...]). The model stays
 transformers' own Qwen2 (or Llama): its Linear, Embedding and RMSNorm modules are swapped for
 replica-aware ones (a batched matmul, an offset lookup, a per-replica scale), so attention, the KV
-cache and ``generate`` see N x B rows unchanged, replica r's rows being the r-th block of B. This
+cache and ``generate`` see N x B rows unchanged, replica r's rows being the r-th block of B (on a
+CPU, groups of REPLICAS_PER_CALL replicas at a time: ``replica_window``). This
 is torch.func's model ensembling (stack_module_state + vmap over functional_call) written as
 modules, so generate and its cache work as they are.
 
@@ -14,7 +15,7 @@ replica's weights; gradients are clipped by each replica's own norm (``clip_per_
 moments, step count and learning rate are per replica (``ReplicaAdamW``); a replica whose rewards,
 advantages, loss or gradient turn non-finite stops alone, its update skipped, the others unchanged.
 Nothing draws from torch's global random stream, so a replica's numbers do not depend on which
-runs share its pack, beyond float rounding (a pack pads its prompts to the longest of all of them).
+runs share its pack, beyond float rounding (a pack pads its prompts to the longest in its call).
 
 A packed run's identity records that it ran packed (``trainer.packed``: its float path differs
 from a solo run's), never its pack's composition, so re-packing a suite does not retrain finished
@@ -405,9 +406,10 @@ EVAL_CHUNK = 64
 
 def pack_eval(pack: Pack, trackers: Sequence, step: int) -> None:
     """Every live replica evaluated on the same held-out prompts, each chunk of ``EVAL_CHUNK``
-    prompts for all replicas in one call, sampled from the eval seed's stream for that chunk (the
-    stream every run's evals share, restarted per chunk, so a chunk's draws never depend on how long
-    another replica's samples in an earlier chunk ran); recorded as a solo run's eval is."""
+    prompts for all replicas (in calls of REPLICAS_PER_CALL), sampled from the eval seed's stream
+    for that chunk (the stream every run's evals share, restarted per chunk, so a chunk's draws
+    never depend on how long another replica's samples in an earlier chunk ran); recorded as a solo
+    run's eval is."""
     n, first = pack.size, pack.replicas[0].cfg
     prompts = pack.replicas[0].eval_prompts
     max_new = first.rollout.max_new_tokens
@@ -479,7 +481,7 @@ def _finite(pack: Pack, r: int, tensor: torch.Tensor, name: str, step: int) -> b
 
 def pack_step(pack: Pack, trackers: Sequence, step: int) -> dict[int, dict[str, float]]:
     """One training step of every live replica: one batched rollout, each replica's own scoring,
-    estimator and loss, one backward, each replica's own clipping and AdamW step."""
+    estimator and loss, one backward per group of replicas, each replica's own clipping and AdamW step."""
     timer, start = PhaseTimer(), time.perf_counter()
     runs, n = pack.replicas, pack.size
     P, G = runs[0].prompts, runs[0].samples
@@ -574,7 +576,7 @@ def update_pack(
     pack: Pack, batch: Rollout, advantages: torch.Tensor, train_rows: torch.Tensor, step: int
 ) -> dict[int, dict[str, float]]:
     """loop.update_policy for every replica at once: update_epochs passes of minibatch steps, each
-    replica's rows in its own order (its own seed), its loss on its own rows only, one backward for
+    replica's rows in its own order (its own seed), its loss on its own rows only, backwards for
     all, then each replica's own clip and AdamW step. Returns each live replica's metrics."""
     runs, n, policy = pack.replicas, pack.size, pack.policy
     trainer = runs[0].cfg.trainer  # the shape every replica shares (pack_key)
@@ -603,6 +605,7 @@ def update_pack(
     )
     generators = [torch.Generator().manual_seed(step_seed(run.cfg.seed, step)) for run in runs]
     lr, weight_decay, max_norm = _step_settings(runs, step)
+    per_forward = max(w.stop - w.start for w in _windows(pack))
     geometry: dict[int, dict[str, float]] = {}
     policy.model.train()
     for epoch in range(trainer.update_epochs):
@@ -613,7 +616,7 @@ def update_pack(
         for chunk in zip(*(order.chunk(trainer.minibatches) for order in orders), strict=True):
             pack.optimizer.zero_grad()
             losses_total = [0.0] * n
-            for local in _micro_chunks(batch, chunk, rows_each, update.budget):
+            for local in _micro_chunks(batch, chunk, rows_each, update.budget, per_forward):
                 _micro_backward(pack, update, chunk, local, epoch, collected, losses_total)
             if epoch == 0 and not geometry:  # this step's first gradient, before clipping
                 geometry = {
@@ -715,15 +718,17 @@ def _window_backward(
         total.backward()
 
 
-def _micro_chunks(batch: Rollout, chunk: Sequence[torch.Tensor], rows_each: int, budget: int):
+def _micro_chunks(
+    batch: Rollout, chunk: Sequence[torch.Tensor], rows_each: int, budget: int, per_forward: int
+):
     """A minibatch's micro-batches: the same number of rows of every replica in each (a batched
-    forward needs equal blocks), as many as keep the whole pack's padded tokens per micro-batch
-    within ``budget`` (trainer.micro_batch_tokens: the memory of one forward, whatever the pack's
-    size), each replica's rows taking an equal share of it."""
+    forward needs equal blocks), as many as keep one forward's padded tokens (``per_forward``
+    replicas' rows) within ``budget`` (trainer.micro_batch_tokens: the memory of one forward,
+    whatever the pack's size), each replica's rows taking an equal share of it."""
     if not budget:
         yield list(chunk)
         return
-    share = max(1, budget // len(chunk))
+    share = max(1, budget // per_forward)
     size = min(
         min(len(m) for m in micro_batches(batch, r * rows_each + rows, share)) for r, rows in enumerate(chunk)
     )

@@ -476,21 +476,24 @@ class Tracker:
         A claim is written, then read back after CLAIM_SETTLE_SECONDS: of two processes claiming at
         once the later write wins and the other backs off. A new run that finds a rival live run
         deletes itself (its own, just made, nothing logged) and the claim is tried again; so a live
-        run younger than CLAIM_SETTLE_SECONDS is read again once settled before it is called Held.
+        run younger than 2 x CLAIM_SETTLE_SECONDS is read again once settled before it is called Held.
         Store errors are retried and then raised, never taken for "nothing to resume".
         """
         digest = config_hash(cfg)
         seconds = self.cfg.lease_seconds
-        for _ in range(20):
+        tries = 20
+        for attempt in range(tries):
             unfinished = self._unfinished(digest)
             live = [
                 (run, lease) for run in unfinished if (lease := Lease.parse(run.data.tags)) and lease.live
             ]
             if live:
                 run, lease = live[0]
-                if 0 <= time.time() - run.info.start_time / 1000 < CLAIM_SETTLE_SECONDS:
-                    # a run made this instant may yet back off from a rival and delete itself:
-                    # read again once it has settled rather than wait on a run about to vanish
+                # a run made a moment ago may yet back off from a rival and delete itself (after
+                # logging its params): read again once it has settled rather than wait on a run
+                # about to vanish (a negative age, clocks apart, reads again too, 20 tries at most)
+                young = time.time() - run.info.start_time / 1000 < 2 * CLAIM_SETTLE_SECONDS
+                if young and attempt < tries - 1:
                     time.sleep(CLAIM_SETTLE_SECONDS)
                     continue
                 return Held(run.info.run_id, lease)
@@ -514,7 +517,7 @@ class Tracker:
                 return child
             retrying("delete_run", self.client.delete_run, child.run_id)
             time.sleep(random.uniform(0.1, 1.0))  # both may have backed off: try again apart
-        raise RuntimeError(f"{cfg.run_name}: could not claim its run in the store after 20 tries")
+        raise RuntimeError(f"{cfg.run_name}: could not claim its run in the store after {tries} tries")
 
     def start_child(self, parent: RunTracker, cfg: RunConfig, lease: Lease | None = None) -> RunTracker:
         tags = {

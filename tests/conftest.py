@@ -43,3 +43,9 @@ def fast_overrides(cache_dir, tmp_path) -> list[str]:
         f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
         f"tracking.artifact_root={tmp_path}/artifacts",
     ]
+
+
+@pytest.fixture(autouse=True)
+def _no_terminal_width(monkeypatch):
+    """A COLUMNS exported by the shell that runs the tests would size advbench's piped tables."""
+    monkeypatch.delenv("COLUMNS", raising=False)

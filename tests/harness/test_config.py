@@ -279,6 +279,8 @@ def test_a_files_dotted_keys_mean_what_they_mean_on_the_command_line(tmp_path):
     file.write_text("estimator: fade\nestimator.alpah_max: 2\n")
     with pytest.raises(ConfigError, match="did you mean '(estimator.)?alpha_max'"):
         load([], file)
+    file.write_text("trainer:\ntrainer.steps: 5\n")  # an empty section beside a dotted key
+    assert load([], file)[0].trainer.steps == 5
     file.write_text("trainer.stepz: 2\n")
     with pytest.raises(ConfigError, match="trainer.stepz.*did you mean 'steps'"):
         load([], file)

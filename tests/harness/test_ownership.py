@@ -169,8 +169,11 @@ def store(tmp_path, fast_overrides):
     return cfg, tracker, tracker.start_parent("test")
 
 
-def test_claims_racing_for_one_config_give_it_to_exactly_one(store):
-    cfg, tracker, parent = store
+def test_claims_racing_for_one_config_give_it_to_exactly_one(fast_overrides):
+    """Three claims at once (the winner's lease live throughout, as its heartbeat keeps it)."""
+    (cfg,) = load([*fast_overrides, "tracking.lease_seconds=30"])
+    tracker = Tracker(cfg.tracking)
+    parent = tracker.start_parent("test")
     results = []
     threads = [threading.Thread(target=lambda: results.append(tracker.claim(cfg, parent))) for _ in range(3)]
     for thread in threads:

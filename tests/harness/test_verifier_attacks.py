@@ -212,7 +212,7 @@ def test_the_tests_are_nowhere_a_program_could_read_them(humaneval_zero, isolati
         "def _read(path):\n"
         "    try:\n"
         "        with open(path, errors='replace') as f:\n"
-        "            return f.read(1 << 20)\n"
+        "            return f.read(1 << 16)\n"
         "    except OSError:\n"
         "        return ''\n"
     )
