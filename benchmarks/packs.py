@@ -77,13 +77,13 @@ def measure(overrides: list[str], solo: int, sizes: list[int], cache: Path, json
         run_pack(configs(warm, range(2), path, packed=True), tracker, parent, say=lambda _: None)
         if solo:
             path, tracker, parent = store("solo")
-            summaries, started = [], time.perf_counter()
+            outcomes, started = [], time.perf_counter()
             for cfg in configs(common, range(solo), path, packed=False):
                 outcome = run_cell(cfg, tracker, parent, say=lambda _: None)
                 assert outcome.status == "ran", outcome.status  # trained here, not found
-                summaries.append(outcome.summary)
+                outcomes.append(outcome)
             seconds = time.perf_counter() - started
-            out["solo"] = _row(solo, seconds, summaries)
+            out["solo"] = _row(solo, seconds, outcomes, tracker.client)
             print(f"solo x{solo}: {seconds:.0f} s", file=sys.stderr)
             save()
         for size in sizes:
@@ -96,7 +96,7 @@ def measure(overrides: list[str], solo: int, sizes: list[int], cache: Path, json
             if failures:
                 raise SystemExit(f"pack of {size}: {failures[0][0].run_name} failed: {failures[0][1]}")
             assert [o.status for o in outcomes] == ["ran"] * size  # every run trained in this pack
-            out["packs"][size] = _row(size, seconds, [o.summary for o in outcomes])
+            out["packs"][size] = _row(size, seconds, outcomes, tracker.client)
             out["packs"][size].update(
                 _throughput(tracker.client, [o.run_id for o in outcomes], out["params"])
             )
@@ -122,15 +122,26 @@ def _throughput(client, run_ids: list[str], params: int) -> dict:
     }
 
 
-def _row(runs: int, seconds: float, summaries) -> dict:
+def _row(runs: int, seconds: float, outcomes, client) -> dict:
+    from advbench.harness.tracking import metric_history
+
+    summaries = [o.summary for o in outcomes]
     return {
         "runs": runs,
         "seconds": seconds,
         "runs_per_hour": runs * 3600 / seconds,
+        # each run's own training samples (its own stream): no shared eval stream in it
+        "train_pass_rate": [
+            float(metric_history(client, o.run_id, "train/pass_rate")[1][-TRAIN_TAIL:].mean())
+            for o in outcomes
+        ],
         "peak_pass_at_1": [s.peak_pass_at_1 for s in summaries],
         "gain": [s.gain for s in summaries],
         "final_entropy": [s.final_entropy for s in summaries],
     }
+
+
+TRAIN_TAIL = 50  # steps: the training pass rate is averaged over each run's last 50
 
 
 def equivalence(result: dict, size: int = 8) -> list[dict]:
@@ -139,9 +150,11 @@ def equivalence(result: dict, size: int = 8) -> list[dict]:
     if not pack or not solo or solo["runs"] < size:
         return []
     rows = []
-    # gain first: every run of a kind shares one eval stream (a pack's is not a solo run's), which
-    # shifts all of their pass@1 readings together; the gain, read through one stream, cancels it
-    for metric in ("gain", "peak_pass_at_1", "final_entropy"):
+    # the training pass rate first: each run draws its own training samples, so 8 runs are 8
+    # independent draws. Every eval of a kind shares one stream (a pack's is not a solo run's),
+    # which shifts all of its runs' pass@1 readings together, by an amount that differs between the
+    # start's weights and the peak's: the eval metrics (the gain too) are 1 draw of a stream each.
+    for metric in ("train_pass_rate", "gain", "peak_pass_at_1", "final_entropy"):
         if metric not in pack:
             continue
         x, y = np.array(pack[metric]), np.array(solo[metric][:size])
@@ -177,7 +190,9 @@ def markdown(result: dict, command: str, machine: str) -> str:
             "",
             "A check for gross bugs, not a proof of equality (the pack samples from other streams, so "
             "its runs differ from the solo ones as new seeds would): GRPO seeds 0-7 packed against the "
-            "same seeds solo, permutation test.",
+            "same seeds solo, permutation test. train_pass_rate: each run's training pass rate over "
+            "its last 50 steps, drawn from its own sampling stream; the eval metrics share one eval "
+            "stream per kind (packed or solo), so their p-values treat one stream's luck as 8 draws.",
             "",
             "| metric | pack of 8 (mean) | solo (mean) | p |",
             "|---|---:|---:|---:|",
