@@ -416,13 +416,13 @@ def pack_eval(pack: Pack, trackers: Sequence, step: int) -> None:
     sampled: list[list[Rollout]] = [[] for _ in range(n)]
     greedy: list[list[Rollout]] = [[] for _ in range(n)]
     sampling = eval_sampling(first.eval, max_new)
+    greedy_sampling = SamplingParams(max_new_tokens=max_new, greedy=True)
     for index, start in enumerate(range(0, len(prompts), EVAL_CHUNK)):
         texts = [[p.text for p in prompts[start : start + EVAL_CHUNK]]] * n  # a stopped replica's too
         seeds = [step_seed(first.eval.seed, index)] * n
         for r, part in enumerate(pack_generate(pack, texts, first.eval.n, sampling, seeds)):
             sampled[r].append(part)
         if first.eval.greedy:
-            greedy_sampling = SamplingParams(max_new_tokens=max_new, greedy=True)
             for r, part in enumerate(pack_generate(pack, texts, 1, greedy_sampling, None)):
                 greedy[r].append(part)
     for r in pack.live():
@@ -625,10 +625,11 @@ def update_pack(
             norms = clip_per_replica(pack.optimizer.params, max_norm)
             for r in pack.live():
                 _finite(pack, r, norms[r], "gradient norm", step)
+            active = pack.active  # after the norms' check, which may stop a replica
             for p in pack.optimizer.params:  # a stopped replica's gradient is not stepped on
                 if p.grad is not None:
-                    p.grad.mul_(_per_replica(pack.active.float(), p.grad)).nan_to_num_(0.0, 0.0, 0.0)
-            pack.optimizer.step(lr, weight_decay, pack.active)
+                    p.grad.mul_(_per_replica(active.float(), p.grad)).nan_to_num_(0.0, 0.0, 0.0)
+            pack.optimizer.step(lr, weight_decay, active)
             for r in pack.live():
                 collected[r]["loss"].append(losses_total[r])
                 collected[r]["grad_norm"].append(float(norms[r]))
